@@ -1,0 +1,48 @@
+# kws-research: every target installs the virtualenv first when it is missing.
+#   make sweep                       Optuna sweep on the embedded synthetic data set
+#   make test                        the test suite
+#   DATA=<folder>                    any folder in the Speech Commands layout (default: synthetic)
+#   ARGS='<hydra overrides>'         more overrides for the stage, e.g. ARGS='trainer.epochs=5'
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?=
+ARGS   ?=
+SWEEP  ?= quick
+RUN_ID ?= best
+SUBSET ?= ../shared/data/speech_commands_subset
+SUBSET_COMMANDS ?= [yes,no,up,down,left,right,stop]
+
+ifeq ($(strip $(DATA)),)
+DATASET := dataset=synthetic
+else
+DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
+endif
+
+.PHONY: install data baseline train sweep export ui test bench bench-data bench-train \
+        bench-accuracy bench-openset lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[synth,dev]'
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m kws_research.prepare $(DATASET) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check kws_research tests benchmarks
+
+bench-data: $(STAMP)
+	$(PY) -m benchmarks.bench_data --subset $(SUBSET) $(BENCH_ARGS)
+
+clean:
+	rm -rf .cache mlruns.db mlartifacts optuna.db benchmarks/results .multirun

@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers written to benchmarks/results/ (never asserted in tests)."""

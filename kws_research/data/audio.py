@@ -1,0 +1,93 @@
+"""Decoding WAV clips into the fixed 1 s / 16 kHz / int16 representation.
+
+Clips are stored as int16 and turned into float32 only at use as
+``int16 / 2**15``: the tutorial's normalisation, kept so that every model
+(and the Core ML input contract) sees the same scale.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+INT16_SCALE = 2.0**15
+
+
+class ClipError(Exception):
+    """A clip that cannot be used; the message is the reason shown in the summary."""
+
+
+def read_mono(path: Path | str) -> tuple[np.ndarray, int]:
+    """Read any soundfile-supported file as float32 mono in [-1, 1] and its rate."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ClipError(f"unreadable ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise ClipError("empty file (0 bytes)")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # libsndfile reports corrupt headers as several error types
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ClipError(f"not a readable audio file ({reason})") from exc
+    if data.shape[0] == 0:
+        raise ClipError("no audio frames")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise ClipError("contains NaN/Inf samples")
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def resample(signal: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling (scipy) with the smallest integer up/down factors."""
+    if rate_in == rate_out:
+        return signal
+    g = gcd(int(rate_in), int(rate_out))
+    return resample_poly(signal, rate_out // g, rate_in // g).astype(np.float32)
+
+
+def fit_length(signal: np.ndarray, num_samples: int = SAMPLE_RATE) -> np.ndarray:
+    """Zero-pad short clips at the end (as the official pipeline does); crop long
+    ones to the loudest window so a long recording keeps its word."""
+    n = signal.shape[0]
+    if n == num_samples:
+        return signal
+    if n < num_samples:
+        return np.pad(signal, (0, num_samples - n))
+    energy = np.concatenate([[0.0], np.cumsum(signal.astype(np.float64) ** 2)])
+    window_energy = energy[num_samples:] - energy[: n - num_samples + 1]
+    start = int(np.argmax(window_energy))
+    return signal[start : start + num_samples]
+
+
+def to_int16(signal: np.ndarray) -> np.ndarray:
+    """Float in [-1, 1] -> int16 with clipping (never wraps around)."""
+    return np.clip(np.round(signal * INT16_SCALE), -32768, 32767).astype(np.int16)
+
+
+def to_float(samples: np.ndarray) -> np.ndarray:
+    """int16 -> float32 as ``samples / 2**15`` (the tutorial's normalisation)."""
+    return samples.astype(np.float32) / np.float32(INT16_SCALE)
+
+
+def decode_clip(path: Path | str, num_samples: int = SAMPLE_RATE) -> np.ndarray:
+    """One clip as int16 of exactly ``num_samples`` at 16 kHz, mono."""
+    signal, rate = read_mono(path)
+    return to_int16(fit_length(resample(signal, rate), num_samples))
+
+
+def decode_long(path: Path | str) -> np.ndarray:
+    """A whole recording (background noise) as int16 at 16 kHz, mono."""
+    signal, rate = read_mono(path)
+    return to_int16(resample(signal, rate))
+
+
+def write_wav(path: Path | str, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """Write int16 mono PCM, the format of the official archive."""
+    sf.write(str(path), np.asarray(samples, dtype=np.int16), rate, subtype="PCM_16")

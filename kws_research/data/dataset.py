@@ -1,0 +1,239 @@
+"""From a ``dataset`` config to decoded, cached splits (:class:`PreparedData`).
+
+``prepare(cfg)`` is what both the ``prepare`` stage and training call: it
+generates or downloads the root when the config asks for it, scans it, plans
+the task, and decodes every clip once into the cache; later calls read the
+cache as long as the fingerprint and the files' modification times match.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from kws_research.data import cache
+from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip, decode_long
+from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
+from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
+from kws_research.errors import KwsError
+
+log = logging.getLogger(__name__)
+
+HELDOUT = "heldout"
+
+
+def task_spec(cfg: Mapping) -> TaskSpec:
+    """The task part of a dataset config, with its types checked."""
+    for key in ("commands", "heldout_unknown_words"):
+        if any(isinstance(w, bool) for w in cfg.get(key) or ()):
+            raise KwsError(
+                f"dataset.{key}: contains a boolean; YAML reads unquoted yes/no/on/off as booleans, "
+                'quote the words ("yes", "no", "on", "off")'
+            )
+    try:
+        return TaskSpec(
+            commands=tuple(str(w) for w in cfg["commands"]),
+            unknown_percentage=float(cfg.get("unknown_percentage", 10.0)),
+            silence_percentage=float(cfg.get("silence_percentage", 10.0)),
+            validation_percentage=float(cfg.get("validation_percentage", 10.0)),
+            testing_percentage=float(cfg.get("testing_percentage", 10.0)),
+            seed=int(cfg.get("seed", 59185)),
+            heldout_unknown_words=tuple(str(w) for w in cfg.get("heldout_unknown_words") or ()),
+        )
+    except (TypeError, ValueError) as exc:
+        raise KwsError(f"dataset: invalid value ({exc}); check dataset.commands and the percentages") from exc
+
+
+def cache_root(cfg: Mapping) -> Path:
+    return Path(str(cfg.get("cache_dir") or ".cache/kws_research")).expanduser()
+
+
+def resolve_root(cfg: Mapping) -> Path:
+    """The data root, generated (synthetic) or downloaded (official archives) if asked."""
+    generator = cfg.get("generator")
+    if generator is not None:
+        from kws_research.data.synthetic import GeneratorSettings, ensure_generated
+
+        gen = dict(generator)
+        if "words" in gen:
+            gen["words"] = tuple(gen["words"])
+        try:
+            settings = GeneratorSettings(**gen)
+        except TypeError as exc:
+            raise KwsError(f"dataset.generator: {exc}; see conf/dataset/synthetic.yaml for the keys") from exc
+        root = cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()
+        return ensure_generated(Path(str(root)), settings)
+    root = cfg.get("root")
+    if root in (None, "", "???"):
+        raise KwsError(
+            "dataset.root: not set; pass dataset.root=<folder in the Speech Commands layout> "
+            "(make targets: DATA=<folder>)"
+        )
+    root = Path(str(root)).expanduser()
+    if cfg.get("download"):
+        from kws_research.data.download import ensure_downloaded
+
+        if not cfg.get("url"):
+            raise KwsError("dataset.url: download=true needs the archive URL (dataset=speech_commands_v2 sets it)")
+        return ensure_downloaded(str(cfg["url"]), root, cfg.get("archive_sha256"), cfg.get("archive_size"))
+    return root
+
+
+def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    decoded: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+
+    def one(rel: str):
+        try:
+            return rel, decode_clip(root / rel, SAMPLE_RATE), None
+        except ClipError as exc:
+            return rel, None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for rel, audio, error in pool.map(one, paths, chunksize=64):
+            if error is None:
+                decoded[rel] = audio
+            else:
+                failed[rel] = error
+    return decoded, failed
+
+
+def _decode_noise(layout: Layout) -> tuple[list[np.ndarray], list[dict], dict[str, str]]:
+    arrays, files, failed = [], [], {}
+    start = 0
+    for entry in layout.noise_files:
+        try:
+            audio = decode_long(layout.root / entry.path)
+        except ClipError as exc:
+            failed[entry.path] = str(exc)
+            continue
+        arrays.append(audio)
+        files.append({"name": entry.path, "start": start, "length": int(audio.shape[0])})
+        start += int(audio.shape[0])
+    return arrays, files, failed
+
+
+def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise_files: list[dict]) -> np.ndarray:
+    if item.kind == "clip":
+        return decoded[item.paths[0]]
+    if item.kind == "silence":
+        start = noise_files[item.noise]["start"] + item.offset
+        cut = noise[start : start + SAMPLE_RATE].astype(np.float32) * item.gain
+        return np.clip(np.round(cut), -32768, 32767).astype(np.int16)
+    raise ValueError(f"unknown item kind {item.kind!r}")
+
+
+def _source_name(item: Item, noise_files: list[dict]) -> str:
+    if item.kind == "silence":
+        return f"silence:{noise_files[item.noise]['name']}@{item.offset}x{item.gain}"
+    return "+".join(item.paths) if item.kind == "clip" else f"{item.kind}:" + "+".join(item.paths)
+
+
+def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipped: dict[str, str],
+             layout: Layout, noise_files: list[dict]) -> dict:
+    counts = {}
+    for split, (labels, _) in splits.items():
+        tally = Counter(int(v) for v in labels)
+        counts[split] = {c: tally.get(i, 0) for i, c in enumerate(plan.classes)}
+    warnings = list(plan.warnings)
+    if layout.missing_in_lists:
+        warnings.append(
+            f"{len(layout.missing_in_lists)} file(s) named in the split lists are missing under {root} "
+            f"(first: {layout.missing_in_lists[0]}); they are ignored - restore them or fix the lists"
+        )
+    return {
+        "dataset": name,
+        "root": str(root),
+        "fingerprint": fp,
+        "classes": list(plan.classes),
+        "counts": counts,
+        "totals": {split: int(sum(c.values())) for split, c in counts.items()},
+        "unknown_sources": plan.unknown_by_source,
+        "noise_files": [f["name"] for f in noise_files],
+        "skipped": [{"file": f, "reason": r} for f, r in sorted(skipped.items())],
+        "n_skipped": len(skipped),
+        "warnings": warnings,
+    }
+
+
+def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: TaskSpec,
+           layout: Layout, workers: int) -> None:
+    noise_arrays, noise_files, skipped = _decode_noise(layout)
+    noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=np.int16)
+    plan = plan_task(spec, layout, [f["length"] for f in noise_files])
+    split_items = dict(plan.splits)
+    if plan.heldout:
+        split_items[HELDOUT] = plan.heldout
+    paths = sorted({p for items in split_items.values() for it in items if it.kind == "clip" for p in it.paths})
+    decoded, failed = _decode_all(layout.root, paths, workers)
+    skipped.update(failed)
+    if failed:
+        log.warning("skipped %d unreadable clip(s); see the summary", len(failed))
+    writer = cache.CacheWriter(path)
+    try:
+        class_index = {c: i for i, c in enumerate(plan.classes)}
+        written = {}
+        for split, items in split_items.items():
+            kept = [it for it in items if it.kind != "clip" or all(p in decoded for p in it.paths)]
+            audio = writer.audio(split, len(kept), SAMPLE_RATE)
+            for row, item in enumerate(kept):
+                audio[row] = _render(item, decoded, noise, noise_files)
+            audio.flush()
+            del audio
+            labels = np.array([class_index[it.label] for it in kept], dtype=np.int16)
+            writer.array(f"{split}.labels", labels)
+            sources = [_source_name(it, noise_files) for it in kept]
+            writer.json(f"{split}.sources.json", sources)
+            written[split] = (labels, sources)
+        writer.array("noise", noise)
+        summary = _summary(name, root, fp, plan, written, skipped, layout, noise_files)
+        writer.json("summary.json", summary)
+        writer.json("meta.json", {
+            "name": name, "classes": list(plan.classes), "splits": list(written),
+            "fingerprint": fp, "stat_signature": signature, "noise_files": noise_files,
+            "root": str(root),
+        })
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> PreparedData:
+    """Decoded splits for the dataset config ``cfg`` (from the cache when valid)."""
+    started = time.perf_counter()
+    name = str(cfg.get("name", "dataset"))
+    root = resolve_root(cfg)
+    layout = scan(root)
+    if not layout.noise_files:
+        log.warning("%s has no %s folder: no silence clips or noise augmentation possible",
+                    root, BACKGROUND_NOISE_DIR)
+    spec = task_spec(cfg)
+    check_words(spec, layout)
+    settings = {"task": spec.__dict__ | {"commands": list(spec.commands),
+                                         "heldout_unknown_words": list(spec.heldout_unknown_words)},
+                "sample_rate": SAMPLE_RATE, "clip_samples": SAMPLE_RATE}
+    fp = cache.fingerprint(layout, settings)
+    signature = cache.stat_signature(layout)
+    path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
+    from_cache = True
+    with cache.locked(path.with_name(path.name + ".lock")):
+        if refresh or not cache.is_valid(path, signature):
+            from_cache = False
+            log.info("decoding %s into %s", root, path)
+            _build(path, name, root, fp, signature, spec, layout, workers or min(8, (os.cpu_count() or 2) * 2))
+    data = cache.load(path)
+    data.summary = dict(data.summary, cache=str(path), from_cache=from_cache,
+                        seconds=round(time.perf_counter() - started, 3))
+    return data
+
+
+PreparedData = cache.PreparedData
+__all__ = ["prepare", "PreparedData", "SPLITS", "HELDOUT", "task_spec", "resolve_root"]

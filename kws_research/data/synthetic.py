@@ -1,0 +1,259 @@
+"""The embedded data set: Speech Commands words spoken by espeak-ng voices.
+
+Written to disk in the official layout (``WORD/SPEAKER_nohash_N.wav``, a
+``_background_noise_`` folder, split lists), so every later stage treats it
+exactly like the real archive. A synthetic speaker is one English accent plus
+one voice variant; each speaker sits in one split. Generation is deterministic
+from the settings: every word is synthesised in a fresh process (espeak-ng
+carries state between utterances) and every random draw is keyed by
+(seed, speaker, repetition), not by the order of work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+
+from kws_research.data.audio import SAMPLE_RATE, resample, to_int16, write_wav
+from kws_research.data.espeak import ENGLISH_VOICES, synthesise_word, voice_variants
+from kws_research.data.layout import BACKGROUND_NOISE_DIR, TESTING_LIST, VALIDATION_LIST
+from kws_research.data.words import SPEECH_COMMANDS_WORDS
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".complete.json"
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """What decides the generated audio (``workers`` only decides the speed)."""
+
+    speakers: int = 70
+    repetitions: int = 3
+    words: tuple[str, ...] = SPEECH_COMMANDS_WORDS
+    noise_seconds: float = 60.0
+    validation_fraction: float = 0.15
+    testing_fraction: float = 0.15
+    seed: int = 0
+    workers: int = 2
+
+    def identity(self) -> dict:
+        ident = asdict(self)
+        ident.pop("workers")
+        ident["words"] = list(self.words)
+        ident["version"] = GENERATOR_VERSION
+        return ident
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic speaker: an English accent plus a voice variant and a manner."""
+
+    id: str
+    voice: str
+    rate: int
+    pitch: int
+    pitch_range: int
+    level_db: float
+
+
+def plan_speakers(count: int, seed: int, variants: list[str], accents: tuple[str, ...]) -> list[Speaker]:
+    """``count`` distinct accent+variant speakers, drawn with ``seed``."""
+    combos = [f"{accent}+{variant}" for accent in accents for variant in variants]
+    if count > len(combos):
+        raise ValueError(f"at most {len(combos)} distinct synthetic speakers are available, asked for {count}")
+    rng = np.random.default_rng([seed, 7])
+    picks = rng.choice(len(combos), size=count, replace=False)
+    speakers = []
+    for index in picks:
+        voice = combos[int(index)]
+        speakers.append(
+            Speaker(
+                id=hashlib.sha1(voice.encode()).hexdigest()[:8],
+                voice=voice,
+                rate=int(rng.integers(130, 220)),
+                pitch=int(rng.integers(20, 80)),
+                pitch_range=int(rng.integers(20, 90)),
+                level_db=float(rng.uniform(-18.0, -3.0)),
+            )
+        )
+    return speakers
+
+
+def utterances(speakers: list[Speaker], repetitions: int, seed: int) -> list[tuple]:
+    """(voice, rate, pitch, range, seed) of every (speaker, repetition), with jitter."""
+    specs = []
+    for s_index, speaker in enumerate(speakers):
+        for rep in range(repetitions):
+            rng = np.random.default_rng([seed, s_index, rep, 11])
+            specs.append(
+                (
+                    speaker.voice,
+                    int(speaker.rate * rng.uniform(0.88, 1.12)),
+                    int(np.clip(speaker.pitch + rng.integers(-8, 9), 0, 99)),
+                    int(np.clip(speaker.pitch_range + rng.integers(-10, 11), 0, 99)),
+                    int(rng.integers(2**31 - 1)),
+                )
+            )
+    return specs
+
+
+def run_isolated(jobs: list, workers: int, function=synthesise_word) -> Iterator:
+    """Yield ``function(job)`` for each job in order, each job in a fresh spawned process;
+    the caller can work on early results while later ones are computed."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes=max(1, min(workers, len(jobs))), maxtasksperchild=1) as pool:
+        yield from pool.imap(function, jobs, chunksize=1)
+
+
+def place(word_audio: np.ndarray, rate: int, level_db: float, rng: np.random.Generator) -> np.ndarray:
+    """Resample a spoken word to 16 kHz and put it at a random offset in a 1 s clip,
+    at the speaker's level with a faint noise floor (real clips are never silent)."""
+    signal = resample(word_audio.astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
+    signal = signal[:SAMPLE_RATE]
+    peak = float(np.abs(signal).max()) or 1.0
+    signal = signal / peak * 10 ** ((level_db + rng.uniform(-3, 3)) / 20)
+    clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    offset = int(rng.integers(0, SAMPLE_RATE - signal.size + 1))
+    clip[offset : offset + signal.size] = signal
+    floor = 10 ** (rng.uniform(-70, -50) / 20)
+    clip += rng.standard_normal(SAMPLE_RATE).astype(np.float32) * floor
+    return to_int16(clip)
+
+
+def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Noise with power spectrum 1/f**exponent (0 white, 1 pink, 2 brown), unit RMS."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    freqs[0] = freqs[1]
+    shaped = np.fft.irfft(spectrum / freqs ** (exponent / 2), n)
+    return (shaped / shaped.std()).astype(np.float32)
+
+
+def hum(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Mains hum (50 or 60 Hz with harmonics, slowly drifting) over a little pink noise."""
+    t = np.arange(n) / SAMPLE_RATE
+    base = 50.0 if rng.random() < 0.5 else 60.0
+    drift = 1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.05, 0.3) * t)
+    tone = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
+    signal = tone * drift + 0.3 * coloured_noise(n, 1.0, rng)
+    return (signal / np.abs(signal).max()).astype(np.float32)
+
+
+def machine(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A fan-like rumble: low-passed noise, amplitude modulated by the blade rate."""
+    noise = lfilter([1.0], [1.0, -0.97], rng.standard_normal(n))
+    t = np.arange(n) / SAMPLE_RATE
+    signal = noise * (1 + 0.4 * np.sin(2 * np.pi * rng.uniform(4, 12) * t))
+    return (signal / np.abs(signal).max()).astype(np.float32)
+
+
+def babble(n: int, words: list[np.ndarray], rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Overlapping far-off speech made from the generator's own words."""
+    out = np.zeros(n, dtype=np.float32)
+    count = max(1, int(6 * n / SAMPLE_RATE))
+    for _ in range(count):
+        word = resample(words[int(rng.integers(len(words)))].astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
+        if word.size == 0 or word.size >= n:
+            continue
+        start = int(rng.integers(0, n - word.size))
+        out[start : start + word.size] += word * rng.uniform(0.2, 1.0)
+    out = out / (np.abs(out).max() or 1.0)
+    return out + 0.02 * coloured_noise(n, 1.0, rng)  # room tone between the voices
+
+
+def background_noise(seconds: float, words: list[np.ndarray], rate: int, seed: int) -> dict[str, np.ndarray]:
+    """The generated ``_background_noise_`` recordings (float, peak-normalised levels)."""
+    n = int(seconds * SAMPLE_RATE)
+    rng = lambda k: np.random.default_rng([seed, 97, k])  # noqa: E731 - one stream per file
+    return {
+        "white_noise.wav": 0.3 * coloured_noise(n, 0.0, rng(0)) / 3,
+        "pink_noise.wav": 0.3 * coloured_noise(n, 1.0, rng(1)) / 3,
+        "brown_noise.wav": 0.3 * coloured_noise(n, 2.0, rng(2)) / 3,
+        "hum.wav": 0.5 * hum(n, rng(3)),
+        "machine.wav": 0.6 * machine(n, rng(4)),
+        "babble.wav": 0.5 * babble(n, words, rate, rng(5)),
+    }
+
+
+def assign_speaker_splits(speakers: list[Speaker], settings: GeneratorSettings) -> dict[str, str]:
+    """Speaker id -> split, with at least one speaker in each split."""
+    order = np.random.default_rng([settings.seed, 3]).permutation(len(speakers))
+    n_val = max(1, round(settings.validation_fraction * len(speakers)))
+    n_test = max(1, round(settings.testing_fraction * len(speakers)))
+    splits = {}
+    for rank, index in enumerate(order):
+        split = "validation" if rank < n_val else "test" if rank < n_val + n_test else "train"
+        splits[speakers[int(index)].id] = split
+    return splits
+
+
+def generate(target: Path, settings: GeneratorSettings) -> dict:
+    """Write the data set to ``target`` (atomically) and return its description."""
+    if settings.speakers < 3:
+        raise ValueError("dataset.generator.speakers must be at least 3 (one per split)")
+    started = time.perf_counter()
+    speakers = plan_speakers(settings.speakers, settings.seed, voice_variants(), ENGLISH_VOICES)
+    specs = utterances(speakers, settings.repetitions, settings.seed)
+    results = run_isolated([(word, specs) for word in settings.words], settings.workers)
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    split_of = assign_speaker_splits(speakers, settings)
+    lists: dict[str, list[str]] = {"validation": [], "test": []}
+    all_words = []
+    rate = 0
+    for w_index, (word, (rate, clips)) in enumerate(zip(settings.words, results)):
+        (tmp / word).mkdir()
+        for u_index, audio in enumerate(clips):
+            s_index, rep = divmod(u_index, settings.repetitions)
+            speaker = speakers[s_index]
+            rng = np.random.default_rng([settings.seed, w_index, s_index, rep, 13])
+            rel = f"{word}/{speaker.id}_nohash_{rep}.wav"
+            write_wav(tmp / rel, place(audio, rate, speaker.level_db, rng))
+            if split_of[speaker.id] in lists:
+                lists[split_of[speaker.id]].append(rel)
+            all_words.append(audio)
+    (tmp / BACKGROUND_NOISE_DIR).mkdir()
+    for name, signal in background_noise(settings.noise_seconds, all_words, rate, settings.seed).items():
+        write_wav(tmp / BACKGROUND_NOISE_DIR / name, to_int16(signal))
+    (tmp / VALIDATION_LIST).write_text("\n".join(sorted(lists["validation"])) + "\n")
+    (tmp / TESTING_LIST).write_text("\n".join(sorted(lists["test"])) + "\n")
+    description = {
+        "settings": settings.identity(),
+        "speakers": {s.id: {"voice": s.voice, "split": split_of[s.id]} for s in speakers},
+        "clips": len(all_words),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(target)
+    return description
+
+
+def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
+    """Generate once; later calls find the completion marker and reuse the folder."""
+    marker = target / COMPLETE_MARKER
+    if marker.is_file():
+        return target
+    log.info("generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
+             target, settings.speakers, settings.repetitions, len(settings.words))
+    description = generate(target, settings)
+    log.info("generated %d clips in %.1f s", description["clips"], description["seconds"])
+    return target

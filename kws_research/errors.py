@@ -1,0 +1,18 @@
+"""Errors a user can fix, reported as one line instead of a traceback."""
+
+from __future__ import annotations
+
+
+class KwsError(Exception):
+    """Bad input or environment; the message names the file/key and what to do."""
+
+
+class ConfigError(KwsError):
+    """A configuration value is invalid; the message names the key."""
+
+    def __init__(self, key: str, problem: str, hint: str = "") -> None:
+        message = f"{key}: {problem}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+        self.key = key

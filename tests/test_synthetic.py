@@ -1,0 +1,63 @@
+"""The embedded espeak-ng data set: layout, speakers per split, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import soundfile as sf
+from conftest import tone_dataset_cfg
+
+from kws_research.data.dataset import prepare
+from kws_research.data.layout import scan, speaker_id
+from kws_research.data.synthetic import GeneratorSettings, generate
+from kws_research.data.words import SPEECH_COMMANDS_WORDS
+
+
+def test_generated_root_has_the_official_layout(tiny_synthetic):
+    layout = scan(tiny_synthetic)
+    assert sorted(layout.words) == sorted(SPEECH_COMMANDS_WORDS)
+    assert all(len(clips) == 6 for clips in layout.words.values())  # 6 speakers x 1 repetition
+    assert len(layout.noise_files) >= 5
+    assert layout.validation_list and layout.testing_list
+    audio, rate = sf.read(tiny_synthetic / layout.words["yes"][0].path, dtype="int16")
+    assert rate == 16000 and audio.shape == (16000,)
+    assert np.abs(audio).max() > 1000  # a word is in there, not silence
+
+
+def test_each_speaker_stays_in_one_split(tiny_synthetic):
+    layout = scan(tiny_synthetic)
+    split_of = {}
+    for entries in layout.words.values():
+        for entry in entries:
+            split = layout.split_of(entry, 10, 10)
+            assert split_of.setdefault(entry.speaker, split) == split
+    assert set(split_of.values()) == {"train", "validation", "test"}
+    description = json.loads((tiny_synthetic / ".complete.json").read_text())
+    assert {v["split"] for v in description["speakers"].values()} == {"train", "validation", "test"}
+    assert all(speaker_id(e.path) in description["speakers"] for e in layout.words["go"])
+
+
+def test_generation_is_deterministic_and_seeded(tmp_path, tiny_synthetic):
+    words = ("yes", "no", "marvin")
+    settings = GeneratorSettings(speakers=3, repetitions=2, words=words, noise_seconds=2.0, seed=5)
+    generate(tmp_path / "a", settings)
+    generate(tmp_path / "b", settings)
+    generate(tmp_path / "c", GeneratorSettings(speakers=3, repetitions=2, words=words, noise_seconds=2.0, seed=6))
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.wav"))
+    assert len(files) == 3 * 3 * 2 + 6
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert sorted(p.relative_to(tmp_path / "c") for p in (tmp_path / "c").rglob("*.wav")) != files
+
+
+def test_synthetic_root_prepares_like_real_data(tiny_synthetic, tmp_path):
+    cfg = tone_dataset_cfg(tiny_synthetic, tmp_path / "cache",
+                           commands=["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"],
+                           unknown_percentage=10.0, silence_percentage=10.0)
+    data = prepare(cfg)
+    assert data.classes[:2] == ["silence", "unknown"] and len(data.classes) == 12
+    for split in ("train", "validation", "test"):
+        counts = data.summary["counts"][split]
+        assert counts["yes"] > 0 and counts["unknown"] > 0 and counts["silence"] > 0
+    assert data.summary["n_skipped"] == 0
