@@ -46,3 +46,18 @@ bench-data: $(STAMP)
 
 clean:
 	rm -rf .cache mlruns.db mlartifacts optuna.db benchmarks/results .multirun
+
+train: $(STAMP)
+	$(PY) -m kws_research.train $(DATASET) $(ARGS)
+
+baseline: $(STAMP)
+	$(PY) -m kws_research.train +experiment=baseline $(DATASET) $(ARGS)
+
+UI_PORT ?= 5000
+ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (store: sqlite:///mlruns.db, artifacts: ./mlartifacts)"
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+bench-train: $(STAMP)
+	$(PY) -m benchmarks.bench_train --data $(SUBSET) $(BENCH_ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,11 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM ends a stage like Ctrl-C, so tracked runs end KILLED rather than RUNNING."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], None]:
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with the command-line
     overrides and calls ``run(cfg)``; a :class:`KwsError` becomes one line and exit 2."""
@@ -39,8 +45,9 @@ def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], Non
     quiet_native_logs()
 
     def task(cfg) -> None:
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
-            run(cfg)
+            return run(cfg)
         except KwsError as exc:
             fail(str(exc))
         except KeyboardInterrupt:

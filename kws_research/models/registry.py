@@ -1,0 +1,62 @@
+"""Building models from config (``_target_`` + ``hydra.utils.instantiate``) and loading them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+
+import keras
+
+from kws_research.errors import ConfigError, KwsError
+
+INPUT_NAME = "audio"
+NUM_SAMPLES = 16000
+
+
+def model_name(model_cfg: Mapping) -> str:
+    """Family name of a model config: the module of its builder (``...models.ds_cnn.build``)."""
+    target = str(model_cfg.get("_target_", ""))
+    parts = target.split(".")
+    return parts[-2] if len(parts) >= 2 else target or "unknown"
+
+
+def build_model(model_cfg: Mapping, num_classes: int, spec_augment: Mapping | None = None) -> keras.Model:
+    """Instantiate the builder named by ``model._target_`` with the YAML's keys.
+
+    ``spec_augment`` goes only to builders that take it (front-end models).
+    A builder's ValueError/TypeError becomes a :class:`ConfigError` on ``model``.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import get_method, instantiate
+
+    target = model_cfg.get("_target_")
+    if not target:
+        raise ConfigError("model._target_", "missing", "every conf/model/*.yaml names its builder")
+    try:
+        builder = get_method(str(target))
+    except Exception as exc:
+        raise ConfigError("model._target_", f"cannot import {target}") from exc
+    extra = {"num_classes": num_classes}
+    if spec_augment and "spec_augment" in inspect.signature(builder).parameters:
+        extra["spec_augment"] = dict(spec_augment)
+    try:
+        model = instantiate(model_cfg, _convert_="all", **extra)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, (TypeError, ValueError)):
+            raise ConfigError("model", f"{model_name(model_cfg)}: {cause}") from exc
+        raise
+    if not isinstance(model, keras.Model):
+        raise KwsError(f"model._target_: {target} returned {type(model).__name__}, not a keras.Model")
+    return model
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved ``.keras`` model in safe mode (no arbitrary code)."""
+    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+
+
+def waveform_input() -> keras.KerasTensor:
+    """The deployment contract: raw 1 s at 16 kHz, float32 scaled as int16 / 2**15."""
+    return keras.Input(shape=(NUM_SAMPLES,), name=INPUT_NAME, dtype="float32")

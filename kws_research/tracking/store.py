@@ -1,0 +1,95 @@
+"""Which MLflow store to use and where artifacts go.
+
+Default: ``sqlite:///mlruns.db`` in the working directory with artifacts
+under ``./mlartifacts`` (never the deprecated file store). ``MLFLOW_TRACKING_URI``
+or ``tracking.uri`` select another store, e.g. an ``http://`` tracking server,
+which then decides the artifact location itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from kws_research.errors import KwsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "sqlite:///mlruns.db"
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with one line instead of MLflow's minutes of retries."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise KwsError(
+                f"tracking.uri: MLflow server {uri} is not reachable ({getattr(exc, 'reason', exc)}); "
+                "start it (make ui) or set tracking.uri / MLFLOW_TRACKING_URI to a reachable store"
+            ) from exc
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise KwsError(f"tracking.uri: folder {folder} of {uri} does not exist; create it or change tracking.uri")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
+    elif uri.startswith("file:") or "://" not in uri:
+        raise KwsError(
+            f"tracking.uri: {uri} is MLflow's deprecated file store; use sqlite:///mlruns.db or an http:// server"
+        )
+
+
+def resolve_uri(tracking: Mapping) -> str:
+    return str(tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+
+
+def client_for(tracking: Mapping):
+    """An ``MlflowClient`` on the configured store, checked to be reachable."""
+    _quiet_mlflow()
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_uri(tracking)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, tracking: Mapping, name: str) -> str:
+    """Get or create experiment ``name`` (artifacts under ``tracking.artifact_location``)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    location = None
+    if not is_remote(client.tracking_uri):
+        root = Path(str(tracking.get("artifact_location") or "mlartifacts")).expanduser().resolve()
+        location = (root / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created by a parallel worker in the meantime
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

@@ -1,0 +1,1 @@
+"""Training: input pipeline, augmentation, optimisers, one tracked run (``run_training``)."""

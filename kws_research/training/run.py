@@ -1,0 +1,211 @@
+"""One training run, start to finish, recorded in MLflow (the ``train`` stage's Python API).
+
+Order matters for bad input: the config is validated and the data prepared
+before an MLflow run exists, so a wrong key or a missing data root leaves no
+run at all; anything failing after that ends the run FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig, OmegaConf
+
+from kws_research.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FINAL_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss", "params", "macs", "train_seconds",
+                 "epochs_run")
+
+
+@dataclass
+class TrainResult:
+    """What a run returns to its caller (the CLI prints it, the sweep optimises it)."""
+
+    run_id: str
+    metrics: dict[str, float]
+    stopped: str | None = None  # set when training was cut short on purpose (pruned, over budget)
+    intermediate: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RunHooks:
+    """How a caller (the sweep) takes part in a run without the run knowing about it.
+
+    ``check_model(model, sizes)`` returns a reason to skip training (e.g. over a size
+    budget); ``callbacks`` join Keras ``fit``; a callback whose ``stop_reason`` is set
+    after ``fit`` marks the run as stopped on purpose (e.g. pruned).
+    """
+
+    check_model: Callable[[object, dict], str | None] | None = None
+    callbacks: list = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a typo or a bad override would break, naming the key."""
+    from kws_research.training import optim
+    from kws_research.training.augment import AugmentSettings
+
+    trainer = cfg.trainer
+    if not isinstance(trainer.epochs, int) or trainer.epochs < 1:
+        raise ConfigError("trainer.epochs", f"{trainer.epochs!r} must be an integer >= 1")
+    if not isinstance(trainer.batch_size, int) or trainer.batch_size < 1:
+        raise ConfigError("trainer.batch_size", f"{trainer.batch_size!r} must be an integer >= 1")
+    patience = trainer.get("early_stopping_patience")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ConfigError("trainer.early_stopping_patience", f"{patience!r} must be an integer >= 1 or null")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError("seed", f"{cfg.seed!r} must be an integer")
+    optim.validate(cfg.optimizer)
+    AugmentSettings.from_config(cfg.augment)
+
+
+def _verbosity(setting) -> int:
+    if setting in (None, "auto"):
+        return 1 if sys.stdout.isatty() else 2
+    return int(setting)
+
+
+def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.dataset`` and record everything in MLflow."""
+    from kws_research.data.dataset import prepare
+    from kws_research.tracking import store
+    from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
+
+    hooks = hooks or RunHooks()
+    validate(cfg)
+    data = prepare(OmegaConf.to_container(cfg.dataset, resolve=True))
+    if not len(data.splits["train"]) or not len(data.splits["validation"]):
+        raise ConfigError("dataset", f"{data.name}: the train or validation split is empty; "
+                          "check the split lists or percentages")
+    client = store.client_for(cfg.tracking)
+    experiment = store.experiment_id(client, cfg.tracking, cfg.tracking.get("experiment") or data.name)
+    from kws_research.models.registry import model_name
+
+    model_label = str(cfg.get("model_label") or model_name(cfg.model))
+    tags = {
+        "role": str(cfg.get("role", "train")),
+        "model": model_label,
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint,
+        "git_commit": git_commit(),
+        "seed": str(cfg.seed),
+        **hooks.tags,
+    }
+    run_name = cfg.tracking.get("run_name") or f"{tags['role']}-{model_label}"
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with tracked_run(client, experiment, run_name, tags, hooks.parent_run_id) as run_id:
+        log.info("MLflow run %s (%s) in experiment %s", run_id, run_name, experiment)
+        log_params(client, run_id, flatten(resolved))
+        return _train_in_run(cfg, resolved, data, client, run_id, hooks)
+
+
+def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
+    import keras
+    import tensorflow as tf
+
+    from kws_research.models import build_model, complexity
+    from kws_research.tracking.runs import log_metrics
+    from kws_research.training import optim, pipeline
+    from kws_research.training.augment import AugmentSettings, WaveformAugmenter
+    from kws_research.training.callbacks import EpochLogger, NonFiniteLoss
+
+    keras.utils.set_random_seed(int(cfg.seed))
+    if cfg.trainer.get("deterministic", True):
+        tf.config.experimental.enable_op_determinism()
+    keras.backend.clear_session()
+    num_classes = len(data.classes)
+    model = build_model(cfg.model, num_classes, spec_augment=cfg.augment.get("spec_augment"))
+    sizes = complexity(model)
+    log_metrics(client, run_id, {k: float(v) for k, v in sizes.items()})
+    if hooks.check_model is not None:
+        reason = hooks.check_model(model, sizes)
+        if reason:
+            client.set_tag(run_id, "stopped", reason)
+            return TrainResult(run_id, dict(sizes), stopped=reason)
+
+    epochs, batch = int(cfg.trainer.epochs), int(cfg.trainer.batch_size)
+    train_split = data.splits["train"]
+    steps = pipeline.steps_per_epoch(train_split, batch)
+    optimizer, loss, schedule_callbacks = optim.build(cfg.optimizer, steps, epochs)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    settings = AugmentSettings.from_config(cfg.augment)
+    augmenter = (WaveformAugmenter(settings, data.noise, data.noise_segments("train"), int(cfg.seed))
+                 if settings.active else None)
+    train_ds = pipeline.training_dataset(train_split, num_classes, batch, int(cfg.seed), augmenter)
+    val_ds = pipeline.evaluation_dataset(data.splits["validation"], num_classes, batch)
+
+    patience = cfg.trainer.get("early_stopping_patience") or epochs
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                            restore_best_weights=True, verbose=0)
+    epoch_logger = EpochLogger(client, run_id)
+    callbacks = [epoch_logger, NonFiniteLoss(), stopper, *schedule_callbacks, *hooks.callbacks]
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
+              callbacks=callbacks, shuffle=False, verbose=_verbosity(cfg.trainer.get("verbose")))
+    train_seconds = time.perf_counter() - started
+    history = epoch_logger.history
+    val_history = history.get("val_accuracy", [])
+    metrics = {
+        "best_val_accuracy": max(val_history) if val_history else float("nan"),
+        "best_epoch": int(val_history.index(max(val_history))) + 1 if val_history else 0,
+        "train_seconds": train_seconds,
+        "epochs_run": len(val_history),
+        "seconds_per_epoch": train_seconds / max(1, len(val_history)),
+        "params": sizes["params"],
+        "macs": sizes["macs"],
+    }
+    stop_reasons = [getattr(cb, "stop_reason", None) for cb in hooks.callbacks]
+    stopped = next((r for r in stop_reasons if r), None)
+    if stopped:
+        client.set_tag(run_id, "stopped", stopped)
+        log_metrics(client, run_id, metrics)
+        return TrainResult(run_id, metrics, stopped=stopped, intermediate=val_history)
+    metrics.update(_evaluate_and_log(cfg, resolved, data, model, client, run_id, history, metrics))
+    log_metrics(client, run_id, metrics)
+    return TrainResult(run_id, metrics, intermediate=val_history)
+
+
+def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, history: dict,
+                      metrics: Mapping) -> dict:
+    """Test-split metrics and every artifact of the run contract."""
+    from kws_research.tracking.runs import artifact_dir
+    from kws_research.training import evaluate, pipeline, plots
+
+    batch = int(cfg.trainer.batch_size)
+    classes = list(data.classes)
+    test = data.splits["test"]
+    final: dict[str, float] = {}
+    test_result = None
+    if len(test):
+        probs = evaluate.predict(model, pipeline.evaluation_dataset(test, len(classes), batch))
+        test_result = evaluate.classification(test.labels, probs, classes)
+        final["test_accuracy"] = test_result["accuracy"]
+        final["test_loss"] = evaluate.cross_entropy(test.labels, probs)
+    else:
+        log.warning("the test split is empty: no test metrics")
+    summary = {**metrics, **final}
+    with artifact_dir() as folder:
+        (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        (folder / "labels.json").write_text(json.dumps(classes))
+        (folder / "model").mkdir()
+        model.save(folder / "model" / "model.keras")
+        (folder / "data_summary.json").write_text(json.dumps(data.summary, indent=1))
+        title = f"{cfg.get('model_label') or model.name} on {data.name}"
+        plots.training_curves_png(history, folder / "training_curves.png", title)
+        if test_result is not None:
+            plots.confusion_matrix_png(test_result["confusion"], classes, folder / "confusion_matrix.png",
+                                       f"{title}: test split")
+            report = dict(test_result["report"], per_class_accuracy=test_result["per_class_accuracy"])
+            (folder / "classification_report.json").write_text(json.dumps(report, indent=1))
+        (folder / "summary.json").write_text(json.dumps({"run_id": run_id, **summary}, indent=1))
+        client.log_artifacts(run_id, str(folder))
+    return final

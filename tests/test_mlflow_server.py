@@ -1,0 +1,74 @@
+"""A real MLflow tracking server on 127.0.0.1: train into it over HTTP, read back over REST."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from urllib.parse import urlencode
+
+import pytest
+from test_train import tiny_overrides
+
+from kws_research.config import compose
+from kws_research.train import train
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("mlflow server exited: " + process.stderr.read()[-2000:])
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not start within 90 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def get_json(url: str, path: str, **query) -> dict:
+    with urllib.request.urlopen(f"{url}{path}?{urlencode(query)}", timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_training_into_a_tracking_server_is_readable_over_rest(mlflow_server, tone_root, tmp_path):
+    overrides = tiny_overrides(tone_root, tmp_path, "trainer.epochs=1") + [f"tracking.uri={mlflow_server}"]
+    result = train(compose("train", overrides))
+    run = get_json(mlflow_server, "/api/2.0/mlflow/runs/get", run_id=result.run_id)["run"]
+    assert run["info"]["status"] == "FINISHED"
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["role"] == "train" and tags["model"] == "seed_cnn1d"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
+    history = get_json(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=result.run_id,
+                       metric_key="val_accuracy")["metrics"]
+    assert [m["step"] for m in history] == [0]
+    with urllib.request.urlopen(f"{mlflow_server}/get-artifact?"
+                                + urlencode({"path": "labels.json", "run_uuid": result.run_id}), timeout=30) as r:
+        assert json.loads(r.read()) == ["silence", "unknown", "yes", "no", "up"]
+    assert (tmp_path / "server-artifacts").is_dir()  # the server stored the artifacts, not the client

@@ -1,0 +1,151 @@
+"""The train stage end to end on tone data: the whole MLflow contract, determinism, failures."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from helpers import last_json, run_stage
+from mlflow.tracking import MlflowClient
+
+from kws_research.config import compose
+from kws_research.data.dataset import prepare
+from kws_research.errors import ConfigError
+from kws_research.models import load_model
+from kws_research.train import train
+from kws_research.training.run import RunHooks
+
+CONTRACT_ARTIFACTS = {"config.yaml", "labels.json", "confusion_matrix.png", "training_curves.png",
+                      "classification_report.json", "summary.json", "model/model.keras"}
+
+
+def tiny_overrides(tone_root, tmp_path, *extra: str) -> list[str]:
+    return [
+        "dataset=speech_commands", f"dataset.root={tone_root}", "dataset.commands=[yes,no,up]",
+        "dataset.unknown_percentage=50", "dataset.silence_percentage=50",
+        f"dataset.cache_dir={tmp_path}/cache",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifact_location={tmp_path}/mlartifacts",
+        "trainer.epochs=2", "trainer.batch_size=16", "trainer.verbose=0", *extra,
+    ]
+
+
+def artifact_paths(client, run_id, path=None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_one_run_leaves_the_complete_mlflow_record(tone_root, tmp_path):
+    cfg = compose("train", tiny_overrides(tone_root, tmp_path))
+    result = train(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    data = prepare(cfg.dataset)
+    tags = run.data.tags
+    assert tags["role"] == "train" and tags["model"] == "seed_cnn1d" and tags["dataset"] == "speech_commands"
+    assert tags["dataset_fingerprint"] == data.fingerprint and tags["seed"] == "0"
+    assert len(tags["git_commit"].split("+")[0]) in (40, 7) or tags["git_commit"] == "unknown"
+    params = run.data.params
+    assert params["optimizer.learning_rate"] == "0.001" and params["trainer.epochs"] == "2"
+    assert json.loads(params["dataset.commands"]) == ["yes", "no", "up"]
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        history = client.get_metric_history(result.run_id, key)
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 1], key
+    metrics = run.data.metrics
+    for key in ("best_val_accuracy", "test_accuracy", "test_loss", "params", "macs", "train_seconds", "epochs_run"):
+        assert key in metrics, key
+    assert metrics["epochs_run"] == 2 and metrics["params"] > 4_000_000
+    assert CONTRACT_ARTIFACTS <= artifact_paths(client, result.run_id)
+    local = client.download_artifacts(result.run_id, "", str(tmp_path / "dl"))
+    assert json.loads((tmp_path / "dl" / "labels.json").read_text()) == data.classes
+    summary = json.loads((tmp_path / "dl" / "summary.json").read_text())
+    assert summary["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    report = json.loads((tmp_path / "dl" / "classification_report.json").read_text())
+    assert set(data.classes) <= set(report)
+    model = load_model(f"{local}/model/model.keras")  # safe mode
+    test = data.splits["test"]
+    probs = model.predict(np.asarray(test.audio, dtype=np.float32) / 32768.0, verbose=0)
+    assert float((probs.argmax(1) == test.labels).mean()) == pytest.approx(metrics["test_accuracy"])
+
+
+def test_same_seed_same_validation_accuracy(tone_root, tmp_path):
+    overrides = tiny_overrides(tone_root, tmp_path, "augment=standard", "trainer.epochs=2")
+    first = train(compose("train", overrides))
+    second = train(compose("train", overrides))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+
+    def history(run_id):
+        return [m.value for m in sorted(client.get_metric_history(run_id, "val_accuracy"), key=lambda m: m.step)]
+
+    assert history(first.run_id) == history(second.run_id)
+    assert first.metrics["test_loss"] == second.metrics["test_loss"]
+
+
+class _Raise(keras.callbacks.Callback):
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise self.error
+
+
+@pytest.mark.parametrize("error,status", [(KeyboardInterrupt(), "KILLED"), (RuntimeError("boom"), "FAILED")])
+def test_interrupted_or_crashed_runs_never_stay_running(tone_root, tmp_path, error, status):
+    cfg = compose("train", tiny_overrides(tone_root, tmp_path))
+    with pytest.raises(type(error)):
+        train(cfg, RunHooks(callbacks=[_Raise(error)]))
+    client = MlflowClient(cfg.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("speech_commands").experiment_id])
+    assert [r.info.status for r in runs] == [status]
+    assert runs[0].data.tags["error"]
+
+
+def test_impossible_architecture_fails_the_run_with_the_reason(tone_root, tmp_path):
+    cfg = compose("train", tiny_overrides(tone_root, tmp_path, "model.filters=[2,2,2,2,2,2,2,2,2,2,2,2,2,2,2]"))
+    with pytest.raises(ConfigError, match="model"):
+        train(cfg)
+    client = MlflowClient(cfg.tracking.uri)
+    runs = client.search_runs([client.get_experiment_by_name("speech_commands").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "seed_cnn1d" in runs[0].data.tags["error"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model=no_such_model", "model"),
+    ("optimizer.learning_rate=-0.1", "optimizer.learning_rate"),
+    ("dataset.root=/definitely/missing", "dataset.root"),
+])
+def test_bad_overrides_give_one_clear_line_and_log_nothing_finished(tone_root, tmp_path, override, key):
+    result = run_stage("train", *tiny_overrides(tone_root, tmp_path), override, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any(key in line for line in lines[-8:]), result.stderr[-2000:]
+    if (tmp_path / "mlruns.db").exists():
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+        experiments = client.search_experiments()
+        runs = client.search_runs([e.experiment_id for e in experiments])
+        assert not [r for r in runs if r.info.status == "FINISHED"]
+
+
+def test_train_cli_prints_run_id_and_final_json(tone_root, tmp_path):
+    result = run_stage("train", *tiny_overrides(tone_root, tmp_path, "trainer.epochs=1"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = last_json(result.stdout)
+    assert f"run_id: {final['run_id']}" in result.stdout
+    assert 0 <= final["test_accuracy"] <= 1 and final["epochs_run"] == 1
+
+
+def test_baseline_experiment_is_the_tutorial_recipe():
+    cfg = compose("train", ["+experiment=baseline"])
+    assert cfg.role == "baseline"
+    assert cfg.model._target_ == "kws_research.models.seed_cnn1d.build"
+    assert list(cfg.model.filters) == [2, 4, 8, 16, 32, 64] and list(cfg.model.dense_units) == [300, 150]
+    assert cfg.optimizer._target_ == "keras.optimizers.Adam" and cfg.optimizer.learning_rate == 0.001
+    assert cfg.optimizer.label_smoothing == 0.0 and cfg.augment.noise_probability == 0.0
+    assert cfg.augment.time_shift_ms == 0 and cfg.augment.spec_augment is None
