@@ -45,7 +45,12 @@ def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], Non
     quiet_native_logs()
 
     def task(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from kws_research.config import apply_choices
+
         signal.signal(signal.SIGTERM, _interrupt)
+        apply_choices(cfg, dict(HydraConfig.get().runtime.choices))
         try:
             return run(cfg)
         except KwsError as exc:

@@ -65,3 +65,29 @@ def run_stage(module: str, *overrides: str, cwd: Path, env: dict | None = None, 
 def last_json(stdout: str) -> dict:
     """The stage contract: the last stdout line is one JSON object."""
     return json.loads(stdout.strip().splitlines()[-1])
+
+
+ZOO = ("seed_cnn1d", "cnn1d", "ds_cnn", "tc_resnet", "bc_resnet")
+
+
+def small_random_weights(model, seed: int = 0, scale: float = 0.1):
+    """Small non-zero weights everywhere but the fixed front end (a zero Dense bias makes
+    the converter pick other layer types than trained models get)."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        if "frontend" in weight.path:
+            continue
+        values = rng.uniform(-scale, scale, weight.shape).astype("float32")
+        if "variance" in weight.path:
+            values = np.abs(values) + 0.5
+        weight.assign(values)
+    return model
+
+
+def zoo_model(name: str, num_classes: int = 5, *overrides: str):
+    """A model of the zoo built from its YAML, with small random weights."""
+    from kws_research.config import compose
+    from kws_research.models import build_model
+
+    cfg = compose("train", [f"model={name}", *overrides])
+    return small_random_weights(build_model(cfg.model, num_classes, cfg.augment.get("spec_augment")))

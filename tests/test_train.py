@@ -27,7 +27,8 @@ def tiny_overrides(tone_root, tmp_path, *extra: str) -> list[str]:
         "dataset.unknown_percentage=50", "dataset.silence_percentage=50",
         f"dataset.cache_dir={tmp_path}/cache",
         f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifact_location={tmp_path}/mlartifacts",
-        "trainer.epochs=2", "trainer.batch_size=16", "trainer.verbose=0", *extra,
+        "model=seed_cnn1d", "augment=none", "trainer.epochs=2", "trainer.batch_size=16", "trainer.verbose=0",
+        *extra,
     ]
 
 
@@ -125,7 +126,8 @@ def test_bad_overrides_give_one_clear_line_and_log_nothing_finished(tone_root, t
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert any(key in line for line in lines[-8:]), result.stderr[-2000:]
+    assert lines[-1].startswith("error: " + key) or "Could not find 'model/no_such_model'" in result.stderr, \
+        result.stderr[-2000:]
     if (tmp_path / "mlruns.db").exists():
         client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
         experiments = client.search_experiments()

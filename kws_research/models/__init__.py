@@ -6,7 +6,8 @@ samples, ``int16 / 2**15``) to class probabilities. Importing this package
 registers the custom layers, so saved models load with ``safe_mode=True``.
 """
 
-from kws_research.models import layers  # noqa: F401  (registers custom layers for loading)
+# Importing the modules that define custom layers registers them for safe-mode loading.
+from kws_research.models import bc_resnet, frontend  # noqa: F401
 from kws_research.models.complexity import complexity
 from kws_research.models.registry import build_model, load_model, model_name
 

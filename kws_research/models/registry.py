@@ -44,6 +44,8 @@ def build_model(model_cfg: Mapping, num_classes: int, spec_augment: Mapping | No
         model = instantiate(model_cfg, _convert_="all", **extra)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
+        if isinstance(cause, KwsError):
+            raise cause from None
         if isinstance(cause, (TypeError, ValueError)):
             raise ConfigError("model", f"{model_name(model_cfg)}: {cause}") from exc
         raise

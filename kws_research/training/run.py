@@ -38,11 +38,13 @@ class TrainResult:
 class RunHooks:
     """How a caller (the sweep) takes part in a run without the run knowing about it.
 
+    ``on_start(run_id)`` learns the MLflow run id as soon as the run exists;
     ``check_model(model, sizes)`` returns a reason to skip training (e.g. over a size
     budget); ``callbacks`` join Keras ``fit``; a callback whose ``stop_reason`` is set
     after ``fit`` marks the run as stopped on purpose (e.g. pruned).
     """
 
+    on_start: Callable[[str], None] | None = None
     check_model: Callable[[object, dict], str | None] | None = None
     callbacks: list = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
@@ -103,6 +105,8 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     run_name = cfg.tracking.get("run_name") or f"{tags['role']}-{model_label}"
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(client, experiment, run_name, tags, hooks.parent_run_id) as run_id:
+        if hooks.on_start is not None:
+            hooks.on_start(run_id)
         log.info("MLflow run %s (%s) in experiment %s", run_id, run_name, experiment)
         log_params(client, run_id, flatten(resolved))
         return _train_in_run(cfg, resolved, data, client, run_id, hooks)

@@ -1,0 +1,244 @@
+"""Feature extraction inside the model, from ops that Core ML converts.
+
+The model keeps the app's contract (raw 1 s of 16 kHz audio in, scaled as
+``int16 / 2**15``) and computes its own log-mel spectrogram:
+
+    Conv1D with fixed windowed-DFT kernels (real and imaginary parts of every
+    used FFT bin, stride = hop)  ->  square  ->  matmul with the mel matrix
+    (stacked twice, so re**2 + im**2 happens inside it)  ->  log(x + offset)
+    (with fixed power-of-two scales that keep fp16 in range, see POWER_SCALE)
+    [-> matmul with a DCT-II matrix for MFCC]  [-> per-utterance normalisation]
+
+Per-utterance normalisation removes each band's mean over time and divides by
+one standard deviation of the whole clip: a per-band variance would blow up the
+float noise of bands that sit at the log floor for the whole clip.
+
+Every weight is fixed (non-trainable) and computed from the settings, so the
+layer is saved by its config. The mel scale and filter normalisation follow
+librosa's defaults (Slaney); a test checks the layer against a NumPy/SciPy
+STFT and ``librosa.filters.mel``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import keras
+import numpy as np
+from keras import ops
+
+from kws_research.errors import ConfigError
+from kws_research.models.layers import register
+
+SAMPLE_RATE = 16000
+NORMALISATIONS = ("utterance", "none")
+# Core ML runs the model in fp16 on the device. The DFT kernels are scaled by 1/4 and
+# the mel matrix by 256 (powers of two, exact in fp16), so frame values, powers and
+# mel energies of real audio stay inside fp16's normal range (no overflow at full
+# scale, no subnormals near the log floor); the log then subtracts log(16) so the
+# features are exactly log(mel + log_offset).
+DFT_SCALE = 0.25
+MEL_GAIN = 256.0
+POWER_SCALE = DFT_SCALE**2 * MEL_GAIN
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    """Keys of a model YAML's ``frontend`` block."""
+
+    kind: str = "logmel"          # logmel | mfcc
+    window_ms: float = 30.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    n_mels: int = 40
+    f_min: float = 20.0
+    f_max: float = 7600.0
+    log_offset: float = 1e-4       # log floor: 80 dB below a full-scale tone's peak bin
+    n_mfcc: int = 20              # mfcc only
+    normalize: str = "utterance"  # utterance: band means over time removed, divided by the clip's std | none
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> FrontendSettings:
+        cfg = dict(cfg or {})
+        unknown = set(cfg) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError("model.frontend", f"unknown key(s) {sorted(unknown)}")
+        settings = cls(**cfg)
+        settings.validate()
+        return settings
+
+    @property
+    def window(self) -> int:
+        return int(round(self.window_ms * SAMPLE_RATE / 1000))
+
+    @property
+    def hop(self) -> int:
+        return int(round(self.hop_ms * SAMPLE_RATE / 1000))
+
+    @property
+    def frames(self) -> int:
+        return 1 + (SAMPLE_RATE - self.window) // self.hop
+
+    @property
+    def features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    def validate(self) -> None:
+        if self.kind not in ("logmel", "mfcc"):
+            raise ConfigError("model.frontend.kind", f"{self.kind!r} is not logmel or mfcc")
+        if self.normalize not in NORMALISATIONS:
+            raise ConfigError("model.frontend.normalize", f"{self.normalize!r} is not one of {NORMALISATIONS}")
+        if not 0 < self.window <= self.n_fft:
+            raise ConfigError("model.frontend.window_ms", f"window of {self.window} samples must be in (0, n_fft={self.n_fft}]")
+        if not 0 < self.hop <= self.window:
+            raise ConfigError("model.frontend.hop_ms", "must be > 0 and at most the window")
+        if not 0 <= self.f_min < self.f_max <= SAMPLE_RATE / 2:
+            raise ConfigError("model.frontend.f_max", f"need 0 <= f_min < f_max <= {SAMPLE_RATE // 2}")
+        if self.kind == "mfcc" and not 0 < self.n_mfcc <= self.n_mels:
+            raise ConfigError("model.frontend.n_mfcc", f"must be in (0, n_mels={self.n_mels}]")
+        if self.log_offset <= 0:
+            raise ConfigError("model.frontend.log_offset", "must be > 0")
+
+
+def hz_to_mel(hz):
+    """Slaney mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, hz / f_sp)
+
+
+def mel_to_hz(mel):
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filterbank(n_fft: int, n_mels: int, f_min: float, f_max: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Triangular, area-normalised (Slaney) filters, shape ``[n_fft // 2 + 1, n_mels]``."""
+    fft_freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.T.astype(np.float64)
+
+
+def dft_kernels(window: int, n_fft: int, bins: np.ndarray) -> np.ndarray:
+    """Conv1D kernel ``[window, 1, 2 * len(bins)]``: Hann-windowed cos and -sin of each bin."""
+    t = np.arange(window)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * t / window)  # periodic Hann, as scipy/librosa use
+    phase = 2 * np.pi * np.outer(t, bins) / n_fft
+    kernel = np.concatenate([hann[:, None] * np.cos(phase), -hann[:, None] * np.sin(phase)], axis=1)
+    return kernel[:, None, :]
+
+
+def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
+    """Orthonormal DCT-II, shape ``[n_mels, n_mfcc]`` (as scipy.fft.dct(norm='ortho'))."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)
+    matrix = np.cos(np.pi / n_mels * (n[:, None] + 0.5) * k[None, :]) * np.sqrt(2.0 / n_mels)
+    matrix[:, 0] /= np.sqrt(2.0)
+    return matrix
+
+
+@register
+class LogMelSpectrogram(keras.layers.Layer):
+    """Raw waveform ``[B, 16000]`` -> log-mel (or MFCC) features ``[B, frames, features]``."""
+
+    is_frontend = True
+
+    def __init__(self, settings: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = FrontendSettings.from_config(settings)
+        s = self.settings
+        mel = mel_filterbank(s.n_fft, s.n_mels, s.f_min, s.f_max)
+        self.bins = np.nonzero(mel.sum(axis=1) > 0)[0]  # bins no mel filter uses cost nothing
+        self._kernel_value = (DFT_SCALE * dft_kernels(s.window, s.n_fft, self.bins)).astype(np.float32)
+        self._mel_value = (MEL_GAIN * np.concatenate([mel[self.bins], mel[self.bins]], axis=0)).astype(np.float32)
+        self._dct_value = dct_matrix(s.n_mels, s.n_mfcc).astype(np.float32) if s.kind == "mfcc" else None
+
+    def build(self, input_shape):
+        def fixed(name, value):
+            return self.add_weight(name=name, shape=value.shape, trainable=False,
+                                   initializer=keras.initializers.Constant(value))
+
+        self.dft = fixed("dft", self._kernel_value)
+        self.mel = fixed("mel", self._mel_value)
+        self.dct = fixed("dct", self._dct_value) if self._dct_value is not None else None
+
+    def call(self, audio):
+        x = ops.expand_dims(audio, -1)
+        frames = ops.conv(x, self.dft, strides=self.settings.hop, padding="valid")
+        energy = ops.matmul(ops.square(frames), self.mel)
+        features = ops.log(energy + self.settings.log_offset * POWER_SCALE) - float(np.log(POWER_SCALE))
+        if self.dct is not None:
+            features = ops.matmul(features, self.dct)
+        if self.settings.normalize == "utterance":
+            centred = features - ops.mean(features, axis=1, keepdims=True)
+            features = centred / ops.sqrt(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True) + 1e-3)
+        return features
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.settings.frames, self.settings.features)
+
+    def macs(self) -> int:
+        s = self.settings
+        channels = 2 * len(self.bins)
+        total = s.frames * (s.window * channels + channels + channels * s.n_mels)
+        if s.kind == "mfcc":
+            total += s.frames * s.n_mels * s.n_mfcc
+        return total
+
+    def get_config(self):
+        return {**super().get_config(), "settings": asdict(self.settings)}
+
+
+@register
+class SpecAugment(keras.layers.Layer):
+    """Time and frequency masks on ``[B, frames, features]``, only while training
+    (an identity in the exported model). Masked values become 0, the mean of
+    normalised features."""
+
+    def __init__(self, time_masks: int = 2, time_mask_width: int = 10, freq_masks: int = 2,
+                 freq_mask_width: int = 5, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.time_masks, self.time_mask_width = int(time_masks), int(time_mask_width)
+        self.freq_masks, self.freq_mask_width = int(freq_masks), int(freq_mask_width)
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def _masks(self, batch, length: int, count: int, width: int):
+        keep = ops.ones((batch, length))
+        positions = ops.arange(length, dtype="float32")[None, :]
+        for _ in range(count):
+            w = ops.floor(keras.random.uniform((batch, 1), 0, width + 1, seed=self.generator))
+            start = ops.floor(keras.random.uniform((batch, 1), 0, 1, seed=self.generator) * (length - w + 1))
+            inside = ops.logical_and(positions >= start, positions < start + w)
+            keep = keep * (1.0 - ops.cast(inside, "float32"))
+        return keep
+
+    def call(self, features, training=False):
+        if not training or not (self.time_masks or self.freq_masks):
+            return features
+        batch = ops.shape(features)[0]
+        frames, bins = features.shape[1], features.shape[2]
+        keep_t = self._masks(batch, frames, self.time_masks, self.time_mask_width)
+        keep_f = self._masks(batch, bins, self.freq_masks, self.freq_mask_width)
+        return features * keep_t[:, :, None] * keep_f[:, None, :]
+
+    def get_config(self):
+        return {**super().get_config(), "time_masks": self.time_masks, "time_mask_width": self.time_mask_width,
+                "freq_masks": self.freq_masks, "freq_mask_width": self.freq_mask_width, "seed": self.seed}
+
+
+def features(inputs, frontend: Mapping | None, spec_augment: Mapping | None = None):
+    """The shared start of every front-end model: waveform -> features [-> SpecAugment]."""
+    x = LogMelSpectrogram(dict(frontend or {}), name="frontend")(inputs)
+    if spec_augment:
+        x = SpecAugment(**dict(spec_augment), name="spec_augment")(x)
+    return x

@@ -1,0 +1,73 @@
+"""The in-graph front end against NumPy/SciPy/librosa references, and SpecAugment."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import scipy.fft
+import scipy.signal
+
+from kws_research.models.frontend import FrontendSettings, LogMelSpectrogram, SpecAugment
+
+TOLERANCE = 1e-4  # max |difference| in the log-mel domain (float32 layer vs float64 reference)
+
+
+def reference_logmel(audio: np.ndarray, s: FrontendSettings) -> np.ndarray:
+    """librosa-style: periodic Hann frames, |rfft|**2, librosa's Slaney mel filters, log."""
+    window = scipy.signal.get_window("hann", s.window, fftbins=True)
+    frames = np.lib.stride_tricks.sliding_window_view(audio.astype(np.float64), s.window)[:: s.hop]
+    power = np.abs(np.fft.rfft(frames * window, n=s.n_fft)) ** 2
+    mel = librosa.filters.mel(sr=16000, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.f_min, fmax=s.f_max)
+    return np.log(power @ mel.T + s.log_offset)
+
+
+@pytest.fixture(scope="module")
+def speechlike() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 16000
+    tone = 0.2 * np.sin(2 * np.pi * (300 + 400 * t) * t) * np.hanning(16000)
+    return (tone + rng.normal(0, 0.01, 16000)).astype(np.float32)[None]
+
+
+@pytest.mark.parametrize("overrides", [{}, {"n_mels": 64, "hop_ms": 20.0}, {"window_ms": 25.0, "n_fft": 400, "f_max": 8000.0}])
+def test_logmel_matches_the_reference(speechlike, overrides):
+    settings = FrontendSettings.from_config({**overrides, "normalize": "none"})
+    ours = np.asarray(LogMelSpectrogram({**overrides, "normalize": "none"})(speechlike))[0]
+    expected = reference_logmel(speechlike[0], settings)
+    assert ours.shape == expected.shape == (settings.frames, settings.n_mels)
+    assert np.abs(ours - expected).max() < TOLERANCE
+
+
+def test_mfcc_is_the_orthonormal_dct_of_the_logmel(speechlike):
+    settings = FrontendSettings.from_config({"kind": "mfcc", "n_mfcc": 13, "normalize": "none"})
+    ours = np.asarray(LogMelSpectrogram({"kind": "mfcc", "n_mfcc": 13, "normalize": "none"})(speechlike))[0]
+    expected = scipy.fft.dct(reference_logmel(speechlike[0], settings), type=2, norm="ortho", axis=1)[:, :13]
+    assert np.abs(ours - expected).max() < 10 * TOLERANCE
+
+
+def test_utterance_normalisation_centres_each_band_and_scales_the_clip(speechlike):
+    features = np.asarray(LogMelSpectrogram({})(speechlike))[0]
+    raw = reference_logmel(speechlike[0], FrontendSettings())
+    centred = raw - raw.mean(axis=0)
+    assert np.allclose(features.mean(axis=0), 0, atol=1e-4)
+    assert np.abs(features - centred / np.sqrt((centred**2).mean() + 1e-3)).max() < 1e-3
+
+
+def test_silent_bands_are_not_amplified():
+    quiet = np.zeros((1, 16000), "float32")
+    quiet[0, 4000:6000] = 0.01 * np.sin(2 * np.pi * 300 * np.arange(2000) / 16000)
+    features = np.asarray(LogMelSpectrogram({})(quiet))[0]
+    assert np.abs(features[:, -5:]).max() < 1e-2  # bands above the tone stay at the floor
+
+
+def test_specaugment_masks_only_in_training_and_is_seeded():
+    x = np.ones((4, 98, 40), "float32")
+    layer = SpecAugment(time_masks=2, time_mask_width=10, freq_masks=2, freq_mask_width=5, seed=1)
+    assert np.array_equal(np.asarray(layer(x, training=False)), x)
+    masked = np.asarray(layer(x, training=True))
+    assert 0 < (masked == 0).mean() < 0.6
+    zero_frames = (masked == 0).all(axis=2).sum(axis=1)
+    assert (zero_frames <= 20).all()
+    again = np.asarray(SpecAugment(2, 10, 2, 5, seed=1)(x, training=True))
+    assert np.array_equal(masked, again)
