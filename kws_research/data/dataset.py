@@ -23,6 +23,7 @@ from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip, decode_
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
 from kws_research.errors import KwsError
+from kws_research.locks import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
     signature = cache.stat_signature(layout)
     path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
     from_cache = True
-    with cache.locked(path.with_name(path.name + ".lock")):
+    with FileLock(path.with_name(path.name + ".lock")):
         if refresh or not cache.is_valid(path, signature):
             from_cache = False
             log.info("decoding %s into %s", root, path)

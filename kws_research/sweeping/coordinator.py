@@ -1,0 +1,118 @@
+"""One sweep invocation: the parent MLflow run, the workers, the report, the final stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from omegaconf import OmegaConf
+
+from kws_research.sweeping.definition import SweepDefinition
+from kws_research.sweeping.objective import WORKER
+from kws_research.sweeping.report import log_report
+from kws_research.sweeping.runner import open_study, work, worker_is_dead
+from kws_research.sweeping.space import parse
+
+log = logging.getLogger(__name__)
+
+
+def end_dead_parents(client, previous: list[dict]) -> None:
+    """Parent runs of earlier invocations on this host whose process died end KILLED."""
+    for entry in previous:
+        if not worker_is_dead(entry.get("worker")):
+            continue
+        try:
+            run = client.get_run(entry["run_id"])
+        except Exception:
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(entry["run_id"], "error", "sweep process died; resumed by a later invocation")
+            client.set_terminated(entry["run_id"], "KILLED")
+
+
+def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float | None) -> None:
+    """``definition.workers`` processes on this machine sharing the study."""
+    workers = int(definition.workers)
+    threads = str(max(1, (os.cpu_count() or 2) // workers))
+    env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
+    spec = {"name": definition.name, "config": OmegaConf.to_container(definition.config, resolve=True),
+            "run_overrides": definition.run_overrides, "parent_run_id": parent_run_id, "deadline": deadline}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(spec, handle)
+    processes = [subprocess.Popen([sys.executable, "-m", "kws_research.sweeping.worker", handle.name], env=env)
+                 for _ in range(workers)]
+    try:
+        codes = [p.wait() for p in processes]
+    except KeyboardInterrupt:
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
+    finally:
+        os.unlink(handle.name)
+    failed = [c for c in codes if c != 0]
+    if failed:
+        log.warning("%d worker(s) exited with errors %s; the study keeps what they finished", len(failed), failed)
+
+
+def run_sweep(definition: SweepDefinition) -> dict:
+    """Search, report on the parent run, then run the final stage on the best trial."""
+    from kws_research.config import compose
+    from kws_research.data.dataset import prepare
+    from kws_research.tracking import store
+    from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
+
+    space = parse(definition.params)
+    base = compose("train", definition.base_overrides)
+    data = prepare(OmegaConf.to_container(base.dataset, resolve=True))  # decode once, before any worker
+    client = store.client_for(base.tracking)
+    experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or data.name)
+    study = open_study(definition, space, client)
+    previous = list(study.user_attrs.get("mlflow_parent_runs", []))
+    end_dead_parents(client, previous)
+    tags = {"role": "sweep", "sweep": definition.name, "optuna.study": str(definition.study_name),
+            "optuna.storage": str(definition.storage), "dataset": data.name,
+            "dataset_fingerprint": data.fingerprint, "git_commit": git_commit()}
+    if previous:
+        tags["resumed_from"] = ",".join(p["run_id"] for p in previous)
+    deadline = time.time() + float(definition.timeout) if definition.timeout else None
+    with tracked_run(client, experiment, f"sweep-{definition.study_name}", tags) as parent:
+        study.set_user_attr("mlflow_parent_runs", previous + [{"run_id": parent, "worker": WORKER}])
+        log_params(client, parent, flatten({"sweep": OmegaConf.to_container(definition.config, resolve=True)}))
+        log_params(client, parent, {"run_overrides": json.dumps(definition.run_overrides)})
+        try:
+            if int(definition.workers) == 1:
+                work(definition, parent, deadline)
+            else:
+                run_workers(definition, parent, deadline)
+        finally:
+            try:
+                result = log_report(client, parent, study, definition)
+            except Exception as exc:
+                log.warning("could not write the sweep report: %s", exc)
+                result = {}
+    result.update(parent_run_id=parent, experiment_id=experiment, tracking_uri=client.tracking_uri)
+    result["final_stage"] = final_stage(definition, result)
+    return result
+
+
+def final_stage(definition: SweepDefinition, result: dict) -> dict | None:
+    """The hook after the search: export the best run (see ``export`` in the sweep file)."""
+    options = definition.config.get("export") or {}
+    if not options.get("enabled") or not result.get("best_run_id"):
+        return None
+    from kws_research.exporting.stage import export_best
+
+    return export_best(result["best_run_id"], OmegaConf.to_container(options, resolve=True),
+                       tracking_uri=result["tracking_uri"])

@@ -1,0 +1,140 @@
+"""A sweep definition: a YAML file in ``sweeps/`` plus command-line overrides.
+
+Every top-level field of the file can be overridden (``n_trials=3``,
+``sampler.name=random``, ``params.optimizer.learning_rate='tag(log, interval(1e-4, 1e-2))'``);
+any other ``key=value`` is a run override passed through to every trial
+(``trainer.epochs=2``, ``dataset=speech_commands``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from kws_research.errors import ConfigError, KwsError
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+FIELDS = ("study_name", "storage", "metrics", "directions", "n_trials", "timeout", "workers", "seed",
+          "sampler", "pruner", "constraints", "overrides", "params", "heartbeat_interval", "export")
+DEFAULTS = {
+    "storage": "sqlite:///optuna.db",
+    "metrics": ["best_val_accuracy"],
+    "directions": ["maximize"],
+    "n_trials": 10,
+    "timeout": None,
+    "workers": 1,
+    "seed": 0,
+    "sampler": {"name": "tpe"},
+    "pruner": {"name": "median"},
+    "constraints": {"max_params": None, "max_macs": None},
+    "overrides": [],
+    "params": {},
+    "heartbeat_interval": 10,
+    "export": {"enabled": False},
+}
+
+
+@dataclass
+class SweepDefinition:
+    """The resolved sweep: the file's fields with overrides applied, and the extra run overrides."""
+
+    name: str
+    config: DictConfig
+    run_overrides: list[str] = field(default_factory=list)
+
+    def __getattr__(self, item):
+        if item in FIELDS:
+            return self.config[item]
+        raise AttributeError(item)
+
+    @property
+    def base_overrides(self) -> list[str]:
+        """What every trial composes: the file's overrides, then the command line's."""
+        return [str(o) for o in self.config.overrides] + list(self.run_overrides)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.config.metrics) > 1
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.create({
+            "sweep": self.name, **OmegaConf.to_container(self.config, resolve=True),
+            "run_overrides": self.run_overrides}))
+
+
+def sweep_file(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = SWEEPS_DIR / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    raise KwsError(f"sweep: no sweep named {name!r}; choose one of {known} or pass a path to a YAML file")
+
+
+def _parse(override: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0]
+    except OverrideParseException as exc:
+        raise KwsError(f"cannot parse override {override!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def load(argv: list[str]) -> SweepDefinition:
+    """Build the definition from ``sweep=<name>`` and the other command-line overrides."""
+    name = "quick"
+    rest = []
+    for arg in argv:
+        if arg.startswith("sweep="):
+            name = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    path = sweep_file(name)
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    except Exception as exc:
+        raise KwsError(f"{path}: not valid YAML ({exc})") from exc
+    unknown = set(loaded) - set(FIELDS)
+    if unknown:
+        raise KwsError(f"{path}: unknown field(s) {sorted(unknown)}; the fields are {list(FIELDS)}")
+    config = OmegaConf.create({**DEFAULTS, "study_name": Path(path).stem, **loaded})
+    run_overrides = []
+    for arg in rest:
+        key, sep, raw = arg.partition("=")
+        if not sep:
+            raise KwsError(f"override {arg!r} is not key=value")
+        top = key.lstrip("+~").split(".", 1)[0]
+        if top == "params" and "." in key:
+            config.params[key.split(".", 1)[1]] = raw
+        elif top in FIELDS:
+            value = _parse(arg).value()
+            OmegaConf.update(config, key, json.loads(json.dumps(value, default=str)), force_add=True)
+        else:
+            _parse(arg)  # fail early on syntax errors, in Hydra's words
+            run_overrides.append(arg)
+    definition = SweepDefinition(str(path.stem), config, run_overrides)
+    validate(definition)
+    return definition
+
+
+def validate(definition: SweepDefinition) -> None:
+    c = definition.config
+    if not isinstance(c.n_trials, int) or c.n_trials < 1:
+        raise ConfigError("n_trials", f"{c.n_trials!r} must be an integer >= 1")
+    if not isinstance(c.workers, int) or c.workers < 1:
+        raise ConfigError("workers", f"{c.workers!r} must be an integer >= 1")
+    if len(c.metrics) != len(c.directions):
+        raise ConfigError("directions", f"{len(c.directions)} direction(s) for {len(c.metrics)} metric(s)")
+    bad = [d for d in c.directions if d not in ("maximize", "minimize")]
+    if bad:
+        raise ConfigError("directions", f"{bad} must be maximize or minimize")
+    if c.timeout is not None and not c.timeout > 0:
+        raise ConfigError("timeout", f"{c.timeout!r} must be a number of seconds > 0 or null")
+    if not str(c.study_name).strip():
+        raise ConfigError("study_name", "must not be empty")

@@ -1,0 +1,87 @@
+"""Samplers, pruners and storages from the sweep definition."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from kws_research.errors import ConfigError, KwsError
+from kws_research.sweeping.space import Dimension
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
+            "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "grid": "GridSampler", "qmc": "QMCSampler"}
+PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner",
+           "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
+           "threshold": "ThresholdPruner", "patient": "PatientPruner", "none": "NopPruner"}
+
+
+def _kwargs(cfg: Mapping, key: str) -> tuple[str, dict]:
+    options = dict(cfg or {})
+    name = str(options.pop("name", "")).lower()
+    return name, options
+
+
+def sampler(cfg: Mapping, seed: int, space: list[Dimension]):
+    import optuna
+
+    name, options = _kwargs(cfg, "sampler")
+    if name not in SAMPLERS:
+        raise ConfigError("sampler.name", f"{name!r} is not one of {sorted(SAMPLERS)}")
+    cls = getattr(optuna.samplers, SAMPLERS[name])
+    if name == "grid":
+        options["search_space"] = {d.name: d.grid_values() for d in space}
+    if name != "grid" or "seed" not in options:
+        options.setdefault("seed", seed)
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise ConfigError("sampler", f"{SAMPLERS[name]}: {exc}") from exc
+
+
+def pruner(cfg: Mapping, multi_objective: bool):
+    import optuna
+
+    name, options = _kwargs(cfg, "pruner")
+    if name not in PRUNERS:
+        raise ConfigError("pruner.name", f"{name!r} is not one of {sorted(PRUNERS)}")
+    if multi_objective and name != "none":
+        log.warning("Optuna cannot prune multi-objective studies; pruner %s is ignored", name)
+        name, options = "none", {}
+    if name == "patient":
+        inner_name, inner_options = _kwargs(options.pop("wrapped_pruner", {"name": "median"}), "pruner")
+        options["wrapped_pruner"] = getattr(optuna.pruners, PRUNERS[inner_name])(**inner_options)
+    try:
+        return getattr(optuna.pruners, PRUNERS[name])(**options)
+    except TypeError as exc:
+        raise ConfigError("pruner", f"{PRUNERS[name]}: {exc}") from exc
+
+
+def storage(url: str, heartbeat_interval: int | None,
+            on_stale: Callable | None = None):
+    """An Optuna storage for ``url``: an RDB URL (sqlite, postgresql, mysql) with
+    heartbeats, or ``journal:<file>`` for a shared file system."""
+    import optuna
+
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):]).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).expanduser().parent
+        if str(folder) and not folder.is_dir():
+            raise KwsError(f"storage: folder {folder} of {url} does not exist; create it or change storage")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    interval = int(heartbeat_interval) if heartbeat_interval else None
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+            grace_period=3 * interval if interval else None,
+            heartbeat_stale_trial_callback=on_stale if interval else None,
+        )
+    except Exception as exc:
+        raise KwsError(f"storage: cannot open Optuna storage {url} ({str(exc).splitlines()[0]})") from exc

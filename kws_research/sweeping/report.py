@@ -1,0 +1,106 @@
+"""What a sweep leaves on its parent MLflow run: counts, the best trial, a trials
+table and Optuna's plots (matplotlib backend)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from kws_research.sweeping.definition import SweepDefinition  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial; for several objectives, the Pareto-optimal trial that is
+    best on the first one."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None
+    if len(study.directions) == 1:
+        return study.best_trial
+    first = study.directions[0]
+    pick = max if first == optuna.study.StudyDirection.MAXIMIZE else min
+    return pick(study.best_trials, key=lambda t: t.values[0])
+
+
+def summary(study: optuna.Study, definition: SweepDefinition) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    best = best_trial(study)
+    result = {
+        "study_name": study.study_name,
+        "storage": str(definition.storage),
+        "n_trials": len(trials),
+        "n_complete": states.count(TrialState.COMPLETE),
+        "n_pruned": states.count(TrialState.PRUNED),
+        "n_failed": states.count(TrialState.FAIL),
+        "n_running": states.count(TrialState.RUNNING),
+        "best_trial": best.number if best else None,
+        "best_value": best.values[0] if best else None,
+        "best_values": dict(zip(definition.metrics, best.values)) if best else None,
+        "best_params": dict(best.params) if best else None,
+        "best_run_id": best.user_attrs.get("mlflow_run_id") if best else None,
+    }
+    return result
+
+
+def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> list[str]:
+    from optuna.visualization import matplotlib as vis
+
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    first = definition.metrics[0]
+    target = (lambda t: t.values[0]) if definition.multi_objective else None
+    plots = {"optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=first)}
+    if complete >= 2 and study.get_trials(deepcopy=False)[0].params:
+        plots["param_importances"] = lambda: vis.plot_param_importances(study, target=target, target_name=first)
+        plots["parallel_coordinate"] = lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first)
+    if not definition.multi_objective:
+        plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+    else:
+        plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=list(definition.metrics))
+    written = []
+    for name, draw in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = draw()
+            figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            figure.set_size_inches(10, 6)
+            figure.tight_layout()
+            figure.savefig(folder / f"{name}.png", dpi=100)
+            written.append(f"{name}.png")
+        except Exception as exc:  # a plot needs enough trials of the right kind; the rest still ships
+            log.info("plot %s skipped: %s", name, exc)
+        finally:
+            plt.close("all")
+    return written
+
+
+def log_report(client, parent_run_id: str, study: optuna.Study, definition: SweepDefinition) -> dict:
+    """Write the sweep's metrics, tags and artifacts on its parent run; return the summary."""
+    from kws_research.tracking.runs import artifact_dir, log_metrics
+
+    result = summary(study, definition)
+    log_metrics(client, parent_run_id, {k: result[k] for k in ("n_complete", "n_pruned", "n_failed")})
+    if result["best_value"] is not None:
+        log_metrics(client, parent_run_id, {"best_value": result["best_value"]})
+        client.set_tag(parent_run_id, "best_trial", str(result["best_trial"]))
+    if result["best_run_id"]:
+        client.set_tag(parent_run_id, "best_run_id", result["best_run_id"])
+    with artifact_dir() as folder:
+        (folder / "sweep.yaml").write_text(definition.to_yaml())
+        frame = study.trials_dataframe(attrs=("number", "value" if not definition.multi_objective else "values",
+                                              "state", "params", "user_attrs", "duration", "datetime_start"))
+        frame.to_csv(folder / "trials.csv", index=False)
+        result["plots"] = _plots(study, definition, folder)
+        client.log_artifacts(parent_run_id, str(folder))
+    return result

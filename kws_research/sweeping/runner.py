@@ -1,0 +1,178 @@
+"""Running a study's trials: the worker loop, the trial budget, and never losing work.
+
+* Budget: ``n_trials`` counts finished trials (complete, pruned, failed with an
+  error) plus the ones running now; a rerun continues up to it. Trials cut short
+  by a dead or interrupted worker do not count: they are failed and enqueued
+  again with the same parameters (``retry_of``), so nothing is lost and nothing
+  that completed runs twice.
+* Dead workers: a RUNNING trial whose worker process on this host is gone is
+  failed at once; trials of other hosts are failed by Optuna's heartbeat after
+  the grace period. Their MLflow runs end KILLED.
+* Parallel workers on one machine take a file lock around "check the budget,
+  start a trial", so they never overshoot ``n_trials``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from kws_research.errors import KwsError
+from kws_research.locks import FileLock
+from kws_research.sweeping import factories
+from kws_research.sweeping.definition import SweepDefinition
+from kws_research.sweeping.space import Dimension, parse
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+KILLED_REASON = "worker stopped before the trial finished (interrupted, killed, or stale heartbeat)"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_is_dead(worker: str | None) -> bool:
+    """``host:pid`` of a worker on this host whose process no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    return host == HOST and pid.isdigit() and not pid_alive(int(pid))
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+        return True
+    return trial.state == TrialState.FAIL and "fail_reason" in trial.user_attrs
+
+
+def budget_used(study: optuna.Study) -> int:
+    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+
+
+def end_interrupted_trial(study: optuna.Study, trial: FrozenTrial, client) -> None:
+    """A trial failed by interruption: KILLED in MLflow and enqueued again (once)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "error", KILLED_REASON)
+                client.set_terminated(run_id, "KILLED")
+            client.set_tag(run_id, "optuna.state", "FAIL")
+        except Exception as exc:  # the run may live in a store this process cannot reach
+            log.warning("could not mark MLflow run %s KILLED: %s", run_id, exc)
+    already = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False))
+    if not already and "fail_reason" not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        log.info("trial %d was interrupted; enqueued again with the same parameters", trial.number)
+
+
+def fail_dead_local_trials(study: optuna.Study, client) -> None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_is_dead(trial.user_attrs.get("worker")):
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            log.info("trial %d: its worker %s is gone; marking it failed", trial.number, trial.user_attrs["worker"])
+            end_interrupted_trial(study, study._storage.get_trial(trial._trial_id), client)
+
+
+def recover(study: optuna.Study, client) -> None:
+    """Fail trials of dead local workers and, via heartbeats, of dead remote ones."""
+    fail_dead_local_trials(study, client)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if trial.user_attrs.get("interrupted") and not any(
+                t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+            end_interrupted_trial(study, trial, client)
+
+
+def open_study(definition: SweepDefinition, space: list[Dimension], client) -> optuna.Study:
+    """Create the study or load it to continue; a study with other directions is refused."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = factories.storage(str(definition.storage), definition.heartbeat_interval,
+                                on_stale=lambda study, trial: end_interrupted_trial(study, trial, client))
+    sampler = factories.sampler(definition.sampler, int(definition.seed), space)
+    pruner = factories.pruner(definition.pruner, definition.multi_objective)
+    name = str(definition.study_name)
+    directions = list(definition.directions)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                       directions=directions)
+        except optuna.exceptions.DuplicatedStudyError:  # a parallel worker created it first
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    existing = [d.name.lower() for d in study.directions]
+    if existing != directions:
+        raise KwsError(f"study_name: study {name!r} in {definition.storage} optimises {existing}, this sweep "
+                       f"{directions}; choose another study_name")
+    return study
+
+
+def trial_budget(definition: SweepDefinition, space: list[Dimension]) -> int:
+    """``n_trials``, or the grid's size when a grid sampler has fewer points."""
+    if str(definition.sampler.get("name", "")).lower() != "grid":
+        return int(definition.n_trials)
+    size = 1
+    for dim in space:
+        size *= len(dim.grid_values())
+    if size < definition.n_trials:
+        log.info("the grid has %d points; n_trials=%d is capped to it", size, definition.n_trials)
+    return min(int(definition.n_trials), size)
+
+
+def lock_for(definition: SweepDefinition) -> FileLock:
+    key = hashlib.sha1(f"{definition.storage}|{definition.study_name}".encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"kws-sweep-{key}.lock")
+
+
+def work(definition: SweepDefinition, parent_run_id: str | None, deadline: float | None) -> int:
+    """Run trials until the study's budget is spent (or ``deadline``); returns trials run here."""
+    from kws_research.config import compose
+    from kws_research.sweeping.objective import Objective
+    from kws_research.tracking import store
+
+    space = parse(definition.params)
+    base = compose("train", definition.base_overrides)
+    client = store.client_for(base.tracking)
+    study = open_study(definition, space, client)
+    experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or base.dataset.name)
+    lock = lock_for(definition)
+    objective = Objective(definition, space, parent_run_id, client, experiment, on_trial_start=lock.release)
+    budget = trial_budget(definition, space)
+    ran = 0
+    while True:
+        lock.acquire()
+        try:
+            recover(study, client)
+            if budget_used(study) >= budget:
+                break
+            if deadline is not None and time.time() >= deadline:
+                log.info("timeout reached; stopping this worker")
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            ran += 1
+        finally:
+            lock.release()
+    return ran

@@ -1,0 +1,32 @@
+"""A worker process of a parallel sweep: ``python -m kws_research.sweeping.worker <spec.json>``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+from omegaconf import OmegaConf
+
+
+def main(path: str) -> None:
+    from kws_research.cli import _interrupt, quiet_native_logs
+
+    quiet_native_logs()
+    signal.signal(signal.SIGTERM, _interrupt)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
+    from kws_research.sweeping.definition import SweepDefinition
+    from kws_research.sweeping.runner import work
+
+    spec = json.loads(open(path).read())
+    definition = SweepDefinition(spec["name"], OmegaConf.create(spec["config"]), spec["run_overrides"])
+    try:
+        work(definition, spec["parent_run_id"], spec["deadline"])
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
