@@ -22,7 +22,7 @@ DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
 endif
 
 .PHONY: install data baseline train sweep export ui test bench bench-data bench-train \
-        bench-accuracy bench-openset lint clean
+        bench-accuracy bench-sweep bench-openset lint clean
 
 install: $(STAMP)
 
@@ -61,3 +61,18 @@ ui: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) -m benchmarks.bench_train --data $(SUBSET) $(BENCH_ARGS)
+
+bench-accuracy: $(STAMP)
+	$(PY) -m benchmarks.bench_accuracy --data $(if $(DATA),$(DATA),$(SUBSET)) \
+		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m kws_research.sweep sweep=$(SWEEP) $(DATASET) $(ARGS)
+
+export: $(STAMP)
+	$(PY) -m kws_research.export run_id=$(RUN_ID) $(ARGS)
+
+bench-sweep: $(STAMP)
+	$(PY) -m benchmarks.bench_sweep $(BENCH_ARGS)
+
+bench: bench-data bench-train bench-accuracy bench-sweep

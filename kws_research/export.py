@@ -1,0 +1,33 @@
+"""``python -m kws_research.export run_id=<id>|best [key=value ...]``
+
+Converts a run's Keras model to Core ML, verifies the saved file against Keras
+on the test split (on any OS, through the NumPy reference runtime), compares it
+with the data set's baseline and logs everything on the run. Prints the
+comparison table; the last stdout line is a JSON object of the metrics and the
+artifact paths. Exits non-zero when verification fails.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from kws_research.cli import hydra_stage, print_json_line
+
+
+def main_export(cfg: DictConfig) -> dict:
+    from kws_research.exporting.stage import export_run
+
+    result = export_run(OmegaConf.to_container(cfg, resolve=True))
+    print(result.pop("comparison"))
+    for check in result.pop("checks"):
+        print(f"{check['format']:>13} {check['precision']}: max |diff| {check['max_abs_diff']:.2e} "
+              f"(tolerance {check['tolerance']:.0e}), agreement {100 * check['agreement']:.2f}%, "
+              f"Core ML test accuracy {100 * check['coreml_accuracy']:.2f}% on {check['clips']} clips")
+    print_json_line(result)
+    return result
+
+
+main = hydra_stage("export", main_export)
+
+if __name__ == "__main__":
+    main()

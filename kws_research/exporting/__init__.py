@@ -1,0 +1,1 @@
+"""The export stage: best run -> Core ML -> verified -> compared with the baseline -> logged."""

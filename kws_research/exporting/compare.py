@@ -1,0 +1,83 @@
+"""The comparison an export ends with: the tutorial's published result, the baseline
+trained here on the same data, and the exported model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+TUTORIAL = {"name": "tutorial (published)", "accuracy": 0.60, "params": 4.8e6,
+            "note": "CoreMLSpeechDemo raw-waveform CNN: ~60% validation accuracy, ~4.8 M parameters"}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _count(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} K"
+
+
+def _size(value) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.0f} KB"
+
+
+def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None) -> list[dict]:
+    """One dict per compared model: accuracies, per-class accuracy, params, MACs, size."""
+    cols = [{"name": TUTORIAL["name"], "test": None, "val": TUTORIAL["accuracy"], "coreml": None,
+             "per_class": {}, "params": TUTORIAL["params"], "macs": None, "size": None}]
+
+    def of(run, name, coreml=None, model_size=None):
+        per_class = (run.report or {}).get("per_class_accuracy", {})
+        return {"name": name, "test": run.metrics.get("test_accuracy"), "val": run.metrics.get("best_val_accuracy"),
+                "coreml": coreml, "per_class": per_class, "params": run.metrics.get("params"),
+                "macs": run.metrics.get("macs"), "size": model_size}
+
+    if baseline is not None:
+        cols.append(of(baseline, f"baseline: {baseline.model_label} (this data)", model_size=baseline_size))
+    cols.append(of(source, f"this run: {source.model_label}", _finite(coreml_accuracy), size))
+    return cols
+
+
+def _finite(value):
+    return None if value is None or np.isnan(value) else value
+
+
+def markdown(cols: list[dict], labels: list[str]) -> str:
+    header = "| | " + " | ".join(c["name"] for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+    rows = [
+        ("test accuracy (Keras)", [_pct(c["test"]) for c in cols]),
+        ("test accuracy (Core ML)", [_pct(c["coreml"]) for c in cols]),
+        ("validation accuracy", [_pct(c["val"]) for c in cols]),
+        *[(f"{label} accuracy", [_pct(c["per_class"].get(label)) for c in cols]) for label in labels],
+        ("parameters", [_count(c["params"]) for c in cols]),
+        ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
+        ("Core ML model size", [_size(c["size"]) for c in cols]),
+    ]
+    body = "".join(f"| {name} | " + " | ".join(values) + " |\n" for name, values in rows)
+    return header + body + f"\nTutorial: {TUTORIAL['note']} (its split and classes differ from this data set).\n"
+
+
+def plot(cols: list[dict], labels: list[str], path: Path) -> Path:
+    measured = [c for c in cols if c["per_class"]]
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(labels) + 3), 4.5))
+    width = 0.8 / max(1, len(measured))
+    x = np.arange(len(labels) + 1)
+    for i, c in enumerate(measured):
+        values = [c["per_class"].get(label, 0) for label in labels] + [c["coreml"] or c["test"] or 0]
+        ax.bar(x + (i - (len(measured) - 1) / 2) * width, values, width, label=c["name"])
+    ax.axhline(TUTORIAL["accuracy"], color="grey", linestyle="--", label="tutorial (published, 60%)")
+    ax.set_xticks(x, labels + ["overall"], rotation=30)
+    ax.set(ylim=(0, 1.05), ylabel="test accuracy", title="per-class test accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""Finding the run to export and fetching what export needs from its artifacts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kws_research.errors import KwsError
+
+
+@dataclass
+class SourceRun:
+    run_id: str
+    experiment_id: str
+    config: dict
+    labels: list[str]
+    model_path: Path
+    metrics: dict
+    tags: dict
+    report: dict | None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.tags.get("dataset_fingerprint", "")
+
+    @property
+    def model_label(self) -> str:
+        return self.tags.get("model", "model")
+
+
+def latest_sweep(client, sweep: str | None):
+    """The most recent sweep parent run (of study ``sweep`` if given) that has a best run."""
+    query = "tags.role = 'sweep'"
+    if sweep:
+        query += f" and tags.`optuna.study` = '{sweep}'"
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"], max_results=50)
+    return next((r for r in runs if r.data.tags.get("best_run_id")), None)
+
+
+def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
+    if str(run_id) != "best":
+        return str(run_id)
+    parent = latest_sweep(client, sweep)
+    if parent is None:
+        which = f" of study {sweep!r}" if sweep else ""
+        raise KwsError(f"run_id=best: no finished sweep{which} with a best trial in {client.tracking_uri}; "
+                       "run `make sweep` first or pass run_id=<MLflow run id>")
+    return parent.data.tags["best_run_id"]
+
+
+def get_run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise KwsError(f"run_id: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
+                       "`make ui` or the last line of `train`/`sweep`") from exc
+
+
+def fetch(client, run_id: str, folder: Path) -> SourceRun:
+    """Download the run's model, labels, config and report into ``folder``."""
+    from mlflow.exceptions import MlflowException
+
+    run = get_run(client, run_id)
+    names = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
+    if "model/model.keras" not in names:
+        state = run.data.tags.get("optuna.state") or run.info.status
+        raise KwsError(f"run {run_id} has no model/model.keras artifact (run state {state}: pruned, failed or "
+                       "still running runs keep no model); export a finished training run")
+    try:
+        local = Path(client.download_artifacts(run_id, "", str(folder)))
+    except MlflowException as exc:
+        raise KwsError(f"run {run_id}: cannot download its artifacts ({exc})") from exc
+    import yaml
+
+    report_path = local / "classification_report.json"
+    return SourceRun(
+        run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        config=yaml.safe_load((local / "config.yaml").read_text()),
+        labels=json.loads((local / "labels.json").read_text()),
+        model_path=local / "model" / "model.keras",
+        metrics=dict(run.data.metrics),
+        tags=dict(run.data.tags),
+        report=json.loads(report_path.read_text()) if report_path.exists() else None,
+    )

@@ -1,0 +1,233 @@
+"""Export one run: convert, verify against Keras, compare with the baseline, log to MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
+from kws_research.errors import ConfigError, KwsError
+
+log = logging.getLogger(__name__)
+
+
+def check_options(cfg: Mapping) -> None:
+    if cfg["format"] not in (*FORMATS, "both"):
+        raise ConfigError("format", f"{cfg['format']!r} is not mlprogram, neuralnetwork or both")
+    if cfg["precision"] not in PRECISIONS:
+        raise ConfigError("precision", f"{cfg['precision']!r} is not fp16 or fp32")
+    if cfg.get("quantize") not in (None, "int8"):
+        raise ConfigError("quantize", f"{cfg['quantize']!r} is not int8 or null")
+    if cfg["interface"] not in INTERFACES:
+        raise ConfigError("interface", f"{cfg['interface']!r} is not one of {INTERFACES}")
+    if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
+        raise ConfigError("interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both")
+
+
+def writable_folder(path: str | None) -> Path | None:
+    if not path:
+        return None
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc
+    return folder
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def plan(cfg: Mapping) -> list[tuple[str, str]]:
+    """(format, precision label) of every file to export."""
+    formats = list(FORMATS) if cfg["format"] == "both" else [cfg["format"]]
+    if cfg["interface"] == "seed":
+        formats = ["neuralnetwork"]
+    return [(fmt, "int8" if cfg.get("quantize") else (cfg["precision"] if fmt == "mlprogram" else "fp32"))
+            for fmt in formats]
+
+
+def _test_clips(source, limit: int | None):
+    from kws_research.data.dataset import prepare
+
+    try:
+        data = prepare(source.config["dataset"])
+    except KwsError as exc:
+        raise KwsError(f"the data set of run {source.run_id} is not available here ({exc}); export needs its "
+                       "test split, run it where the data is (or from the folder the run was trained in)") from exc
+    if data.fingerprint != source.fingerprint:
+        raise KwsError(f"the data under {data.summary.get('root')} changed since run {source.run_id} was trained "
+                       f"(fingerprint {data.fingerprint[:12]} != {source.fingerprint[:12]}); restore it to verify")
+    test = data.splits["test"]
+    n = len(test) if not limit else min(int(limit), len(test))
+    if n == 0:
+        raise KwsError(f"run {source.run_id}: its test split is empty, nothing to verify on")
+    return np.asarray(test.audio[:n], dtype=np.float32) / 32768.0, np.asarray(test.labels[:n], dtype=np.int64)
+
+
+def _metadata(source, cfg) -> dict:
+    m = source.metrics
+    return {
+        "labels": json.dumps(source.labels), "sample_rate": 16000, "normalisation": "int16 / 32768",
+        "source_run_id": source.run_id, "dataset": source.tags.get("dataset"),
+        "dataset_fingerprint": source.fingerprint, "model": source.model_label,
+        "validation_accuracy": m.get("best_val_accuracy"), "test_accuracy": m.get("test_accuracy"),
+        "params": int(m["params"]) if "params" in m else None, "macs": int(m["macs"]) if "macs" in m else None,
+        "interface": cfg["interface"],
+    }
+
+
+def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
+    from kws_research.coreml.convert import convert, convert_seed_interface, set_metadata
+
+    if cfg["interface"] == "seed":
+        mlmodel = convert_seed_interface(model, source.labels)
+        if cfg.get("quantize"):
+            from kws_research.coreml.convert import quantize_weights
+
+            mlmodel = quantize_weights(mlmodel, cfg["quantize"])
+    else:
+        mlmodel = convert(model, source.labels, fmt=fmt, precision=cfg["precision"], quantize=cfg.get("quantize"))
+    m = source.metrics
+    accuracy = f", {100 * m['test_accuracy']:.1f}% test accuracy" if "test_accuracy" in m else ""
+    meta = cfg.get("metadata") or {}
+    set_metadata(mlmodel, source.labels, cfg["interface"],
+                 f"Keyword spotting over {len(source.labels)} classes from 1 s of 16 kHz audio "
+                 f"({source.model_label}{accuracy}; kws-research run {source.run_id})",
+                 meta.get("author"), meta.get("license"), meta.get("version"), _metadata(source, cfg))
+    suffix = "-seed" if cfg["interface"] == "seed" else ""
+    path = folder / f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    mlmodel.save(str(path))
+    return path
+
+
+def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
+    """The baseline as an mlprogram of the same precision, for a like-for-like size."""
+    from kws_research.coreml.convert import convert
+    from kws_research.models import load_model
+
+    try:
+        path = folder / "baseline.mlpackage"
+        convert(load_model(baseline.model_path), baseline.labels, "mlprogram",
+                precision if precision in PRECISIONS else "fp16").save(str(path))
+        return size_of(path)
+    except Exception as exc:  # the comparison still stands without the size
+        log.warning("could not convert the baseline for its size: %s", exc)
+        return None
+
+
+def export_run(cfg: Mapping) -> dict:
+    """The export stage's Python API; raises :class:`KwsError` when verification fails."""
+    from kws_research.coreml.verify import verify
+    from kws_research.exporting import compare
+    from kws_research.exporting.baseline import baseline_for
+    from kws_research.exporting.source import fetch, resolve_run_id
+    from kws_research.models import load_model
+    from kws_research.tracking import store
+    from kws_research.tracking.runs import log_metrics
+
+    started = time.perf_counter()
+    check_options(cfg)
+    output_dir = writable_folder(cfg.get("output_dir"))
+    client = store.client_for(cfg["tracking"])
+    run_id = resolve_run_id(client, cfg["run_id"], cfg.get("sweep"))
+    with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
+        tmp = Path(tmp)
+        source = fetch(client, run_id, tmp / "source")
+        audio, truth = _test_clips(source, cfg.get("verify_clips"))
+        model = load_model(source.model_path)
+        keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
+        folder = output_dir or tmp / "coreml"
+        folder.mkdir(parents=True, exist_ok=True)
+        tolerance = dict(cfg.get("tolerance") or {})
+        checks, files = [], []
+        convert_seconds = 0.0
+        for fmt, precision in plan(cfg):
+            t0 = time.perf_counter()
+            path = _convert_one(model, source, cfg, fmt, folder)
+            convert_seconds += time.perf_counter() - t0
+            files.append(path)
+            checks.append(verify(path, fmt, precision, source.labels, audio, truth, keras_probs,
+                                 float(tolerance.get(precision, 0.0))))
+        baseline = baseline_for(client, source, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
+                                list(cfg.get("baseline_overrides") or []), tmp / "baseline")
+        primary = checks[0]
+        size = size_of(Path(primary.path))
+        base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
+        cols = compare.columns(source, baseline, primary.coreml_accuracy, size, base_size)
+        table = compare.markdown(cols, source.labels)
+        verified = all(c.verified for c in checks)
+        report = {"run_id": run_id, "labels": source.labels, "verified": verified,
+                  "checks": [c.as_dict() for c in checks], "baseline_run_id": baseline.run_id if baseline else None}
+        (folder / "verification.json").write_text(json.dumps(report, indent=1))
+        (folder / "comparison.md").write_text(table)
+        compare.plot(cols, source.labels, folder / "comparison.png")
+        metrics = {
+            "coreml_test_accuracy": primary.coreml_accuracy,
+            "coreml_max_abs_diff": max(c.max_abs_diff for c in checks),
+            "coreml_agreement": min(c.agreement for c in checks),
+            "coreml_size_bytes": size,
+        }
+        for check in checks:
+            metrics[f"coreml_{check.format}_max_abs_diff"] = check.max_abs_diff
+            metrics[f"coreml_{check.format}_size_bytes"] = size_of(Path(check.path))
+        if baseline is not None:
+            metrics["baseline_test_accuracy"] = baseline.metrics["test_accuracy"]
+            metrics["accuracy_gain_vs_baseline"] = primary.coreml_accuracy - baseline.metrics["test_accuracy"]
+        log_metrics(client, run_id, metrics)
+        client.set_tag(run_id, "coreml_verified", str(verified).lower())
+        client.set_tag(run_id, "coreml_interface", cfg["interface"])
+        for name in ("verification.json", "comparison.md", "comparison.png"):
+            client.log_artifact(run_id, str(folder / name), "coreml")
+        for path in files:
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), f"coreml/{path.name}")
+            else:
+                client.log_artifact(run_id, str(path), "coreml")
+        artifact_root = client.get_run(run_id).info.artifact_uri.rstrip("/")
+        result = {
+            "run_id": run_id, **metrics, "coreml_verified": verified,
+            "baseline_run_id": report["baseline_run_id"],
+            "artifacts": [f"{artifact_root}/coreml/{p.name}" for p in files]
+            + [f"{artifact_root}/coreml/{n}" for n in ("verification.json", "comparison.md", "comparison.png")],
+            "files": [str(p) for p in files] if output_dir else [],
+            "convert_seconds": round(convert_seconds, 2),
+            "verify_seconds": round(sum(c.seconds for c in checks), 2),
+            "seconds": round(time.perf_counter() - started, 2),
+            "comparison": table,
+            "checks": report["checks"],
+        }
+    if not verified:
+        bad = [c for c in checks if not c.verified]
+        details = "; ".join(f"{c.format} {c.precision}: max |diff| {c.max_abs_diff:.3g} > tolerance {c.tolerance:.3g}"
+                            for c in bad)
+        raise KwsError(f"Core ML verification failed for run {run_id} ({details}); tagged coreml_verified=false "
+                       "- see coreml/verification.json")
+    return result
+
+
+def export_best(best_run_id: str, options: Mapping, tracking_uri: str) -> dict:
+    """The final stage of a sweep: export its best run with the sweep file's export options."""
+    from omegaconf import OmegaConf
+
+    from kws_research.config import compose
+
+    cfg = OmegaConf.to_container(compose("export", [f"run_id={best_run_id}"]), resolve=True)
+    cfg.update({k: v for k, v in dict(options).items() if k != "enabled"})
+    cfg["tracking"]["uri"] = tracking_uri
+    cfg["run_id"] = best_run_id
+    return export_run(cfg)

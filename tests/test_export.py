@@ -1,0 +1,132 @@
+"""The export stage end to end on a tiny trained run, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from helpers import last_json, run_stage
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from test_train import tiny_overrides
+
+from kws_research.config import compose
+from kws_research.errors import KwsError
+from kws_research.exporting.stage import export_run
+from kws_research.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tone_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    result = train(compose("train", tiny_overrides(tone_root, folder, "model=tc_resnet", "augment=none")))
+    return folder, result.run_id
+
+
+def export_cfg(folder, *overrides: str) -> dict:
+    cfg = compose("export", [f"tracking.uri=sqlite:///{folder}/mlruns.db",
+                             f"tracking.artifact_location={folder}/mlartifacts", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_export_converts_verifies_compares_and_logs(trained):
+    folder, run_id = trained
+    args = [f"run_id={run_id}", f"tracking.uri=sqlite:///{folder}/mlruns.db",
+            f"tracking.artifact_location={folder}/mlartifacts",
+            "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']"]
+    result = run_stage("export", *args, cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no baseline run for data set" in result.stdout  # it said it trains the baseline first
+    assert "| parameters |" in result.stdout and "tutorial (published)" in result.stdout
+    final = last_json(result.stdout)
+    assert final["coreml_verified"] is True and final["run_id"] == run_id
+    for key in ("coreml_test_accuracy", "coreml_max_abs_diff", "coreml_agreement", "coreml_size_bytes",
+                "baseline_test_accuracy", "accuracy_gain_vs_baseline"):
+        assert key in final, key
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    run = client.get_run(run_id)
+    assert run.data.tags["coreml_verified"] == "true"
+    assert run.data.metrics["coreml_max_abs_diff"] <= 5e-3
+    assert run.data.metrics["accuracy_gain_vs_baseline"] == pytest.approx(
+        final["coreml_test_accuracy"] - final["baseline_test_accuracy"])
+    names = {a.path for a in client.list_artifacts(run_id, "coreml")}
+    assert {"coreml/kws-tc_resnet.mlpackage", "coreml/kws-tc_resnet.mlmodel", "coreml/verification.json",
+            "coreml/comparison.md", "coreml/comparison.png"} <= names
+    local = client.download_artifacts(run_id, "coreml", str(folder / "dl"))
+    verification = json.loads((folder / "dl" / "coreml" / "verification.json").read_text())
+    assert {c["format"] for c in verification["checks"]} == {"mlprogram", "neuralnetwork"}
+    assert (folder / "dl" / "coreml" / "kws-tc_resnet.mlpackage" / "Manifest.json").exists(), local
+    baselines = client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")
+    assert len(baselines) == 1
+    assert baselines[0].data.tags["dataset_fingerprint"] == run.data.tags["dataset_fingerprint"]
+    assert final["baseline_run_id"] == baselines[0].info.run_id
+
+    again = export_run(export_cfg(folder, f"run_id={run_id}", "format=mlprogram", "precision=fp32"))
+    assert again["baseline_run_id"] == baselines[0].info.run_id  # found, not trained again
+    assert len(client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")) == 1
+
+
+def test_metadata_describes_the_model_for_the_app(trained, tmp_path):
+    import coremltools as ct
+
+    folder, run_id = trained
+    result = export_run(export_cfg(folder, f"run_id={run_id}", "baseline=skip", "format=mlprogram",
+                                   f"output_dir={tmp_path}", "metadata.license=CC-BY-4.0"))
+    model = ct.models.MLModel(result["files"][0], skip_model_load=True)
+    meta = model.user_defined_metadata
+    assert json.loads(meta["labels"]) == ["silence", "unknown", "yes", "no", "up"]
+    assert meta["sample_rate"] == "16000" and meta["normalisation"] == "int16 / 32768"
+    assert meta["source_run_id"] == run_id and len(meta["dataset_fingerprint"]) == 64
+    assert {"validation_accuracy", "test_accuracy", "params", "macs"} <= set(meta)
+    assert model.license == "CC-BY-4.0" and model.author and model.version == "1.0"
+    assert "16 kHz" in model.short_description and "16000" in model.input_description["audio"]
+
+
+def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
+    folder, run_id = trained
+    with pytest.raises(KwsError, match="no MLflow run 'deadbeef'"):
+        export_run(export_cfg(folder, "run_id=deadbeef"))
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    experiment = client.get_run(run_id).info.experiment_id
+    empty = client.create_run(experiment, tags={"role": "trial", "optuna.state": "PRUNED"}).info.run_id
+    client.set_terminated(empty)
+    with pytest.raises(KwsError, match="has no model/model.keras artifact"):
+        export_run(export_cfg(folder, f"run_id={empty}"))
+    other = client.create_run(experiment, tags={"role": "baseline", "dataset_fingerprint": "f" * 64}).info.run_id
+    client.set_terminated(other)
+    with pytest.raises(KwsError, match="baseline: run .* was trained on data set ffffffffffff"):
+        export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={other}", "format=neuralnetwork"))
+
+
+def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_path):
+    folder, run_id = trained
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(KwsError, match="not reachable"):
+        export_run(export_cfg(folder, f"run_id={run_id}", f"tracking.uri=http://127.0.0.1:{port}"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(KwsError, match="output_dir: cannot write"):
+        export_run(export_cfg(folder, f"run_id={run_id}", f"output_dir={blocker}/models"))
+
+
+def test_run_id_best_is_the_best_trial_of_the_latest_sweep(trained):
+    from kws_research.exporting.source import resolve_run_id
+
+    folder, run_id = trained
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    with pytest.raises(KwsError, match="no finished sweep of study 'nope'"):
+        resolve_run_id(client, "best", "nope")
+    experiment = client.get_run(run_id).info.experiment_id
+    client.create_run(experiment, tags={"role": "sweep", "optuna.study": "s1", "best_run_id": run_id})
+    assert resolve_run_id(client, "best", None) == run_id
+    assert resolve_run_id(client, "best", "s1") == run_id
+
+
+def test_cli_error_is_one_line(trained):
+    folder, _ = trained
+    result = run_stage("export", "run_id=deadbeef", f"tracking.uri=sqlite:///{folder}/mlruns.db", cwd=folder)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: run_id: no MLflow run 'deadbeef'")
