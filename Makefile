@@ -75,4 +75,8 @@ export: $(STAMP)
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.bench_sweep $(BENCH_ARGS)
 
-bench: bench-data bench-train bench-accuracy bench-sweep
+bench: bench-data bench-train bench-accuracy bench-sweep bench-openset
+
+bench-openset: $(STAMP)
+	$(PY) -m benchmarks.bench_openset --data $(if $(DATA),$(DATA),$(SUBSET)) \
+		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)

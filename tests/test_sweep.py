@@ -131,6 +131,19 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):
     assert failed.info.status == "FAILED" and failed.data.tags["optuna.state"] == "FAIL" and failed.data.tags["error"]
 
 
+def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
+    sweep = write_sweep(tmp_path, n_trials=2, params={"model": "choice(tc_resnet)",
+                                                       "optimizer.learning_rate": "choice(0.001, 0.003)"},
+                        constraints={"max_params": None, "min_best_val_accuracy": 2.0, "max_test_loss": 100.0})
+    run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    for trial in study_of(tmp_path).get_trials():
+        values = dict(zip(trial.user_attrs["constraint_names"], trial.user_attrs["constraints"]))
+        assert values["min_best_val_accuracy"] == pytest.approx(2.0 - trial.value)  # > 0: infeasible
+        assert values["max_test_loss"] < 0                                                # feasible
+    with pytest.raises(KwsError, match="constraints.most_params"):
+        run_sweep(load([f"sweep={sweep}", "constraints.most_params=3", *data_args(tone_root, tmp_path)]))
+
+
 def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_root, tmp_path):
     sweep = write_sweep(tmp_path, n_trials=1, sampler={"name": "random"}, params={"model": "choice(tc_resnet)",
                         "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"})

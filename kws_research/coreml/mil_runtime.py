@@ -162,6 +162,7 @@ KERNELS: dict[str, Callable] = {
     "log": lambda a: np.log(a["x"] + float(a.get("epsilon", 1e-45))),
     "reduce_mean": lambda a: np.mean(a["x"], axis=_axes(a), keepdims=bool(a.get("keep_dims", False))),
     "reduce_max": lambda a: np.max(a["x"], axis=_axes(a), keepdims=bool(a.get("keep_dims", False))),
+    "reduce_sum": lambda a: np.sum(a["x"], axis=_axes(a), keepdims=bool(a.get("keep_dims", False))),
     "avg_pool": _pool("avg"),
     "max_pool": _pool("max"),
     "pad": _pad,

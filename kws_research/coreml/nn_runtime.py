@@ -148,10 +148,13 @@ def _padding(layer, inputs):
     return np.pad(x, pads, constant_values=p.constant.value)
 
 
-def _reduce_mean(layer, inputs):
-    p = layer.reduceMean
-    axes = None if p.reduceAll else tuple(p.axes)
-    return np.mean(inputs[0], axis=axes, keepdims=p.keepDims)
+def _reduce(kind: str, function):
+    def run(layer, inputs):
+        p = getattr(layer, kind)
+        axes = None if p.reduceAll else tuple(p.axes)
+        return function(inputs[0], axis=axes, keepdims=p.keepDims)
+
+    return run
 
 
 def _batchnorm(layer, inputs):
@@ -208,7 +211,9 @@ LAYERS: dict[str, Callable] = {
     "innerProduct": _inner_product,
     "batchedMatmul": _batched_matmul,
     "padding": _padding,
-    "reduceMean": _reduce_mean,
+    "reduceMean": _reduce("reduceMean", np.mean),
+    "reduceMax": _reduce("reduceMax", np.max),
+    "reduceSum": _reduce("reduceSum", np.sum),
     "batchnorm": _batchnorm,
     "expandDims": _expand_dims,
     "reshapeStatic": lambda layer, i: i[0].reshape(tuple(layer.reshapeStatic.targetShape)),

@@ -41,11 +41,13 @@ def fingerprint(layout: Layout, settings: dict) -> str:
     return digest.hexdigest()
 
 
-def stat_signature(layout: Layout) -> str:
+def stat_signature(layout: Layout, extra: list[str] = ()) -> str:
     """Modification times of every file: a changed file invalidates the cache."""
     digest = hashlib.sha256()
     for entry in layout.all_files():
         digest.update(f"{entry.path}\0{entry.mtime_ns}\n".encode())
+    for line in extra:
+        digest.update(line.encode() + b"\n")
     return digest.hexdigest()
 
 

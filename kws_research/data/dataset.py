@@ -20,8 +20,9 @@ import numpy as np
 
 from kws_research.data import cache
 from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip, decode_long
-from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
+from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan, which_set
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
+from kws_research.data.unknown import UnknownSettings, splice, vocabulary
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
 
@@ -47,6 +48,7 @@ def task_spec(cfg: Mapping) -> TaskSpec:
             testing_percentage=float(cfg.get("testing_percentage", 10.0)),
             seed=int(cfg.get("seed", 59185)),
             heldout_unknown_words=tuple(str(w) for w in cfg.get("heldout_unknown_words") or ()),
+            unknown=UnknownSettings.from_config(cfg),
         )
     except (TypeError, ValueError) as exc:
         raise KwsError(f"dataset: invalid value ({exc}); check dataset.commands and the percentages") from exc
@@ -87,6 +89,48 @@ def resolve_root(cfg: Mapping) -> Path:
     return root
 
 
+def _synthetic_unknown_root(cfg: Mapping, spec: TaskSpec) -> Path:
+    """The generated root of other English words for the ``synthetic`` unknown source."""
+    from kws_research.data.synthetic import GeneratorSettings, ensure_generated
+
+    options = dict(spec.unknown.synthetic)
+    words = vocabulary(spec.commands, spec.heldout_unknown_words, options.pop("vocabulary", None))
+    try:
+        settings = GeneratorSettings(words=tuple(words), **{"speakers": 20, "repetitions": 1, "noise_seconds": 12.0,
+                                                          "seed": 1, **options})
+    except TypeError as exc:
+        raise KwsError(f"dataset.synthetic_unknown: {exc}; keys are speakers, repetitions, seed, vocabulary") from exc
+    return ensure_generated(cache_root(cfg) / "unknown_synthetic" / settings.digest(), settings)
+
+
+def _extra_unknown(cfg: Mapping, spec: TaskSpec) -> tuple[dict[str, dict[str, list[str]]], list[tuple[str, int, int]]]:
+    """Per-split clips of the synthetic and folder sources, and their files (for the fingerprint)."""
+    extra: dict[str, dict[str, list[str]]] = {}
+    files: list[tuple[str, int, int]] = []
+    if spec.unknown.share("synthetic"):
+        root = _synthetic_unknown_root(cfg, spec)
+        layout = scan(root)
+        extra["synthetic"] = {s: [] for s in SPLITS}
+        for entries in layout.words.values():
+            for e in entries:
+                extra["synthetic"][layout.split_of(e, 15, 15)].append(str(root / e.path))
+                files.append((f"synthetic/{e.path}", e.size, e.mtime_ns))
+    if spec.unknown.share("folder"):
+        folder = Path(str(spec.unknown.folder)).expanduser()
+        if not folder.is_dir():
+            raise KwsError(f"dataset.unknown_folder: {folder} is not a folder of .wav clips")
+        extra["folder"] = {s: [] for s in SPLITS}
+        for path in sorted(folder.rglob("*.wav")):
+            rel = path.relative_to(folder).as_posix()
+            split = which_set(rel, spec.validation_percentage, spec.testing_percentage)
+            extra["folder"][split].append(str(path))
+            stat = path.stat()
+            files.append((f"folder/{rel}", stat.st_size, stat.st_mtime_ns))
+        if not any(extra["folder"].values()):
+            raise KwsError(f"dataset.unknown_folder: {folder} holds no .wav clips")
+    return extra, files
+
+
 def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     decoded: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
@@ -124,6 +168,10 @@ def _decode_noise(layout: Layout) -> tuple[list[np.ndarray], list[dict], dict[st
 def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise_files: list[dict]) -> np.ndarray:
     if item.kind == "clip":
         return decoded[item.paths[0]]
+    if item.kind == "reversed":
+        return decoded[item.paths[0]][::-1].copy()
+    if item.kind == "spliced":
+        return splice(decoded[item.paths[0]], decoded[item.paths[1]])
     if item.kind == "silence":
         start = noise_files[item.noise]["start"] + item.offset
         cut = noise[start : start + SAMPLE_RATE].astype(np.float32) * item.gain
@@ -165,14 +213,14 @@ def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipp
 
 
 def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: TaskSpec,
-           layout: Layout, workers: int) -> None:
+           layout: Layout, workers: int, extra: dict) -> None:
     noise_arrays, noise_files, skipped = _decode_noise(layout)
     noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=np.int16)
-    plan = plan_task(spec, layout, [f["length"] for f in noise_files])
+    plan = plan_task(spec, layout, [f["length"] for f in noise_files], extra)
     split_items = dict(plan.splits)
     if plan.heldout:
         split_items[HELDOUT] = plan.heldout
-    paths = sorted({p for items in split_items.values() for it in items if it.kind == "clip" for p in it.paths})
+    paths = sorted({p for items in split_items.values() for it in items if it.kind != "silence" for p in it.paths})
     decoded, failed = _decode_all(layout.root, paths, workers)
     skipped.update(failed)
     if failed:
@@ -182,7 +230,7 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
         class_index = {c: i for i, c in enumerate(plan.classes)}
         written = {}
         for split, items in split_items.items():
-            kept = [it for it in items if it.kind != "clip" or all(p in decoded for p in it.paths)]
+            kept = [it for it in items if all(p in decoded for p in it.paths)]
             audio = writer.audio(split, len(kept), SAMPLE_RATE)
             for row, item in enumerate(kept):
                 audio[row] = _render(item, decoded, noise, noise_files)
@@ -218,18 +266,20 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
                     root, BACKGROUND_NOISE_DIR)
     spec = task_spec(cfg)
     check_words(spec, layout)
-    settings = {"task": spec.__dict__ | {"commands": list(spec.commands),
-                                         "heldout_unknown_words": list(spec.heldout_unknown_words)},
-                "sample_rate": SAMPLE_RATE, "clip_samples": SAMPLE_RATE}
+    extra, extra_files = _extra_unknown(cfg, spec)
+    task = spec.__dict__ | {"commands": list(spec.commands), "heldout_unknown_words": list(spec.heldout_unknown_words),
+                            "unknown": spec.unknown.identity()}
+    settings = {"task": task, "sample_rate": SAMPLE_RATE, "clip_samples": SAMPLE_RATE,
+                "extra_unknown_files": [f[:2] for f in extra_files]}
     fp = cache.fingerprint(layout, settings)
-    signature = cache.stat_signature(layout)
+    signature = cache.stat_signature(layout, [f"{p}:{m}" for p, _, m in extra_files])
     path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
     from_cache = True
     with FileLock(path.with_name(path.name + ".lock")):
         if refresh or not cache.is_valid(path, signature):
             from_cache = False
             log.info("decoding %s into %s", root, path)
-            _build(path, name, root, fp, signature, spec, layout, workers or min(8, (os.cpu_count() or 2) * 2))
+            _build(path, name, root, fp, signature, spec, layout, workers or min(8, (os.cpu_count() or 2) * 2), extra)
     data = cache.load(path)
     data.summary = dict(data.summary, cache=str(path), from_cache=from_cache,
                         seconds=round(time.perf_counter() - started, 3))

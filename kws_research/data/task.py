@@ -17,6 +17,7 @@ import numpy as np
 
 from kws_research.data.audio import SAMPLE_RATE
 from kws_research.data.layout import SPLITS, FileEntry, Layout
+from kws_research.data.unknown import SOURCES, UnknownSettings, split_counts
 from kws_research.errors import KwsError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class TaskSpec:
     testing_percentage: float = 10.0
     seed: int = 59185
     heldout_unknown_words: tuple[str, ...] = ()
+    unknown: UnknownSettings = UnknownSettings()
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -134,39 +136,71 @@ def check_words(spec: TaskSpec, layout: Layout) -> None:
         )
 
 
-def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int]) -> TaskPlan:
-    """Assign clips to splits and classes; deterministic given ``spec.seed``."""
+def _unknown_pools(split: str, words: dict[str, list[FileEntry]], commands: set[str], heldout: set[str],
+                   extra: dict[str, dict[str, list[str]]]) -> dict[str, list[Item]]:
+    """Candidate unknown items of one split, per source (``spliced`` pairs are drawn later)."""
+    usable = {w: e for w, e in sorted(words.items()) if w not in heldout}
+    return {
+        "words": [Item(UNKNOWN, "clip", (e.path,)) for w, entries in usable.items() if w not in commands
+                  for e in entries],
+        "reversed": [Item(UNKNOWN, "reversed", (e.path,)) for entries in usable.values() for e in entries],
+        "synthetic": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("synthetic", {}).get(split, [])],
+        "folder": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("folder", {}).get(split, [])],
+    }
+
+
+def _spliced(count: int, words: dict[str, list[FileEntry]], heldout: set[str], rng: np.random.Generator) -> list[Item]:
+    """``count`` pairs of clips of two different words (never a command with itself)."""
+    clips = [(w, e.path) for w, entries in sorted(words.items()) if w not in heldout for e in entries]
+    if len({w for w, _ in clips}) < 2:
+        return []
+    items = []
+    while len(items) < count:
+        (wa, a), (wb, b) = (clips[int(i)] for i in rng.integers(len(clips), size=2))
+        if wa != wb:
+            items.append(Item(UNKNOWN, "spliced", (a, b)))
+    return items
+
+
+def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int],
+              extra: dict[str, dict[str, list[str]]] | None = None) -> TaskPlan:
+    """Assign clips to splits and classes; deterministic given ``spec.seed``.
+
+    ``extra`` holds the clips (absolute paths, per split) of the ``synthetic`` and
+    ``folder`` unknown sources.
+    """
     check_words(spec, layout)
     commands = set(spec.commands)
     heldout_words = set(spec.heldout_unknown_words)
-    split_of = {}
     by_split: dict[str, dict[str, list[FileEntry]]] = {s: {} for s in SPLITS}
     for word, entries in layout.words.items():
         for entry in entries:
             split = layout.split_of(entry, spec.validation_percentage, spec.testing_percentage)
-            split_of[entry.path] = split
             by_split[split].setdefault(word, []).append(entry)
 
     plan = TaskPlan(classes=spec.classes, splits={s: [] for s in SPLITS})
-    for split in SPLITS:
+    for index, split in enumerate(SPLITS):
         words = by_split[split]
         command_items = [
             Item(word, "clip", (e.path,)) for word in spec.commands for e in words.get(word, [])
         ]
         n_commands = len(command_items)
-        pool = [
-            e for word, entries in sorted(words.items())
-            if word not in commands and word not in heldout_words for e in entries
-        ]
         n_unknown = math.ceil(n_commands * spec.unknown_percentage / 100)
-        if n_unknown > len(pool):
-            plan.warnings.append(
-                f"{split}: only {len(pool)} auxiliary clips for {n_unknown} 'unknown' examples; using all"
-            )
-            n_unknown = len(pool)
-        chosen = _rng(spec.seed, SPLITS.index(split), 0).permutation(len(pool))[:n_unknown]
-        unknown_items = [Item(UNKNOWN, "clip", (pool[i].path,)) for i in sorted(chosen)]
-        plan.unknown_by_source[split] = {"words": len(unknown_items)}
+        pools = _unknown_pools(split, words, commands, heldout_words, extra or {})
+        unknown_items: list[Item] = []
+        plan.unknown_by_source[split] = {}
+        for name, count in split_counts(n_unknown, spec.unknown.shares_for(split)).items():
+            rng = _rng(spec.seed, index, SOURCES.index(name))
+            if name == "spliced":
+                chosen = _spliced(count, words, heldout_words, rng)
+            else:
+                pool = pools[name]
+                if count > len(pool):
+                    plan.warnings.append(f"{split}: only {len(pool)} '{name}' clips for {count} 'unknown' examples; "
+                                         "using all")
+                chosen = [pool[i] for i in sorted(rng.permutation(len(pool))[:count])]
+            unknown_items += chosen
+            plan.unknown_by_source[split][name] = len(chosen)
         n_silence = math.ceil(n_commands * spec.silence_percentage / 100)
         if n_silence and not noise_lengths:
             raise KwsError(

@@ -29,20 +29,28 @@ def _size(value) -> str:
     return "-" if value is None else f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.0f} KB"
 
 
-def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None) -> list[dict]:
-    """One dict per compared model: accuracies, per-class accuracy, params, MACs, size."""
+def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None,
+            gate_folded: bool = False) -> list[dict]:
+    """One dict per compared model: accuracies, per-class accuracy, open-set rates, params, MACs, size."""
     cols = [{"name": TUTORIAL["name"], "test": None, "val": TUTORIAL["accuracy"], "coreml": None,
-             "per_class": {}, "params": TUTORIAL["params"], "macs": None, "size": None}]
+             "per_class": {}, "params": TUTORIAL["params"], "macs": None, "size": None,
+             "unseen_unknown": None, "unseen_command": None}]
 
-    def of(run, name, coreml=None, model_size=None):
+    def of(run, name, coreml=None, model_size=None, gated=False):
         per_class = (run.report or {}).get("per_class_accuracy", {})
-        return {"name": name, "test": run.metrics.get("test_accuracy"), "val": run.metrics.get("best_val_accuracy"),
-                "coreml": coreml, "per_class": per_class, "params": run.metrics.get("params"),
-                "macs": run.metrics.get("macs"), "size": model_size}
+        m = run.metrics
+        prefix = "gated_" if gated else ""
+        return {"name": name, "test": m.get("test_accuracy"), "val": m.get("best_val_accuracy"),
+                "coreml": coreml, "per_class": per_class, "params": m.get("params"),
+                "macs": m.get("macs"), "size": model_size,
+                "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
+                "unseen_command": m.get(f"{prefix}false_command_rate")}
 
     if baseline is not None:
         cols.append(of(baseline, f"baseline: {baseline.model_label} (this data)", model_size=baseline_size))
-    cols.append(of(source, f"this run: {source.model_label}", _finite(coreml_accuracy), size))
+    gated = gate_folded and "gate_threshold" in source.metrics
+    name = f"this run: {source.model_label}" + (" + confidence gate" if gated else "")
+    cols.append(of(source, name, _finite(coreml_accuracy), size, gated))
     return cols
 
 
@@ -57,6 +65,8 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
         ("test accuracy (Core ML)", [_pct(c["coreml"]) for c in cols]),
         ("validation accuracy", [_pct(c["val"]) for c in cols]),
         *[(f"{label} accuracy", [_pct(c["per_class"].get(label)) for c in cols]) for label in labels],
+        ("unseen words -> unknown (held out)", [_pct(c["unseen_unknown"]) for c in cols]),
+        ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols]),
         ("parameters", [_count(c["params"]) for c in cols]),
         ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
         ("Core ML model size", [_size(c["size"]) for c in cols]),

@@ -28,6 +28,8 @@ def check_options(cfg: Mapping) -> None:
         raise ConfigError("quantize", f"{cfg['quantize']!r} is not int8 or null")
     if cfg["interface"] not in INTERFACES:
         raise ConfigError("interface", f"{cfg['interface']!r} is not one of {INTERFACES}")
+    if cfg.get("gate", "auto") not in ("auto", "off"):
+        raise ConfigError("gate", f"{cfg['gate']!r} is not auto or off")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
         raise ConfigError("interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both")
 
@@ -86,6 +88,7 @@ def _metadata(source, cfg) -> dict:
         "validation_accuracy": m.get("best_val_accuracy"), "test_accuracy": m.get("test_accuracy"),
         "params": int(m["params"]) if "params" in m else None, "macs": int(m["macs"]) if "macs" in m else None,
         "interface": cfg["interface"],
+        "confidence_gate_threshold": m.get("gate_threshold") if cfg.get("gate", "auto") == "auto" else None,
     }
 
 
@@ -150,6 +153,11 @@ def export_run(cfg: Mapping) -> dict:
         source = fetch(client, run_id, tmp / "source")
         audio, truth = _test_clips(source, cfg.get("verify_clips"))
         model = load_model(source.model_path)
+        threshold = source.metrics.get("gate_threshold") if cfg.get("gate", "auto") == "auto" else None
+        if threshold:
+            from kws_research.models.gate import gated
+
+            model = gated(model, threshold, source.labels)
         keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,7 +176,7 @@ def export_run(cfg: Mapping) -> dict:
         primary = checks[0]
         size = size_of(Path(primary.path))
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
-        cols = compare.columns(source, baseline, primary.coreml_accuracy, size, base_size)
+        cols = compare.columns(source, baseline, primary.coreml_accuracy, size, base_size, bool(threshold))
         table = compare.markdown(cols, source.labels)
         verified = all(c.verified for c in checks)
         report = {"run_id": run_id, "labels": source.labels, "verified": verified,

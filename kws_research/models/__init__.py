@@ -7,7 +7,7 @@ registers the custom layers, so saved models load with ``safe_mode=True``.
 """
 
 # Importing the modules that define custom layers registers them for safe-mode loading.
-from kws_research.models import bc_resnet, frontend  # noqa: F401
+from kws_research.models import bc_resnet, frontend, gate  # noqa: F401
 from kws_research.models.complexity import complexity
 from kws_research.models.registry import build_model, load_model, model_name
 

@@ -24,13 +24,18 @@ def _kwargs(cfg: Mapping, key: str) -> tuple[str, dict]:
     return name, options
 
 
-def sampler(cfg: Mapping, seed: int, space: list[Dimension]):
+def sampler(cfg: Mapping, seed: int, space: list[Dimension], n_constraints: int = 0):
+    """The sampler; with metric constraints, samplers that support them learn feasibility."""
+    import inspect
+
     import optuna
 
     name, options = _kwargs(cfg, "sampler")
     if name not in SAMPLERS:
         raise ConfigError("sampler.name", f"{name!r} is not one of {sorted(SAMPLERS)}")
     cls = getattr(optuna.samplers, SAMPLERS[name])
+    if n_constraints and "constraints_func" in inspect.signature(cls).parameters:
+        options["constraints_func"] = lambda trial: trial.user_attrs.get("constraints", [0.0] * n_constraints)
     if name == "grid":
         options["search_space"] = {d.name: d.grid_values() for d in space}
     if name != "grid" or "seed" not in options:

@@ -61,6 +61,34 @@ def sample(trial: optuna.Trial, space: list[Dimension], base: list[str]) -> list
 _MISSING = object()
 
 
+SIZE_CONSTRAINTS = ("max_params", "max_macs")
+
+
+def metric_constraints(constraints) -> list[tuple[str, str, float]]:
+    """``min_<metric>`` / ``max_<metric>`` bounds other than the size budget, as
+    (metric, min|max, bound), checked after training (e.g. ``max_false_command_rate``)."""
+    found = []
+    for key, bound in dict(constraints or {}).items():
+        if key in SIZE_CONSTRAINTS or bound is None:
+            continue
+        kind, _, metric = key.partition("_")
+        if kind not in ("min", "max") or not metric:
+            raise ValueError(f"constraints.{key}: use max_params, max_macs, min_<metric> or max_<metric>")
+        found.append((metric, kind, float(bound)))
+    return found
+
+
+def violations(bounds: list[tuple[str, str, float]], metrics: dict) -> list[float]:
+    """Optuna's convention: a value > 0 violates its constraint."""
+    out = []
+    for metric, kind, bound in bounds:
+        if metric not in metrics:
+            raise KeyError(f"constraint on {metric!r}: the run did not produce that metric")
+        value = float(metrics[metric])
+        out.append(value - bound if kind == "max" else bound - value)
+    return out
+
+
 def size_check(constraints) -> Callable[[object, dict], str | None]:
     def check(model, sizes: dict) -> str | None:
         for key, metric in (("max_params", "params"), ("max_macs", "macs")):
@@ -135,6 +163,10 @@ class Objective:
             trial.set_user_attr("fail_reason", reason)
             self._state(run, "FAIL")
             raise KeyError(reason)
+        bounds = metric_constraints(definition.constraints)
+        if bounds:
+            trial.set_user_attr("constraints", violations(bounds, result.metrics))
+            trial.set_user_attr("constraint_names", [f"{kind}_{metric}" for metric, kind, _ in bounds])
         self._state(run, "COMPLETE")
         values = [float(result.metrics[m]) for m in definition.metrics]
         return values[0] if len(values) == 1 else values

@@ -19,17 +19,23 @@ from kws_research.sweeping.definition import SweepDefinition  # noqa: E402
 log = logging.getLogger(__name__)
 
 
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.user_attrs.get("constraints", []))
+
+
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial; for several objectives, the Pareto-optimal trial that is
-    best on the first one."""
+    """The best complete trial that meets the metric constraints (if any does); for
+    several objectives, the Pareto-optimal one that is best on the first objective."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    candidates = [t for t in complete if feasible(t)] or complete
+    if not candidates:
         return None
+    maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     if len(study.directions) == 1:
-        return study.best_trial
-    first = study.directions[0]
-    pick = max if first == optuna.study.StudyDirection.MAXIMIZE else min
-    return pick(study.best_trials, key=lambda t: t.values[0])
+        return (max if maximise else min)(candidates, key=lambda t: t.value)
+    allowed = {t.number for t in candidates}
+    pareto = [t for t in study.best_trials if t.number in allowed] or candidates
+    return (max if maximise else min)(pareto, key=lambda t: t.values[0])
 
 
 def summary(study: optuna.Study, definition: SweepDefinition) -> dict:

@@ -111,7 +111,13 @@ def open_study(definition: SweepDefinition, space: list[Dimension], client) -> o
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = factories.storage(str(definition.storage), definition.heartbeat_interval,
                                 on_stale=lambda study, trial: end_interrupted_trial(study, trial, client))
-    sampler = factories.sampler(definition.sampler, int(definition.seed), space)
+    from kws_research.sweeping.objective import metric_constraints
+
+    try:
+        bounds = metric_constraints(definition.constraints)
+    except ValueError as exc:
+        raise KwsError(str(exc)) from exc
+    sampler = factories.sampler(definition.sampler, int(definition.seed), space, len(bounds))
     pruner = factories.pruner(definition.pruner, definition.multi_objective)
     name = str(definition.study_name)
     directions = list(definition.directions)

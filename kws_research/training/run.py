@@ -178,6 +178,24 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     return TrainResult(run_id, metrics, intermediate=val_history)
 
 
+def _gate_metrics(data, probs: dict, classes: list[str], max_drop: float) -> dict:
+    """Calibrate the confidence gate on validation and measure it (export folds it in)."""
+    from kws_research.models import gate
+    from kws_research.training import evaluate
+
+    threshold = gate.calibrate(data.splits["validation"].labels, probs["validation"], classes, max_drop)
+    out = {"gate_threshold": threshold}
+    if "test" in probs:
+        gated = gate.apply(probs["test"], threshold, classes)
+        out["gated_test_accuracy"] = evaluate.classification(data.splits["test"].labels, gated, classes)["accuracy"]
+        out["gated_command_accuracy"] = evaluate.command_accuracy(data.splits["test"].labels, gated, classes)
+    if "heldout" in probs:
+        for key, value in evaluate.open_set(gate.apply(probs["heldout"], threshold, classes), classes).items():
+            if key != "heldout_clips":
+                out[f"gated_{key}"] = value
+    return out
+
+
 def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, history: dict,
                       metrics: Mapping) -> dict:
     """Test-split metrics and every artifact of the run contract."""
@@ -186,16 +204,24 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
 
     batch = int(cfg.trainer.batch_size)
     classes = list(data.classes)
-    test = data.splits["test"]
+    openset = cfg.get("openset") or {}
+    splits = ("validation", "test", "heldout") if openset.get("gate") else ("test", "heldout")
+    probs = {split: evaluate.predict(model, pipeline.evaluation_dataset(data.splits[split], len(classes), batch))
+             for split in splits if split in data.splits and len(data.splits[split])}
     final: dict[str, float] = {}
     test_result = None
-    if len(test):
-        probs = evaluate.predict(model, pipeline.evaluation_dataset(test, len(classes), batch))
-        test_result = evaluate.classification(test.labels, probs, classes)
+    test = data.splits["test"]
+    if "test" in probs:
+        test_result = evaluate.classification(test.labels, probs["test"], classes)
         final["test_accuracy"] = test_result["accuracy"]
-        final["test_loss"] = evaluate.cross_entropy(test.labels, probs)
+        final["test_loss"] = evaluate.cross_entropy(test.labels, probs["test"])
+        final["command_accuracy"] = evaluate.command_accuracy(test.labels, probs["test"], classes)
     else:
         log.warning("the test split is empty: no test metrics")
+    if "heldout" in probs:
+        final.update(evaluate.open_set(probs["heldout"], classes))
+    if openset.get("gate"):
+        final.update(_gate_metrics(data, probs, classes, float(openset.get("max_command_drop", 0.01))))
     summary = {**metrics, **final}
     with artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))

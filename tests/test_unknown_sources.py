@@ -1,0 +1,134 @@
+"""Open-set unknown: every source of the unknown class, and the held-out-word metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import tone_dataset_cfg
+from helpers import word_clip
+from mlflow.tracking import MlflowClient
+from test_train import tiny_overrides
+
+from kws_research.config import compose
+from kws_research.data.dataset import prepare
+from kws_research.data.unknown import split_counts, vocabulary
+from kws_research.errors import KwsError
+from kws_research.train import train
+
+
+def sources_cfg(tone_root, cache, **sources):
+    return tone_dataset_cfg(tone_root, cache, unknown_sources=sources, unknown_percentage=100.0)
+
+
+def rows_of(data, split, prefix):
+    arrays = data.splits[split]
+    return [(i, s) for i, s in enumerate(arrays.sources) if s.startswith(prefix)]
+
+
+def test_shares_split_the_training_unknowns_and_eval_keeps_the_words(tone_root, tmp_path):
+    data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, reversed=1.0, spliced=2.0))
+    train_counts = data.summary["unknown_sources"]["train"]
+    assert train_counts == split_counts(sum(train_counts.values()), (("words", 1.0), ("reversed", 1.0), ("spliced", 2.0)))
+    assert train_counts["spliced"] == 2 * train_counts["reversed"] > 0
+    assert data.summary["unknown_sources"]["validation"] == {"words": data.summary["counts"]["validation"]["unknown"]}
+    again = prepare(sources_cfg(tone_root, tmp_path / "d", words=1.0, reversed=1.0, spliced=2.0))
+    assert again.splits["train"].sources == data.splits["train"].sources
+    assert np.array_equal(np.asarray(again.splits["train"].audio), np.asarray(data.splits["train"].audio))
+
+
+def test_reversed_clips_are_their_source_backwards(tone_root, tmp_path):
+    data = prepare(sources_cfg(tone_root, tmp_path / "c", reversed=1.0))
+    rows = rows_of(data, "train", "reversed:")
+    assert rows
+    for index, source in rows[:5]:
+        original, _ = sf.read(tone_root / source.split(":", 1)[1], dtype="int16")
+        clip = np.asarray(data.splits["train"].audio[index])
+        assert np.array_equal(clip, original[::-1]) and not np.array_equal(clip, original)
+
+
+def test_spliced_clips_join_two_different_words(tone_root, tmp_path):
+    data = prepare(sources_cfg(tone_root, tmp_path / "c", spliced=1.0))
+    rows = rows_of(data, "train", "spliced:")
+    assert rows
+    for index, source in rows[:5]:
+        first, second = source.split(":", 1)[1].split("+")
+        assert first.split("/")[0] != second.split("/")[0]
+        clip = np.asarray(data.splits["train"].audio[index]).astype(float)
+        a = sf.read(tone_root / first, dtype="int16")[0].astype(float)
+        b = sf.read(tone_root / second, dtype="int16")[0].astype(float)
+        assert not np.array_equal(clip, a) and not np.array_equal(clip, b)
+        spectrum = np.abs(np.fft.rfft(clip))
+        peak_a, peak_b = np.argmax(np.abs(np.fft.rfft(a))), np.argmax(np.abs(np.fft.rfft(b)))
+        assert spectrum[peak_a] > 0.1 * spectrum.max() and spectrum[peak_b] > 0.1 * spectrum.max()
+
+
+def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(tone_root, tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("# test vocabulary\nyes\nknow\nwrite\ndog\napple\nriver\nsugar\npaper\n")
+    assert vocabulary(("yes", "no", "right"), ("dog",), str(words)) == ["apple", "paper", "river", "sugar"]
+    cfg = sources_cfg(tone_root, tmp_path / "c", synthetic=1.0)
+    cfg.update(commands=["yes", "no", "up"], heldout_unknown_words=["dog"],
+               synthetic_unknown={"vocabulary": str(words), "speakers": 3})
+    data = prepare(cfg)
+    rows = rows_of(data, "train", "/")  # synthetic clips have absolute paths
+    spoken = {s.split("/")[-2] for _, s in rows}
+    assert spoken and spoken <= {"apple", "river", "sugar", "paper", "write"}  # "right" is no command here
+    assert data.summary["unknown_sources"]["train"]["synthetic"] == len(rows)
+    again = prepare(dict(cfg, cache_dir=str(tmp_path / "c2")))
+    assert again.fingerprint == data.fingerprint  # regenerated elsewhere, identical audio
+    assert np.array_equal(np.asarray(again.splits["train"].audio), np.asarray(data.splits["train"].audio))
+
+
+def test_a_folder_of_extra_clips_is_a_source(tone_root, tmp_path):
+    folder = tmp_path / "mine" / "nested"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        sf.write(folder / f"speaker{i}_word.wav", word_clip(6, i, 0), 16000, subtype="PCM_16")
+    cfg = sources_cfg(tone_root, tmp_path / "c", words=1.0, folder=1.0)
+    cfg["unknown_folder"] = str(tmp_path / "mine")
+    data = prepare(cfg)
+    assert data.summary["unknown_sources"]["train"]["folder"] > 0
+    assert any(s.startswith(str(tmp_path / "mine")) for s in data.splits["train"].sources)
+    with pytest.raises(KwsError, match="unknown_folder"):
+        prepare(dict(cfg, unknown_folder=str(tmp_path / "none")))
+    with pytest.raises(KwsError, match="unknown source"):
+        prepare(sources_cfg(tone_root, tmp_path / "c", noises=1.0))
+
+
+def test_heldout_words_are_measured_as_unseen(tone_root, tmp_path):
+    overrides = tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "dataset.heldout_unknown_words=[dog]")
+    cfg = compose("train", overrides)
+    data = prepare(cfg.dataset)
+    assert not [s for split in ("train", "validation", "test") for s in data.splits[split].sources
+                if s.startswith("dog/")]
+    assert len(data.splits["heldout"]) == 12 and set(data.splits["heldout"].labels) == {1}
+    result = train(cfg)
+    metrics = MlflowClient(cfg.tracking.uri).get_run(result.run_id).data.metrics
+    assert 0 <= metrics["unseen_unknown_recall"] <= 1 and 0 <= metrics["false_command_rate"] <= 1
+    assert metrics["unseen_unknown_recall"] + metrics["false_command_rate"] <= 1 + 1e-9
+    assert metrics["heldout_clips"] == 12 and "command_accuracy" in metrics
+
+
+def test_the_confidence_gate_is_calibrated_measured_and_folded_into_core_ml(tone_root, tmp_path):
+    from omegaconf import OmegaConf
+
+    from kws_research.exporting.stage import export_run
+
+    overrides = tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "dataset.heldout_unknown_words=[dog]",
+                               "openset.gate=true", "openset.max_command_drop=0.5")
+    result = train(compose("train", overrides))
+    metrics = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_run(result.run_id).data.metrics
+    assert 0.3 <= metrics["gate_threshold"] <= 0.99
+    assert metrics["gated_unseen_unknown_recall"] >= metrics["unseen_unknown_recall"]
+    assert metrics["gated_false_command_rate"] <= metrics["false_command_rate"]
+    cfg = OmegaConf.to_container(compose("export", [
+        f"run_id={result.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+        f"tracking.artifact_location={tmp_path}/mlartifacts", "baseline=skip", f"output_dir={tmp_path}/out"]),
+        resolve=True)
+    exported = export_run(cfg)
+    assert exported["coreml_verified"] and "confidence gate" in exported["comparison"]
+    import coremltools as ct
+
+    meta = ct.models.MLModel(exported["files"][0], skip_model_load=True).user_defined_metadata
+    assert float(meta["confidence_gate_threshold"]) == metrics["gate_threshold"]
