@@ -60,7 +60,8 @@ ui: $(STAMP)
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 bench-train: $(STAMP)
-	$(PY) -m benchmarks.bench_train --data $(SUBSET) $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_train --data $(SUBSET) --model seed_cnn1d $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_train --data $(SUBSET) --model tc_resnet $(BENCH_ARGS)
 
 bench-accuracy: $(STAMP)
 	$(PY) -m benchmarks.bench_accuracy --data $(if $(DATA),$(DATA),$(SUBSET)) \

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from kws_research.data.cache import SplitArrays
 from kws_research.errors import ConfigError
@@ -17,7 +16,7 @@ RATE = 16000
 def augment(settings: AugmentSettings, audio: np.ndarray, step: int, noise=None, seed: int = 7) -> np.ndarray:
     noise = np.zeros(0, np.int16) if noise is None else noise
     augmenter = WaveformAugmenter(settings, noise, [(0, noise.size)], seed)
-    return augmenter(tf.constant(audio), tf.constant(step, tf.int64)).numpy()
+    return augmenter(audio.copy(), step)
 
 
 def test_time_shift_moves_the_signal_within_the_limit_and_is_seeded():
@@ -73,6 +72,17 @@ def test_evaluation_pipeline_is_exact_and_in_order():
     labels = np.concatenate([b[1].numpy() for b in batches]).argmax(axis=1)
     assert np.array_equal(audio, split.audio / 32768.0)
     assert np.array_equal(labels, split.labels)
+
+
+def test_training_pipeline_augments_with_the_step_as_seed():
+    split = _split()
+    settings = AugmentSettings(time_shift_ms=100)
+    augmenter = WaveformAugmenter(settings, np.zeros(0, np.int16), [], seed=3)
+    batches = iter(pipeline.training_dataset(split, 3, batch_size=20, seed=5, augmenter=augmenter))
+    first = next(batches)[0].numpy()
+    plain = next(iter(pipeline.training_dataset(split, 3, batch_size=20, seed=5)))[0].numpy()
+    assert not np.array_equal(first, plain)
+    assert np.array_equal(first, augmenter(plain.copy(), 0))  # batch 0 of the run is augmented with step 0
 
 
 def test_training_pipeline_reshuffles_every_epoch_deterministically():

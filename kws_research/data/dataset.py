@@ -20,9 +20,9 @@ import numpy as np
 
 from kws_research.data import cache
 from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip, decode_long
-from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan, which_set
+from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
-from kws_research.data.unknown import UnknownSettings, splice, vocabulary
+from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, splice
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
 
@@ -64,13 +64,7 @@ def resolve_root(cfg: Mapping) -> Path:
     if generator is not None:
         from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 
-        gen = dict(generator)
-        if "words" in gen:
-            gen["words"] = tuple(gen["words"])
-        try:
-            settings = GeneratorSettings(**gen)
-        except TypeError as exc:
-            raise KwsError(f"dataset.generator: {exc}; see conf/dataset/synthetic.yaml for the keys") from exc
+        settings = GeneratorSettings.from_config(generator, "dataset.generator")
         root = cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()
         return ensure_generated(Path(str(root)), settings)
     root = cfg.get("root")
@@ -87,48 +81,6 @@ def resolve_root(cfg: Mapping) -> Path:
             raise KwsError("dataset.url: download=true needs the archive URL (dataset=speech_commands_v2 sets it)")
         return ensure_downloaded(str(cfg["url"]), root, cfg.get("archive_sha256"), cfg.get("archive_size"))
     return root
-
-
-def _synthetic_unknown_root(cfg: Mapping, spec: TaskSpec) -> Path:
-    """The generated root of other English words for the ``synthetic`` unknown source."""
-    from kws_research.data.synthetic import GeneratorSettings, ensure_generated
-
-    options = dict(spec.unknown.synthetic)
-    words = vocabulary(spec.commands, spec.heldout_unknown_words, options.pop("vocabulary", None))
-    try:
-        settings = GeneratorSettings(words=tuple(words), **{"speakers": 20, "repetitions": 1, "noise_seconds": 12.0,
-                                                          "seed": 1, **options})
-    except TypeError as exc:
-        raise KwsError(f"dataset.synthetic_unknown: {exc}; keys are speakers, repetitions, seed, vocabulary") from exc
-    return ensure_generated(cache_root(cfg) / "unknown_synthetic" / settings.digest(), settings)
-
-
-def _extra_unknown(cfg: Mapping, spec: TaskSpec) -> tuple[dict[str, dict[str, list[str]]], list[tuple[str, int, int]]]:
-    """Per-split clips of the synthetic and folder sources, and their files (for the fingerprint)."""
-    extra: dict[str, dict[str, list[str]]] = {}
-    files: list[tuple[str, int, int]] = []
-    if spec.unknown.share("synthetic"):
-        root = _synthetic_unknown_root(cfg, spec)
-        layout = scan(root)
-        extra["synthetic"] = {s: [] for s in SPLITS}
-        for entries in layout.words.values():
-            for e in entries:
-                extra["synthetic"][layout.split_of(e, 15, 15)].append(str(root / e.path))
-                files.append((f"synthetic/{e.path}", e.size, e.mtime_ns))
-    if spec.unknown.share("folder"):
-        folder = Path(str(spec.unknown.folder)).expanduser()
-        if not folder.is_dir():
-            raise KwsError(f"dataset.unknown_folder: {folder} is not a folder of .wav clips")
-        extra["folder"] = {s: [] for s in SPLITS}
-        for path in sorted(folder.rglob("*.wav")):
-            rel = path.relative_to(folder).as_posix()
-            split = which_set(rel, spec.validation_percentage, spec.testing_percentage)
-            extra["folder"][split].append(str(path))
-            stat = path.stat()
-            files.append((f"folder/{rel}", stat.st_size, stat.st_mtime_ns))
-        if not any(extra["folder"].values()):
-            raise KwsError(f"dataset.unknown_folder: {folder} holds no .wav clips")
-    return extra, files
 
 
 def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -266,7 +218,7 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
                     root, BACKGROUND_NOISE_DIR)
     spec = task_spec(cfg)
     check_words(spec, layout)
-    extra, extra_files = _extra_unknown(cfg, spec)
+    extra, extra_files = extra_unknown_clips(spec, cache_root(cfg))
     task = spec.__dict__ | {"commands": list(spec.commands), "heldout_unknown_words": list(spec.heldout_unknown_words),
                             "unknown": spec.unknown.identity()}
     settings = {"task": task, "sample_rate": SAMPLE_RATE, "clip_samples": SAMPLE_RATE,

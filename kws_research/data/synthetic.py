@@ -18,7 +18,7 @@ import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,20 @@ class GeneratorSettings:
     testing_fraction: float = 0.15
     seed: int = 0
     workers: int = 2
+
+    @classmethod
+    def from_config(cls, options: dict, key: str, **defaults) -> GeneratorSettings:
+        """Settings from a config block (``key`` names it in errors), over ``defaults``."""
+        from kws_research.errors import KwsError
+
+        values = {**defaults, **{k: v for k, v in dict(options).items() if v is not None}}
+        if "words" in values:
+            values["words"] = tuple(values["words"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            known = ", ".join(f.name for f in fields(cls))
+            raise KwsError(f"{key}: {exc}; the keys are {known}") from exc
 
     def identity(self) -> dict:
         ident = asdict(self)

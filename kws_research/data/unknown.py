@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.data.layout import SPLITS, scan, which_set
 from kws_research.errors import KwsError
 
 SOURCES = ("words", "synthetic", "reversed", "spliced", "folder")
@@ -127,3 +128,43 @@ def splice(first: np.ndarray, second: np.ndarray, fade: int = 80) -> np.ndarray:
     joined = joined[: len(first) - start]
     out[start : start + len(joined)] = joined
     return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+
+
+def synthetic_root(spec, cache_dir: Path) -> Path:
+    """The generated root of other English words for the ``synthetic`` source (made once)."""
+    from kws_research.data.synthetic import GeneratorSettings, ensure_generated
+
+    options = dict(spec.unknown.synthetic)
+    words = vocabulary(spec.commands, spec.heldout_unknown_words, options.pop("vocabulary", None))
+    settings = GeneratorSettings.from_config({**options, "words": words}, "dataset.synthetic_unknown",
+                                             speakers=20, repetitions=1, noise_seconds=12.0, seed=1)
+    return ensure_generated(cache_dir / "unknown_synthetic" / settings.digest(), settings)
+
+
+def extra_unknown_clips(spec, cache_dir: Path) -> tuple[dict[str, dict[str, list[str]]], list[tuple[str, int, int]]]:
+    """Per-split clips (absolute paths) of the ``synthetic`` and ``folder`` sources of
+    task ``spec``, and their (name, size, mtime) for the fingerprint and the cache."""
+    extra: dict[str, dict[str, list[str]]] = {}
+    files: list[tuple[str, int, int]] = []
+    pct = (spec.validation_percentage, spec.testing_percentage)
+    if spec.unknown.share("synthetic"):
+        root = synthetic_root(spec, cache_dir)
+        layout = scan(root)
+        extra["synthetic"] = {s: [] for s in SPLITS}
+        for entries in layout.words.values():
+            for entry in entries:
+                extra["synthetic"][layout.split_of(entry, *pct)].append(str(root / entry.path))
+                files.append((f"synthetic/{entry.path}", entry.size, entry.mtime_ns))
+    if spec.unknown.share("folder"):
+        folder = Path(str(spec.unknown.folder)).expanduser()
+        if not folder.is_dir():
+            raise KwsError(f"dataset.unknown_folder: {folder} is not a folder of .wav clips")
+        extra["folder"] = {s: [] for s in SPLITS}
+        for path in sorted(folder.rglob("*.wav")):
+            rel = path.relative_to(folder).as_posix()
+            extra["folder"][which_set(rel, *pct)].append(str(path))
+            stat = path.stat()
+            files.append((f"folder/{rel}", stat.st_size, stat.st_mtime_ns))
+        if not any(extra["folder"].values()):
+            raise KwsError(f"dataset.unknown_folder: {folder} holds no .wav clips")
+    return extra, files

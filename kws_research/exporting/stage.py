@@ -133,6 +133,47 @@ def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
         return None
 
 
+REPORTS = ("verification.json", "comparison.md", "comparison.png")
+
+
+def _metrics(checks: list, baseline) -> dict:
+    """What export logs on the run: the primary (first) format's accuracy and size, the
+    worst difference and agreement over all formats, and the gain over the baseline."""
+    primary = checks[0]
+    metrics = {
+        "coreml_test_accuracy": primary.coreml_accuracy,
+        "coreml_max_abs_diff": max(c.max_abs_diff for c in checks),
+        "coreml_agreement": min(c.agreement for c in checks),
+        "coreml_size_bytes": size_of(Path(primary.path)),
+    }
+    for check in checks:
+        metrics[f"coreml_{check.format}_max_abs_diff"] = check.max_abs_diff
+        metrics[f"coreml_{check.format}_size_bytes"] = size_of(Path(check.path))
+    if baseline is not None:
+        metrics["baseline_test_accuracy"] = baseline.metrics["test_accuracy"]
+        metrics["accuracy_gain_vs_baseline"] = primary.coreml_accuracy - baseline.metrics["test_accuracy"]
+    return metrics
+
+
+def _log_on_run(client, run_id: str, folder: Path, files: list[Path], metrics: dict, verified: bool,
+                interface: str) -> list[str]:
+    """Metrics, tags and ``coreml/`` artifacts on the exported run; returns the artifact URIs."""
+    from kws_research.tracking.runs import log_metrics
+
+    log_metrics(client, run_id, metrics)
+    client.set_tag(run_id, "coreml_verified", str(verified).lower())
+    client.set_tag(run_id, "coreml_interface", interface)
+    for name in REPORTS:
+        client.log_artifact(run_id, str(folder / name), "coreml")
+    for path in files:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), f"coreml/{path.name}")
+        else:
+            client.log_artifact(run_id, str(path), "coreml")
+    root = client.get_run(run_id).info.artifact_uri.rstrip("/")
+    return [f"{root}/coreml/{name}" for name in [p.name for p in files] + list(REPORTS)]
+
+
 def export_run(cfg: Mapping) -> dict:
     """The export stage's Python API; raises :class:`KwsError` when verification fails."""
     from kws_research.coreml.verify import verify
@@ -141,7 +182,6 @@ def export_run(cfg: Mapping) -> dict:
     from kws_research.exporting.source import fetch, resolve_run_id
     from kws_research.models import load_model
     from kws_research.tracking import store
-    from kws_research.tracking.runs import log_metrics
 
     started = time.perf_counter()
     check_options(cfg)
@@ -174,9 +214,9 @@ def export_run(cfg: Mapping) -> dict:
         baseline = baseline_for(client, source, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
                                 list(cfg.get("baseline_overrides") or []), tmp / "baseline")
         primary = checks[0]
-        size = size_of(Path(primary.path))
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
-        cols = compare.columns(source, baseline, primary.coreml_accuracy, size, base_size, bool(threshold))
+        cols = compare.columns(source, baseline, primary.coreml_accuracy, size_of(Path(primary.path)), base_size,
+                               bool(threshold))
         table = compare.markdown(cols, source.labels)
         verified = all(c.verified for c in checks)
         report = {"run_id": run_id, "labels": source.labels, "verified": verified,
@@ -184,34 +224,12 @@ def export_run(cfg: Mapping) -> dict:
         (folder / "verification.json").write_text(json.dumps(report, indent=1))
         (folder / "comparison.md").write_text(table)
         compare.plot(cols, source.labels, folder / "comparison.png")
-        metrics = {
-            "coreml_test_accuracy": primary.coreml_accuracy,
-            "coreml_max_abs_diff": max(c.max_abs_diff for c in checks),
-            "coreml_agreement": min(c.agreement for c in checks),
-            "coreml_size_bytes": size,
-        }
-        for check in checks:
-            metrics[f"coreml_{check.format}_max_abs_diff"] = check.max_abs_diff
-            metrics[f"coreml_{check.format}_size_bytes"] = size_of(Path(check.path))
-        if baseline is not None:
-            metrics["baseline_test_accuracy"] = baseline.metrics["test_accuracy"]
-            metrics["accuracy_gain_vs_baseline"] = primary.coreml_accuracy - baseline.metrics["test_accuracy"]
-        log_metrics(client, run_id, metrics)
-        client.set_tag(run_id, "coreml_verified", str(verified).lower())
-        client.set_tag(run_id, "coreml_interface", cfg["interface"])
-        for name in ("verification.json", "comparison.md", "comparison.png"):
-            client.log_artifact(run_id, str(folder / name), "coreml")
-        for path in files:
-            if path.is_dir():
-                client.log_artifacts(run_id, str(path), f"coreml/{path.name}")
-            else:
-                client.log_artifact(run_id, str(path), "coreml")
-        artifact_root = client.get_run(run_id).info.artifact_uri.rstrip("/")
+        metrics = _metrics(checks, baseline)
+        artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
         result = {
             "run_id": run_id, **metrics, "coreml_verified": verified,
             "baseline_run_id": report["baseline_run_id"],
-            "artifacts": [f"{artifact_root}/coreml/{p.name}" for p in files]
-            + [f"{artifact_root}/coreml/{n}" for n in ("verification.json", "comparison.md", "comparison.png")],
+            "artifacts": artifacts,
             "files": [str(p) for p in files] if output_dir else [],
             "convert_seconds": round(convert_seconds, 2),
             "verify_seconds": round(sum(c.seconds for c in checks), 2),
