@@ -47,7 +47,7 @@ def print_result(result: dict) -> None:
     console.print(table)
     final = result.get("final_stage")
     if final:
-        console.print(final["comparison"], markup=False)
+        print(final["comparison"], flush=True)
         console.print(f"Core ML verified: {final['coreml_verified']} (max |diff| {final['coreml_max_abs_diff']:.2e}, "
                       f"agreement {100 * final['coreml_agreement']:.1f}%); artifacts: {final['artifacts'][0]} ...")
     console.print(f"browse: make ui  (or: mlflow ui --backend-store-uri {result.get('tracking_uri')} --workers 1)")

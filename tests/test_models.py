@@ -81,3 +81,11 @@ def test_saved_models_reload_in_safe_mode_with_identical_outputs(tmp_path):
     again = load_model(tmp_path / "m.keras")
     x = np.random.default_rng(0).normal(0, 0.1, (3, 16000)).astype("float32")
     assert np.allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("mels", [30, 64])
+def test_bc_resnet_sub_bands_adapt_to_other_mel_counts(mels):
+    model = build_model(compose("train", ["model=bc_resnet", f"model.frontend.n_mels={mels}"]).model, 5)
+    bands = {layer.bands for layer in model.layers if layer.__class__.__name__ == "SubSpectralNorm"}
+    assert bands and all(b >= 1 for b in bands)
+    assert np.asarray(model(np.zeros((1, 16000), "float32"))).shape == (1, 5)

@@ -63,11 +63,12 @@ def test_spliced_clips_join_two_different_words(tone_root, tmp_path):
         assert spectrum[peak_a] > 0.1 * spectrum.max() and spectrum[peak_b] > 0.1 * spectrum.max()
 
 
-def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(tone_root, tmp_path):
+def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(tone_root, tmp_path, monkeypatch):
     words = tmp_path / "words.txt"
     words.write_text("# test vocabulary\nyes\nknow\nwrite\ndog\napple\nriver\nsugar\npaper\n")
     assert vocabulary(("yes", "no", "right"), ("dog",), str(words)) == ["apple", "paper", "river", "sugar"]
-    cfg = sources_cfg(tone_root, tmp_path / "c", synthetic=1.0)
+    monkeypatch.chdir(tmp_path)  # a relative cache_dir, as in the default config
+    cfg = sources_cfg(tone_root, "c", synthetic=1.0)
     cfg.update(commands=["yes", "no", "up"], heldout_unknown_words=["dog"],
                synthetic_unknown={"vocabulary": str(words), "speakers": 3})
     data = prepare(cfg)
@@ -75,20 +76,22 @@ def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(
     spoken = {s.split("/")[-2] for _, s in rows}
     assert spoken and spoken <= {"apple", "river", "sugar", "paper", "write"}  # "right" is no command here
     assert data.summary["unknown_sources"]["train"]["synthetic"] == len(rows)
+    assert data.summary["n_skipped"] == 0
     again = prepare(dict(cfg, cache_dir=str(tmp_path / "c2")))
     assert again.fingerprint == data.fingerprint  # regenerated elsewhere, identical audio
     assert np.array_equal(np.asarray(again.splits["train"].audio), np.asarray(data.splits["train"].audio))
 
 
-def test_a_folder_of_extra_clips_is_a_source(tone_root, tmp_path):
+def test_a_folder_of_extra_clips_is_a_source(tone_root, tmp_path, monkeypatch):
     folder = tmp_path / "mine" / "nested"
     folder.mkdir(parents=True)
     for i in range(12):
         sf.write(folder / f"speaker{i}_word.wav", word_clip(6, i, 0), 16000, subtype="PCM_16")
     cfg = sources_cfg(tone_root, tmp_path / "c", words=1.0, folder=1.0)
-    cfg["unknown_folder"] = str(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    cfg["unknown_folder"] = "mine"  # relative to where the stage runs, not to the data root
     data = prepare(cfg)
-    assert data.summary["unknown_sources"]["train"]["folder"] > 0
+    assert data.summary["unknown_sources"]["train"]["folder"] > 0 and data.summary["n_skipped"] == 0
     assert any(s.startswith(str(tmp_path / "mine")) for s in data.splits["train"].sources)
     with pytest.raises(KwsError, match="unknown_folder"):
         prepare(dict(cfg, unknown_folder=str(tmp_path / "none")))

@@ -148,7 +148,7 @@ def extra_unknown_clips(spec, cache_dir: Path) -> tuple[dict[str, dict[str, list
     files: list[tuple[str, int, int]] = []
     pct = (spec.validation_percentage, spec.testing_percentage)
     if spec.unknown.share("synthetic"):
-        root = synthetic_root(spec, cache_dir)
+        root = synthetic_root(spec, cache_dir).resolve()  # clips are read relative to the data root
         layout = scan(root)
         extra["synthetic"] = {s: [] for s in SPLITS}
         for entries in layout.words.values():
@@ -156,7 +156,7 @@ def extra_unknown_clips(spec, cache_dir: Path) -> tuple[dict[str, dict[str, list
                 extra["synthetic"][layout.split_of(entry, *pct)].append(str(root / entry.path))
                 files.append((f"synthetic/{entry.path}", entry.size, entry.mtime_ns))
     if spec.unknown.share("folder"):
-        folder = Path(str(spec.unknown.folder)).expanduser()
+        folder = Path(str(spec.unknown.folder)).expanduser().resolve()
         if not folder.is_dir():
             raise KwsError(f"dataset.unknown_folder: {folder} is not a folder of .wav clips")
         extra["folder"] = {s: [] for s in SPLITS}

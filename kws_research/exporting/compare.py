@@ -71,6 +71,7 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
         ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
         ("Core ML model size", [_size(c["size"]) for c in cols]),
     ]
+    rows = [(name, values) for name, values in rows if not name.startswith("unseen") or set(values) != {"-"}]
     body = "".join(f"| {name} | " + " | ".join(values) + " |\n" for name, values in rows)
     return header + body + f"\nTutorial: {TUTORIAL['note']} (its split and classes differ from this data set).\n"
 

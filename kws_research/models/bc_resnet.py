@@ -33,7 +33,10 @@ L = keras.layers
 
 @register
 class SubSpectralNorm(keras.layers.Layer):
-    """Batch norm with separate statistics per frequency sub-band (input [B, T, F, C])."""
+    """Batch norm with separate statistics per frequency sub-band (input [B, T, F, C]).
+
+    When ``sub_bands`` does not divide the frequency bins (other mel counts), the
+    largest number of bands below it that does is used."""
 
     def __init__(self, sub_bands: int = 5, momentum: float = BN_MOMENTUM, epsilon: float = 1e-3, **kwargs):
         super().__init__(**kwargs)
@@ -41,20 +44,19 @@ class SubSpectralNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         freq, channels = int(input_shape[2]), int(input_shape[3])
-        if freq % self.sub_bands:
-            raise ValueError(f"sub_bands={self.sub_bands} does not divide the {freq} frequency bins")
-        shape = (self.sub_bands, channels)
+        self.bands = max(d for d in range(1, self.sub_bands + 1) if freq % d == 0)
+        shape = (self.bands, channels)
         self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
         self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
         self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
         self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
                                                trainable=False)
-        self.repeat = freq // self.sub_bands
+        self.repeat = freq // self.bands
 
     def call(self, x, training=False):
         if training:
             shape = ops.shape(x)
-            grouped = ops.reshape(x, (shape[0], shape[1], self.sub_bands, self.repeat, shape[3]))
+            grouped = ops.reshape(x, (shape[0], shape[1], self.bands, self.repeat, shape[3]))
             mean = ops.mean(grouped, axis=(0, 1, 3))
             variance = ops.var(grouped, axis=(0, 1, 3))
             self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)

@@ -148,7 +148,7 @@ class Objective:
             if "id" not in run:
                 started(self._failed_run_without_training(tags, reason))
             self._state(run, "FAIL")
-            log.warning("trial %d failed: %s", trial.number, reason)
+            log.warning("trial %d failed: %s", trial.number, reason, exc_info=bool(os.environ.get("KWS_DEBUG")))
             raise
         for key, value in result.metrics.items():
             if key in ("params", "macs"):

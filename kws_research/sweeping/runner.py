@@ -66,6 +66,10 @@ def budget_used(study: optuna.Study) -> int:
     return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
 
 
+def retried(study: optuna.Study, number: int) -> bool:
+    return any(t.user_attrs.get("retry_of") == number for t in study.get_trials(deepcopy=False))
+
+
 def end_interrupted_trial(study: optuna.Study, trial: FrozenTrial, client) -> None:
     """A trial failed by interruption: KILLED in MLflow and enqueued again (once)."""
     run_id = trial.user_attrs.get("mlflow_run_id")
@@ -77,8 +81,7 @@ def end_interrupted_trial(study: optuna.Study, trial: FrozenTrial, client) -> No
             client.set_tag(run_id, "optuna.state", "FAIL")
         except Exception as exc:  # the run may live in a store this process cannot reach
             log.warning("could not mark MLflow run %s KILLED: %s", run_id, exc)
-    already = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False))
-    if not already and "fail_reason" not in trial.user_attrs:
+    if not retried(study, trial.number) and "fail_reason" not in trial.user_attrs:
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         log.info("trial %d was interrupted; enqueued again with the same parameters", trial.number)
 
@@ -101,14 +104,15 @@ def recover(study: optuna.Study, client) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if trial.user_attrs.get("interrupted") and not any(
-                t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        if trial.user_attrs.get("interrupted") and not retried(study, trial.number):
             end_interrupted_trial(study, trial, client)
 
 
 def open_study(definition: SweepDefinition, space: list[Dimension], client) -> optuna.Study:
     """Create the study or load it to continue; a study with other directions is refused."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A failing trial is reported in one line by the objective (KWS_DEBUG=1 adds the
+    # traceback); Optuna's own report would repeat it with a traceback every time.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = factories.storage(str(definition.storage), definition.heartbeat_interval,
                                 on_stale=lambda study, trial: end_interrupted_trial(study, trial, client))
     from kws_research.sweeping.objective import metric_constraints
