@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from helpers import ZOO, small_random_weights, zoo_model
 
+from kws_research.config import compose
 from kws_research.coreml import runtime
 from kws_research.coreml.convert import convert, convert_seed_interface
 from kws_research.coreml.verify import verify
 
 LABELS = ["silence", "unknown", "yes", "no", "up"]
-TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3, "int8": 1e-1}
+TOLERANCE = dict(compose("export", []).tolerance)  # what export checks against
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_seed_interface_matches_the_tutorial_app_field_by_field(clips, tmp_path)
     assert spec.description.predictedProbabilitiesName == "output1"
     assert list(spec.neuralNetworkClassifier.stringClassLabels.vector) == LABELS
     keras_probs = np.asarray(model.predict(clips, verbose=0))
-    result = verify(path, "neuralnetwork", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, 1e-5)
+    result = verify(path, "neuralnetwork", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, TOLERANCE["fp32"])
     assert result.verified
 
 
@@ -96,7 +97,7 @@ def test_a_corrupted_weight_fails_verification(clips, tmp_path):
     layer.innerProduct.weights.floatValue[0] += 2.0  # one weight of the classifier layer
     path = tmp_path / "corrupt.mlmodel"
     ct.models.MLModel(spec, skip_model_load=True).save(str(path))
-    result = verify(path, "neuralnetwork", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, 1e-5)
+    result = verify(path, "neuralnetwork", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, TOLERANCE["fp32"])
     assert not result.verified and result.max_abs_diff > 1e-3
 
     package = tmp_path / "corrupt.mlpackage"
@@ -106,7 +107,7 @@ def test_a_corrupted_weight_fails_verification(clips, tmp_path):
     middle = len(data) - 4096  # inside the last tensors: the body's weights, not the front end
     data[middle : middle + 64] = bytes(64 * [0x3F])
     weights.write_bytes(bytes(data))
-    result = verify(package, "mlprogram", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, 1e-5)
+    result = verify(package, "mlprogram", "fp32", LABELS, clips, keras_probs.argmax(1), keras_probs, TOLERANCE["fp32"])
     assert not result.verified
 
 

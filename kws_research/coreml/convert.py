@@ -32,7 +32,6 @@ FRONTEND_LAYER = "frontend"
 
 def _quiet() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass progress bars
     for name in ("coremltools", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="coremltools")
