@@ -19,6 +19,7 @@ CONFIGS = {
     "+ synthetic": ["dataset.unknown_percentage=20", "dataset.unknown_sources.synthetic=1.0"],
     "+ reversed": ["dataset.unknown_percentage=20", "dataset.unknown_sources.reversed=1.0"],
     "+ spliced": ["dataset.unknown_percentage=20", "dataset.unknown_sources.spliced=1.0"],
+    "spliced for half the words (10%)": ["dataset.unknown_percentage=10", "dataset.unknown_sources.spliced=1.0"],
     "+ all three": ["dataset.unknown_percentage=25", "dataset.unknown_sources.words=0.4",
                     "dataset.unknown_sources.synthetic=0.2", "dataset.unknown_sources.reversed=0.2",
                     "dataset.unknown_sources.spliced=0.2"],
