@@ -67,6 +67,21 @@ def test_definition_splits_sweep_fields_space_and_run_overrides(tmp_path):
         load(["sweep=nope"])
 
 
+def test_switching_sampler_or_pruner_drops_the_options_of_the_one_the_file_named():
+    from kws_research.sweeping import factories
+
+    definition = load(["sweep=quick", "pruner.interval_steps=2", "sampler.name=random", "pruner.name=percentile",
+                       "pruner.percentile=25"])
+    assert dict(definition.sampler) == {"name": "random"}
+    assert dict(definition.pruner) == {"name": "percentile", "interval_steps": 2, "percentile": 25}
+    assert isinstance(factories.sampler(definition.sampler, 0, []), optuna.samplers.RandomSampler)
+    assert isinstance(factories.pruner(definition.pruner, False), optuna.pruners.PercentilePruner)
+    unchanged = load(["sweep=quick", "pruner.name=median"])
+    assert unchanged.pruner.n_warmup_steps == 2  # same pruner: the file's options stay
+    assert isinstance(factories.pruner(load(["sweep=quick", "pruner.name=none"]).pruner, False),
+                      optuna.pruners.NopPruner)
+
+
 def test_search_space_syntax_maps_to_optuna_distributions():
     dims = {d.name: d for d in parse({
         "optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))", "model": "choice(ds_cnn, tc_resnet)",

@@ -86,6 +86,9 @@ def _parse(override: str):
         raise KwsError(f"cannot parse override {override!r}: {str(exc).splitlines()[0]}") from exc
 
 
+SWITCHES = ("sampler.name", "pruner.name")
+
+
 def load(argv: list[str]) -> SweepDefinition:
     """Build the definition from ``sweep=<name>`` and the other command-line overrides."""
     name = "quick"
@@ -105,13 +108,17 @@ def load(argv: list[str]) -> SweepDefinition:
         raise KwsError(f"{path}: unknown field(s) {sorted(unknown)}; the fields are {list(FIELDS)}")
     config = OmegaConf.create({**DEFAULTS, "study_name": Path(path).stem, **loaded})
     run_overrides = []
-    for arg in rest:
+    for arg in sorted(rest, key=lambda a: a.partition("=")[0].lstrip("+~") not in SWITCHES):
         key, sep, raw = arg.partition("=")
         if not sep:
             raise KwsError(f"override {arg!r} is not key=value")
         top = key.lstrip("+~").split(".", 1)[0]
         if top == "params" and "." in key:
             config.params[key.split(".", 1)[1]] = raw
+        elif key.lstrip("+~") in SWITCHES and raw != str(config[top].get("name")):
+            # Another sampler/pruner: the file's options belong to the one it named
+            # (as choosing another option of a Hydra group replaces the group).
+            config[top] = {"name": _parse(arg).value()}
         elif top in FIELDS:
             value = _parse(arg).value()
             OmegaConf.update(config, key, json.loads(json.dumps(value, default=str)), force_add=True)

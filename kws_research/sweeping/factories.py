@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -83,10 +84,12 @@ def storage(url: str, heartbeat_interval: int | None,
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     interval = int(heartbeat_interval) if heartbeat_interval else None
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
-            grace_period=3 * interval if interval else None,
-            heartbeat_stale_trial_callback=on_stale if interval else None,
-        )
+        with warnings.catch_warnings():  # heartbeats are marked experimental; we rely on them knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                grace_period=3 * interval if interval else None,
+                heartbeat_stale_trial_callback=on_stale if interval else None,
+            )
     except Exception as exc:
         raise KwsError(f"storage: cannot open Optuna storage {url} ({str(exc).splitlines()[0]})") from exc
