@@ -60,18 +60,18 @@ def _finite(value):
 
 def markdown(cols: list[dict], labels: list[str]) -> str:
     header = "| | " + " | ".join(c["name"] for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+    held_out = any(c["unseen_unknown"] is not None or c["unseen_command"] is not None for c in cols)
     rows = [
         ("test accuracy (Keras)", [_pct(c["test"]) for c in cols]),
         ("test accuracy (Core ML)", [_pct(c["coreml"]) for c in cols]),
         ("validation accuracy", [_pct(c["val"]) for c in cols]),
         *[(f"{label} accuracy", [_pct(c["per_class"].get(label)) for c in cols]) for label in labels],
-        ("unseen words -> unknown (held out)", [_pct(c["unseen_unknown"]) for c in cols]),
-        ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols]),
+        *([("unseen words -> unknown (held out)", [_pct(c["unseen_unknown"]) for c in cols]),
+           ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols])] if held_out else []),
         ("parameters", [_count(c["params"]) for c in cols]),
         ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
         ("Core ML model size", [_size(c["size"]) for c in cols]),
     ]
-    rows = [(name, values) for name, values in rows if not name.startswith("unseen") or set(values) != {"-"}]
     body = "".join(f"| {name} | " + " | ".join(values) + " |\n" for name, values in rows)
     return header + body + f"\nTutorial: {TUTORIAL['note']} (its split and classes differ from this data set).\n"
 

@@ -214,8 +214,9 @@ def export_run(cfg: Mapping) -> dict:
         baseline = baseline_for(client, source, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
                                 list(cfg.get("baseline_overrides") or []), tmp / "baseline")
         primary = checks[0]
+        metrics = _metrics(checks, baseline)
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
-        cols = compare.columns(source, baseline, primary.coreml_accuracy, size_of(Path(primary.path)), base_size,
+        cols = compare.columns(source, baseline, primary.coreml_accuracy, metrics["coreml_size_bytes"], base_size,
                                bool(threshold))
         table = compare.markdown(cols, source.labels)
         verified = all(c.verified for c in checks)
@@ -224,7 +225,6 @@ def export_run(cfg: Mapping) -> dict:
         (folder / "verification.json").write_text(json.dumps(report, indent=1))
         (folder / "comparison.md").write_text(table)
         compare.plot(cols, source.labels, folder / "comparison.png")
-        metrics = _metrics(checks, baseline)
         artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
         result = {
             "run_id": run_id, **metrics, "coreml_verified": verified,
