@@ -61,8 +61,9 @@ def memory_over_trials(folder: Path, trials: int) -> dict:
         thread.join()
     study = optuna.load_study(study_name="memory", storage=f"sqlite:///{folder}/optuna.db")
     ends = sorted(t.datetime_complete.timestamp() for t in study.get_trials(deepcopy=False) if t.datetime_complete)
-    rss_at = [max((r for t, r in samples if t <= end), default=0) / 2**20 for end in ends]
-    return {"trials": len(ends), "rss_mb_after_trial": [round(v, 1) for v in rss_at]}
+    rss_at = [next((r for t, r in reversed(samples) if t <= end), 0) / 2**20 for end in ends]
+    return {"trials": len(ends), "rss_mb_after_trial": [round(v, 1) for v in rss_at],
+            "peak_rss_mb": round(max((r for _, r in samples), default=0) / 2**20, 1)}
 
 
 def main() -> None:
@@ -89,7 +90,7 @@ def main() -> None:
     growth = (tail[-1] - tail[0]) / max(1, len(tail) - 1) if len(tail) > 1 else 0.0
     notes = (f"Memory over {memory['trials']} one-epoch trials in one process: RSS after trial 1 "
              f"{rss[0] if rss else 0} MB, after trial {len(rss)} {rss[-1] if rss else 0} MB, median "
-             f"{statistics.median(rss) if rss else 0:.0f} MB; growth over the last two thirds "
+             f"{statistics.median(rss) if rss else 0:.0f} MB, peak {memory['peak_rss_mb']} MB; growth over the last two thirds "
              f"{growth:.2f} MB per trial.")
     if rows:
         report.write("sweep", payload, rows, "Sweep: pruning and memory", notes)

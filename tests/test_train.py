@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import keras
@@ -15,6 +16,7 @@ from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError
 from kws_research.models import load_model
 from kws_research.train import train
+from kws_research.training.memory import custom_gradient_count
 from kws_research.training.run import RunHooks
 
 CONTRACT_ARTIFACTS = {"config.yaml", "labels.json", "confusion_matrix.png", "training_curves.png",
@@ -84,6 +86,22 @@ def test_same_seed_same_validation_accuracy(tone_root, tmp_path):
 
     assert history(first.run_id) == history(second.run_id)
     assert first.metrics["test_loss"] == second.metrics["test_loss"]
+
+
+def live_training_graphs() -> int:
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) and o.name == "one_step_on_data" for o in gc.get_objects())
+
+
+def test_runs_in_one_process_leave_no_training_graph_behind(tone_root, tmp_path):
+    """A sweep trains many runs in one worker: each run's traced training step must be freed."""
+    before_graphs, before_gradients = live_training_graphs(), custom_gradient_count()
+    for seed in (1, 2):
+        train(compose("train", tiny_overrides(tone_root, tmp_path, "trainer.epochs=1", f"seed={seed}")))
+    assert custom_gradient_count() == before_gradients
+    assert live_training_graphs() <= before_graphs
 
 
 class _Raise(keras.callbacks.Callback):

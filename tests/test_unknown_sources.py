@@ -15,6 +15,7 @@ from kws_research.data.dataset import prepare
 from kws_research.data.unknown import split_counts, vocabulary
 from kws_research.errors import KwsError
 from kws_research.train import train
+from kws_research.training import evaluate
 
 
 def sources_cfg(tone_root, cache, **sources):
@@ -113,16 +114,21 @@ def test_heldout_words_are_measured_as_unseen(tone_root, tmp_path):
     assert metrics["heldout_clips"] == 12 and "command_accuracy" in metrics
 
 
-def test_the_confidence_gate_is_calibrated_measured_and_folded_into_core_ml(tone_root, tmp_path):
+@pytest.mark.parametrize("rule,metric,meta_key,label", [
+    ("threshold", "gate_threshold", "confidence_gate_threshold", "confidence gate"),
+    ("prior", "gate_unknown_weight", "unknown_prior_weight", "unknown prior"),
+])
+def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(tone_root, tmp_path, rule, metric,
+                                                                          meta_key, label):
     from omegaconf import OmegaConf
 
     from kws_research.exporting.stage import export_run
 
     overrides = tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "dataset.heldout_unknown_words=[dog]",
-                               "openset.gate=true", "openset.max_command_drop=0.5")
+                               "openset.gate=true", f"openset.rule={rule}", "openset.max_command_drop=0.5")
     result = train(compose("train", overrides))
     metrics = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_run(result.run_id).data.metrics
-    assert 0.3 <= metrics["gate_threshold"] <= 0.99
+    assert metrics[metric] > (0.3 if rule == "threshold" else 1.0)
     assert metrics["gated_unseen_unknown_recall"] >= metrics["unseen_unknown_recall"]
     assert metrics["gated_false_command_rate"] <= metrics["false_command_rate"]
     cfg = OmegaConf.to_container(compose("export", [
@@ -130,8 +136,36 @@ def test_the_confidence_gate_is_calibrated_measured_and_folded_into_core_ml(tone
         f"tracking.artifact_location={tmp_path}/mlartifacts", "baseline=skip", f"output_dir={tmp_path}/out"]),
         resolve=True)
     exported = export_run(cfg)
-    assert exported["coreml_verified"] and "confidence gate" in exported["comparison"]
+    assert exported["coreml_verified"] and label in exported["comparison"]
     import coremltools as ct
 
     meta = ct.models.MLModel(exported["files"][0], skip_model_load=True).user_defined_metadata
-    assert float(meta["confidence_gate_threshold"]) == metrics["gate_threshold"]
+    assert float(meta[meta_key]) == metrics[metric]
+
+
+def test_the_unknown_prior_layer_matches_its_numpy_rule_and_calibration_keeps_the_budget():
+    from kws_research.models.gate import UnknownPrior, apply, calibrate
+
+    classes = ["silence", "unknown", "yes", "no"]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(400, 4)) * 2
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    labels = rng.integers(0, 4, 400)
+    labels[:200] = probs[:200].argmax(1)  # a model right half the time
+    layer_out = np.asarray(UnknownPrior(7.5, 1)(probs))
+    np.testing.assert_allclose(layer_out, apply(probs, 7.5, classes, "prior"), atol=1e-6)
+    base = evaluate.command_accuracy(labels, probs, classes)
+    weights = [calibrate(labels, probs, classes, drop, "prior") for drop in (0.0, 0.02, 0.1)]
+    assert 1.0 <= weights[0] <= weights[1] <= weights[2] and weights[2] > 1.0
+    for drop, weight in zip((0.0, 0.02, 0.1), weights):
+        assert evaluate.command_accuracy(labels, apply(probs, weight, classes, "prior"), classes) >= base - drop - 1e-9
+    unknown_share = [(apply(probs, w, classes, "prior").argmax(1) == 1).mean() for w in weights]
+    assert unknown_share[0] <= unknown_share[1] <= unknown_share[2] and unknown_share[2] > unknown_share[0]
+
+
+def test_an_unknown_open_set_rule_names_the_key(tone_root, tmp_path):
+    from kws_research.errors import ConfigError
+    from kws_research.training.run import validate
+
+    with pytest.raises(ConfigError, match="openset.rule"):
+        validate(compose("train", tiny_overrides(tone_root, tmp_path, "openset.rule=softmax")))

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kws_research.models.gate import LABEL  # noqa: E402
+
 TUTORIAL = {"name": "tutorial (published)", "accuracy": 0.60, "params": 4.8e6,
             "note": "CoreMLSpeechDemo raw-waveform CNN: ~60% validation accuracy, ~4.8 M parameters"}
 
@@ -30,7 +32,7 @@ def _size(value) -> str:
 
 
 def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None,
-            gate_folded: bool = False) -> list[dict]:
+            folded_rule: str | None = None) -> list[dict]:
     """One dict per compared model: accuracies, per-class accuracy, open-set rates, params, MACs, size."""
     cols = [{"name": TUTORIAL["name"], "test": None, "val": TUTORIAL["accuracy"], "coreml": None,
              "per_class": {}, "params": TUTORIAL["params"], "macs": None, "size": None,
@@ -48,9 +50,8 @@ def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: 
 
     if baseline is not None:
         cols.append(of(baseline, f"baseline: {baseline.model_label} (this data)", model_size=baseline_size))
-    gated = gate_folded and "gate_threshold" in source.metrics
-    name = f"this run: {source.model_label}" + (" + confidence gate" if gated else "")
-    cols.append(of(source, name, _finite(coreml_accuracy), size, gated))
+    name = f"this run: {source.model_label}" + (f" + {LABEL[folded_rule]}" if folded_rule else "")
+    cols.append(of(source, name, _finite(coreml_accuracy), size, folded_rule is not None))
     return cols
 
 

@@ -79,8 +79,18 @@ def _test_clips(source, limit: int | None):
     return np.asarray(test.audio[:n], dtype=np.float32) / 32768.0, np.asarray(test.labels[:n], dtype=np.int64)
 
 
+def open_set_rule(source, cfg) -> tuple[str, float] | None:
+    """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
+    from kws_research.models.gate import METRIC
+
+    if cfg.get("gate", "auto") != "auto":
+        return None
+    return next(((rule, float(source.metrics[key])) for rule, key in METRIC.items() if key in source.metrics), None)
+
+
 def _metadata(source, cfg) -> dict:
     m = source.metrics
+    rule = open_set_rule(source, cfg)
     return {
         "labels": json.dumps(source.labels), "sample_rate": 16000, "normalisation": "int16 / 32768",
         "source_run_id": source.run_id, "dataset": source.tags.get("dataset"),
@@ -88,7 +98,8 @@ def _metadata(source, cfg) -> dict:
         "validation_accuracy": m.get("best_val_accuracy"), "test_accuracy": m.get("test_accuracy"),
         "params": int(m["params"]) if "params" in m else None, "macs": int(m["macs"]) if "macs" in m else None,
         "interface": cfg["interface"],
-        "confidence_gate_threshold": m.get("gate_threshold") if cfg.get("gate", "auto") == "auto" else None,
+        "confidence_gate_threshold": rule[1] if rule and rule[0] == "threshold" else None,
+        "unknown_prior_weight": rule[1] if rule and rule[0] == "prior" else None,
     }
 
 
@@ -193,11 +204,11 @@ def export_run(cfg: Mapping) -> dict:
         source = fetch(client, run_id, tmp / "source")
         audio, truth = _test_clips(source, cfg.get("verify_clips"))
         model = load_model(source.model_path)
-        threshold = source.metrics.get("gate_threshold") if cfg.get("gate", "auto") == "auto" else None
-        if threshold:
+        rule = open_set_rule(source, cfg)
+        if rule is not None:
             from kws_research.models.gate import gated
 
-            model = gated(model, threshold, source.labels)
+            model = gated(model, *rule, source.labels)
         keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
@@ -217,7 +228,7 @@ def export_run(cfg: Mapping) -> dict:
         metrics = _metrics(checks, baseline)
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
         cols = compare.columns(source, baseline, primary.coreml_accuracy, metrics["coreml_size_bytes"], base_size,
-                               bool(threshold))
+                               rule[0] if rule else None)
         table = compare.markdown(cols, source.labels)
         verified = all(c.verified for c in checks)
         report = {"run_id": run_id, "labels": source.labels, "verified": verified,

@@ -1,9 +1,16 @@
-"""A confidence gate that sends low-confidence command predictions to ``unknown``.
+"""Rules, calibrated on validation, that send more unseen words to ``unknown``.
 
-Appended to a trained model at export, so the app needs no code: when the most
-likely command's probability is below ``threshold``, the probability mass of all
-commands moves to ``unknown``. The step is a steep sigmoid (ops every Core ML
-format has); the threshold is calibrated on the validation split.
+Appended to a trained model at export, so the app needs no code. Two rules:
+
+* ``threshold`` (a confidence gate): when the most likely command's probability
+  is below the threshold, the probability mass of all commands moves to
+  ``unknown``; the step is a steep sigmoid (ops every Core ML format has).
+* ``prior`` (logit adjustment): ``unknown``'s probability is multiplied by a
+  weight and the probabilities renormalised, i.e. ``log(weight)`` is added to
+  its logit, as if unknown words were that much more common than in training.
+
+Either is calibrated as the strongest setting that costs at most
+``openset.max_command_drop`` of the validation accuracy on command clips.
 """
 
 from __future__ import annotations
@@ -13,6 +20,16 @@ import numpy as np
 from keras import ops
 
 from kws_research.models.layers import register
+
+RULES = ("threshold", "prior")
+METRIC = {"threshold": "gate_threshold", "prior": "gate_unknown_weight"}
+LABEL = {"threshold": "confidence gate", "prior": "unknown prior"}
+
+
+def _indices(classes: list[str]) -> tuple[int, list[int]]:
+    from kws_research.data.task import SILENCE, UNKNOWN
+
+    return classes.index(UNKNOWN), [i for i, c in enumerate(classes) if c not in (SILENCE, UNKNOWN)]
 
 
 @register
@@ -42,36 +59,62 @@ class ConfidenceGate(keras.layers.Layer):
                 "command_indices": self.command_indices, "sharpness": self.sharpness}
 
 
-def gated(model: keras.Model, threshold: float, classes: list[str]) -> keras.Model:
-    """``model`` followed by the gate (same input, gated probabilities)."""
-    from kws_research.data.task import SILENCE, UNKNOWN
+@register
+class UnknownPrior(keras.layers.Layer):
+    def __init__(self, weight: float, unknown_index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.weight, self.unknown_index = float(weight), int(unknown_index)
 
-    commands = [i for i, c in enumerate(classes) if c not in (SILENCE, UNKNOWN)]
-    gate = ConfidenceGate(threshold, classes.index(UNKNOWN), commands, name="confidence_gate")
-    return keras.Model(model.input, gate(model.output), name=f"{model.name}_gated")
+    def build(self, input_shape):
+        scale = np.ones(int(input_shape[-1]), np.float32)
+        scale[self.unknown_index] = self.weight
+        self.scale = ops.convert_to_tensor(scale)
+
+    def call(self, probabilities):
+        scaled = probabilities * self.scale
+        return scaled / ops.sum(scaled, axis=-1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight, "unknown_index": self.unknown_index}
 
 
-def apply(probabilities: np.ndarray, threshold: float, classes: list[str]) -> np.ndarray:
-    """The gate's hard decision in NumPy (for calibration and metrics)."""
-    from kws_research.data.task import SILENCE, UNKNOWN
+def gated(model: keras.Model, rule: str, value: float, classes: list[str]) -> keras.Model:
+    """``model`` followed by the calibrated rule (same input, adjusted probabilities)."""
+    unknown, commands = _indices(classes)
+    layer = (ConfidenceGate(value, unknown, commands, name="confidence_gate") if rule == "threshold"
+             else UnknownPrior(value, unknown, name="unknown_prior"))
+    return keras.Model(model.input, layer(model.output), name=f"{model.name}_gated")
 
-    commands = np.array([c not in (SILENCE, UNKNOWN) for c in classes])
+
+def apply(probabilities: np.ndarray, value: float, classes: list[str], rule: str = "threshold") -> np.ndarray:
+    """The rule's decision in NumPy (for calibration and metrics)."""
+    unknown, commands = _indices(classes)
     out = probabilities.copy()
-    low = probabilities[:, commands].max(axis=1) < threshold
+    if rule == "prior":
+        out[:, unknown] *= value
+        return out / out.sum(axis=1, keepdims=True)
+    low = probabilities[:, commands].max(axis=1) < value
     out[np.ix_(low, commands)] = 0.0
-    out[low, classes.index(UNKNOWN)] += probabilities[low][:, commands].sum(axis=1)
+    out[low, unknown] += probabilities[low][:, commands].sum(axis=1)
     return out
 
 
-def calibrate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], max_drop: float) -> float:
-    """The highest threshold that costs at most ``max_drop`` of the validation accuracy on
-    command clips (the gate trades commands it is unsure of for unseen-word rejection)."""
+CANDIDATES = {
+    "threshold": np.unique(np.round(np.linspace(0.3, 0.99, 70), 4)),
+    "prior": np.unique(np.round(np.geomspace(1.0, 1e4, 161), 4)),
+}
+NEUTRAL = {"threshold": 0.0, "prior": 1.0}
+
+
+def calibrate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], max_drop: float,
+              rule: str = "threshold") -> float:
+    """The strongest setting of ``rule`` that costs at most ``max_drop`` of the validation
+    accuracy on command clips (it trades commands it is unsure of for unseen-word rejection)."""
     from kws_research.training.evaluate import command_accuracy
 
     base = command_accuracy(labels, probabilities, classes)
-    candidates = np.unique(np.round(np.linspace(0.3, 0.99, 70), 4))
-    best = 0.0
-    for threshold in candidates:
-        if command_accuracy(labels, apply(probabilities, threshold, classes), classes) >= base - max_drop - 1e-12:
-            best = float(threshold)
+    best = NEUTRAL[rule]
+    for value in CANDIDATES[rule]:
+        if command_accuracy(labels, apply(probabilities, value, classes, rule), classes) >= base - max_drop - 1e-12:
+            best = float(value)
     return best

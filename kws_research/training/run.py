@@ -53,6 +53,7 @@ class RunHooks:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a typo or a bad override would break, naming the key."""
+    from kws_research.models.gate import RULES
     from kws_research.training import optim
     from kws_research.training.augment import AugmentSettings
 
@@ -68,6 +69,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("seed", f"{cfg.seed!r} must be an integer")
     optim.validate(cfg.optimizer)
     AugmentSettings.from_config(cfg.augment)
+    openset = cfg.get("openset") or {}
+    if openset.get("rule", "threshold") not in RULES:
+        raise ConfigError("openset.rule", f"{openset.get('rule')!r} is not one of {', '.join(RULES)}")
+    drop = openset.get("max_command_drop", 0.01)
+    if not isinstance(drop, (int, float)) or not 0 <= drop <= 1:
+        raise ConfigError("openset.max_command_drop", f"{drop!r} must be a fraction in [0, 1] (0.01 = 1 point)")
 
 
 def _verbosity(setting) -> int:
@@ -81,6 +88,7 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     from kws_research.data.dataset import prepare
     from kws_research.tracking import store
     from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
+    from kws_research.training.memory import released_custom_gradients
 
     hooks = hooks or RunHooks()
     validate(cfg)
@@ -109,7 +117,8 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
             hooks.on_start(run_id)
         log.info("MLflow run %s (%s) in experiment %s", run_id, run_name, experiment)
         log_params(client, run_id, flatten(resolved))
-        return _train_in_run(cfg, resolved, data, client, run_id, hooks)
+        with released_custom_gradients():
+            return _train_in_run(cfg, resolved, data, client, run_id, hooks)
 
 
 def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
@@ -178,21 +187,21 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     return TrainResult(run_id, metrics, intermediate=val_history)
 
 
-def _gate_metrics(data, probs: dict, classes: list[str], max_drop: float) -> dict:
-    """Calibrate the confidence gate on validation and measure it (export folds it in)."""
+def _gate_metrics(data, probs: dict, classes: list[str], rule: str, max_drop: float) -> dict:
+    """Calibrate the open-set rule on validation and measure it (export folds it in)."""
     from kws_research.models import gate
     from kws_research.training import evaluate
 
-    threshold = gate.calibrate(data.splits["validation"].labels, probs["validation"], classes, max_drop)
-    out = {"gate_threshold": threshold}
+    value = gate.calibrate(data.splits["validation"].labels, probs["validation"], classes, max_drop, rule)
+    out = {gate.METRIC[rule]: value}
     if "test" in probs:
-        gated = gate.apply(probs["test"], threshold, classes)
-        out["gated_test_accuracy"] = evaluate.classification(data.splits["test"].labels, gated, classes)["accuracy"]
-        out["gated_command_accuracy"] = evaluate.command_accuracy(data.splits["test"].labels, gated, classes)
+        adjusted = gate.apply(probs["test"], value, classes, rule)
+        out["gated_test_accuracy"] = evaluate.classification(data.splits["test"].labels, adjusted, classes)["accuracy"]
+        out["gated_command_accuracy"] = evaluate.command_accuracy(data.splits["test"].labels, adjusted, classes)
     if "heldout" in probs:
-        for key, value in evaluate.open_set(gate.apply(probs["heldout"], threshold, classes), classes).items():
+        for key, metric in evaluate.open_set(gate.apply(probs["heldout"], value, classes, rule), classes).items():
             if key != "heldout_clips":
-                out[f"gated_{key}"] = value
+                out[f"gated_{key}"] = metric
     return out
 
 
@@ -221,7 +230,8 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
     if "heldout" in probs:
         final.update(evaluate.open_set(probs["heldout"], classes))
     if openset.get("gate"):
-        final.update(_gate_metrics(data, probs, classes, float(openset.get("max_command_drop", 0.01))))
+        final.update(_gate_metrics(data, probs, classes, str(openset.get("rule", "threshold")),
+                                   float(openset.get("max_command_drop", 0.01))))
     summary = {**metrics, **final}
     with artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
