@@ -1,6 +1,6 @@
 # kws-research: every target installs the virtualenv first when it is missing.
 #   make sweep                       Optuna sweep on the embedded synthetic data set
-#   make test                        the test suite
+#   make test                        the test suite (TEST_WORKERS=2 pytest-xdist processes)
 #   DATA=<folder>                    any folder in the Speech Commands layout (default: synthetic)
 #   ARGS='<hydra overrides>'         more overrides for the stage, e.g. ARGS='trainer.epochs=5'
 
@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(PY) -m kws_research.prepare $(DATASET) $(ARGS)
 
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check kws_research tests benchmarks

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from kws_research.config import HYDRA_VERSION, apply_choices, check_overrides
 from kws_research.errors import KwsError
-
-CONFIG_PATH = "../conf"  # relative to this package: the repository's conf/ folder
-HYDRA_VERSION = "1.3"
+from kws_research.paths import CONF_DIR
+from kws_research.processes import install_interrupt_handlers
 
 
 def quiet_native_logs() -> None:
@@ -32,14 +31,10 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def _interrupt(signum, frame) -> None:
-    """SIGTERM ends a stage like Ctrl-C, so tracked runs end KILLED rather than RUNNING."""
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], None]:
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with the command-line
-    overrides and calls ``run(cfg)``; a :class:`KwsError` becomes one line and exit 2."""
+    overrides and calls ``run(cfg)``; a bad override or a :class:`KwsError` becomes one
+    ``error:`` line and exit 2."""
     import hydra
 
     quiet_native_logs()
@@ -47,9 +42,7 @@ def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], Non
     def task(cfg) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from kws_research.config import apply_choices
-
-        signal.signal(signal.SIGTERM, _interrupt)
+        install_interrupt_handlers()
         apply_choices(cfg, dict(HydraConfig.get().runtime.choices))
         try:
             return run(cfg)
@@ -57,7 +50,23 @@ def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], Non
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except OSError as exc:  # a file system refusing work nothing above turned into a KwsError
+            if os.environ.get("KWS_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc} (KWS_DEBUG=1 shows the traceback)")
 
     task.__module__ = run.__module__
     task.__qualname__ = run.__qualname__
-    return hydra.main(version_base=HYDRA_VERSION, config_path=CONFIG_PATH, config_name=config_name)(task)
+    hydra_main = hydra.main(version_base=HYDRA_VERSION, config_path=str(CONF_DIR), config_name=config_name)(task)
+
+    def main() -> None:
+        overrides = sys.argv[1:]
+        if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags go to Hydra as they are
+            try:
+                check_overrides(config_name, overrides)
+            except KwsError as exc:
+                fail(str(exc))
+        hydra_main()
+
+    return main

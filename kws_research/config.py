@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from pathlib import Path
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kws_research.cli import CONFIG_PATH, HYDRA_VERSION
+from kws_research.errors import ConfigError
+from kws_research.paths import CONF_DIR
 
-CONF_DIR = (Path(__file__).parent / CONFIG_PATH).resolve()
+HYDRA_VERSION = "1.3"
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -32,3 +33,43 @@ def apply_choices(cfg: DictConfig, choices: dict) -> DictConfig:
     if "model_label" in cfg and cfg.model_label is None and choices.get("model"):
         cfg.model_label = str(choices["model"])
     return cfg
+
+
+def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
+    """Compose once to turn Hydra's multi-line reports of a bad override (unknown key,
+    unknown group option, bad syntax) into a :class:`ConfigError` naming the key and
+    what is available."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    try:
+        compose(config_name, overrides)
+    except MissingConfigException as exc:
+        group, _, option = str(exc.missing_cfg_file).rpartition("/")
+        if exc.options:
+            raise ConfigError(group or "config", f"no option {option!r}",
+                              f"available: {', '.join(exc.options)}") from None
+        raise ConfigError(group or "config", str(exc).splitlines()[0]) from None
+    except OverrideParseException as exc:
+        raise ConfigError(str(exc.override or "override"), f"cannot parse ({exc.message.splitlines()[0]})",
+                          "see https://hydra.cc/docs/advanced/override_grammar/basic") from None
+    except Exception as exc:  # ConfigCompositionException and the OmegaConf errors beneath it
+        match = re.search(r"Could not override '([^']+)'", str(exc))
+        if not match:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError("overrides", first) from None
+        key = match.group(1)
+        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+        hint = _known_keys(config_name, rest, key) + f"; to add a new key use +{key}=..."
+        raise ConfigError(key, "no such key", hint) from None
+
+
+def _known_keys(config_name: str, overrides: Sequence[str], key: str) -> str:
+    parent = key.rpartition(".")[0]
+    try:
+        node = compose(config_name, overrides)
+        node = OmegaConf.select(node, parent) if parent else node
+    except Exception:
+        return "check the spelling"
+    if not isinstance(node, DictConfig):
+        return "check the spelling"
+    return f"keys of {parent or 'the config'}: {', '.join(str(k) for k in node)}"

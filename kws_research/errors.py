@@ -16,3 +16,13 @@ class ConfigError(KwsError):
             message += f" ({hint})"
         super().__init__(message)
         self.key = key
+
+
+def one_line(exc: BaseException, limit: int = 1000) -> str:
+    """``Type: message`` on one line; a long one keeps its start and its end, where
+    TensorFlow and Keras put the actual cause."""
+    text = f"{type(exc).__name__}: " + (" ".join(str(exc).split()) or type(exc).__name__)
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]} ... {text[-(limit - head - 5):]}"

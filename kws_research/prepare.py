@@ -39,13 +39,14 @@ def main_prepare(cfg: DictConfig) -> dict:
     summary = run_prepare(cfg)
     console = Console(stderr=False)
     console.print(summary_table(summary))
-    if summary["skipped"]:
-        skipped = Table(title=f"skipped files ({summary['n_skipped']})")
-        skipped.add_column("file")
-        skipped.add_column("reason")
-        for row in summary["skipped"]:
-            skipped.add_row(row["file"], row["reason"])
-        console.print(skipped)
+    for kind, title in (("skipped", "skipped files"), ("truncated", "truncated files (used, zero-padded)")):
+        if summary.get(kind):
+            table = Table(title=f"{title} ({len(summary[kind])})")
+            table.add_column("file")
+            table.add_column("reason")
+            for row in summary[kind]:
+                table.add_row(row["file"], row["reason"])
+            console.print(table)
     for warning in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"cache: {summary['cache']} ({'reused' if summary['from_cache'] else 'built'}, "

@@ -9,15 +9,15 @@ the UI command; the last stdout line is the summary as one JSON object.
 from __future__ import annotations
 
 import logging.config
-import signal
 import sys
 import warnings
 
 import yaml
 
-from kws_research.cli import _interrupt, fail, print_json_line, quiet_native_logs
-from kws_research.config import CONF_DIR
+from kws_research.cli import fail, print_json_line, quiet_native_logs
 from kws_research.errors import KwsError
+from kws_research.paths import CONF_DIR
+from kws_research.processes import install_interrupt_handlers
 
 USAGE = __doc__
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_native_logs()
     configure_logging()
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
-    signal.signal(signal.SIGTERM, _interrupt)
+    install_interrupt_handlers()
     from kws_research.sweeping.coordinator import run_sweep
     from kws_research.sweeping.definition import load
 

@@ -91,3 +91,58 @@ def zoo_model(name: str, num_classes: int = 5, *overrides: str):
 
     cfg = compose("train", [f"model={name}", *overrides])
     return small_random_weights(build_model(cfg.model, num_classes, cfg.augment.get("spec_augment")))
+
+
+def portable_training_report(names: list[str], folder: str) -> dict:
+    """For each model config: one training step, evaluation, and a safe-mode save/reload.
+
+    Run it in a subprocess with ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's portable CPU
+    kernels, what CPUs without AVX-512 and Apple silicon run): a layer that only oneDNN
+    implements fails here on any machine."""
+    import keras
+    import tensorflow as tf
+
+    from kws_research.config import compose
+    from kws_research.models import build_model, load_model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (4, RATE)).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 2, 3], 5)
+    report = {}
+    for name in names:
+        cfg = compose("train", [f"model={name}"])
+        model = build_model(cfg.model, 5, cfg.augment.get("spec_augment"))
+        optimizer = keras.optimizers.Adam(1e-3)
+        with tf.GradientTape() as tape:  # eager: the same kernels as fit, without tracing a graph
+            loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+        probs = np.asarray(model(x, training=False))
+        path = Path(folder) / f"{name}.keras"
+        model.save(path)
+        again = np.asarray(load_model(path)(x, training=False))
+        report[name] = {"loss": float(np.mean(loss)), "prob_sum_error": float(np.abs(probs.sum(1) - 1).max()),
+                        "reload_diff": float(np.abs(probs - again).max())}
+        keras.backend.clear_session()
+    return report
+
+
+def small_filesystem_command(command: list[str], mount: Path, cwd: Path, size_kb: int,
+                             read_only: bool = False) -> list[str] | None:
+    """``command`` run with a fresh tmpfs of ``size_kb`` KB (read-only if asked) mounted on
+    ``mount``, in a private user and mount namespace (``unshare``, no root needed where
+    user namespaces are allowed). After the command, ``*.tmp`` paths left in the mount are
+    printed as ``LEFT <path>``. None where this machine cannot do it."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return None
+    mount.mkdir(parents=True, exist_ok=True)
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=16k tmpfs "{mount}"'],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return None
+    options = f"size={size_kb}k" + (",ro" if read_only else "")
+    script = ('mount -t tmpfs -o "$0" tmpfs "$1" || exit 99; cd "$2"; shift 3; "$@"; rc=$?; '
+              'find "$MOUNT" -name "*.tmp" -printf "LEFT %p\\n"; exit $rc')
+    return ["env", f"MOUNT={mount}", "unshare", "-rm", "sh", "-c", script, options, str(mount), str(cwd), "--",
+            *command]

@@ -11,7 +11,8 @@ from helpers import ZOO, small_random_weights, zoo_model
 
 from kws_research.config import compose
 from kws_research.coreml import runtime
-from kws_research.coreml.convert import convert, convert_seed_interface
+from kws_research.coreml.convert import convert, convert_seed_interface, op_types
+from kws_research.coreml.supported import MLPROGRAM_OPS, NEURALNETWORK_LAYERS
 from kws_research.coreml.verify import verify
 
 LABELS = ["silence", "unknown", "yes", "no", "up"]
@@ -36,12 +37,18 @@ def peaked(name: str):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_every_family_verifies_in_both_formats_and_precisions(name, clips, tmp_path):
+    """Each family converts to ops both Core ML formats support, and computes what Keras does."""
     model = peaked(name)
     keras_probs = np.asarray(model.predict(clips, verbose=0))
     truth = keras_probs.argmax(1)
+    supported = {"mlprogram": MLPROGRAM_OPS, "neuralnetwork": NEURALNETWORK_LAYERS}
     for fmt, precision in (("neuralnetwork", "fp32"), ("mlprogram", "fp32"), ("mlprogram", "fp16")):
         path = tmp_path / f"{fmt}-{precision}.{'mlpackage' if fmt == 'mlprogram' else 'mlmodel'}"
-        convert(model, LABELS, fmt=fmt, precision=precision).save(str(path))
+        mlmodel = convert(model, LABELS, fmt=fmt, precision=precision)
+        used = op_types(mlmodel)
+        assert set(used) <= supported[fmt], f"{name} {fmt}: unsupported {set(used) - supported[fmt]}"
+        assert used["classify" if fmt == "mlprogram" else "softmaxND"] == 1
+        mlmodel.save(str(path))
         result = verify(path, fmt, precision, LABELS, clips, truth, keras_probs, TOLERANCE[precision])
         assert result.verified, (fmt, precision, result.max_abs_diff)
         assert result.agreement == 1.0 and result.coreml_accuracy == 1.0

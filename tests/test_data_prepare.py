@@ -79,6 +79,9 @@ def _plant_bad_clips(root):
     data = (word / "trunc_nohash_0.wav").read_bytes()
     (word / "trunc_nohash_0.wav").write_bytes(data[:20])
     (word / "text_nohash_0.wav").write_text("this is not audio at all\n" * 10)
+    sf.write(word / "shortbody_nohash_0.wav", good, RATE, subtype="PCM_16")
+    data = (word / "shortbody_nohash_0.wav").read_bytes()
+    (word / "shortbody_nohash_0.wav").write_bytes(data[: 44 + 2 * 6000])  # header says 16000 frames
     t = np.arange(8000) / 8000
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1)
     sf.write(word / "stereo8k_nohash_0.wav", stereo, 8000, subtype="PCM_16")
@@ -97,6 +100,10 @@ def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
     assert data.summary["n_skipped"] == 3
     sources = [s for split in data.splits.values() for s in split.sources]
     assert "yes/stereo8k_nohash_0.wav" in sources and "yes/long3s_nohash_0.wav" in sources
+    assert data.summary["n_truncated"] == 1 and "yes/shortbody_nohash_0.wav" in sources
+    assert data.summary["truncated"] == [{"file": "yes/shortbody_nohash_0.wav",
+                                          "reason": "truncated: the header promises 16000 frames, "
+                                                    "the file holds 6000"}]
     assert not any(s in sources for s in skipped)
 
 
@@ -187,3 +194,18 @@ def test_copy_of_root_has_same_fingerprint(tmp_path, tone_root):
     a = prepare(tone_dataset_cfg(tone_root, tmp_path / "c1"))
     b = prepare(tone_dataset_cfg(copy, tmp_path / "c2"))
     assert a.fingerprint == b.fingerprint
+
+
+def test_temporaries_of_dead_processes_are_cleaned_and_space_is_checked_first(tmp_path, tone_root):
+    from kws_research.data.cache import ensure_space
+
+    prepared = tmp_path / "cache" / "prepared"
+    stale = prepared / ".tones-0123456789abcdef.99999999.tmp"  # no such process
+    stale.mkdir(parents=True)
+    (stale / "train.audio.npy").write_bytes(b"half written")
+    mine = prepared / f".other.{os.getpid()}.tmp"  # a live process's work in progress
+    mine.mkdir()
+    prepare(tone_dataset_cfg(tone_root, tmp_path / "cache"))
+    assert not stale.exists() and mine.exists()
+    with pytest.raises(KwsError, match=r"^dataset.cache_dir: .* free, the cache needs .*; free some space"):
+        ensure_space(tmp_path, 1 << 60)

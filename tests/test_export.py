@@ -97,6 +97,54 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
     client.set_terminated(other)
     with pytest.raises(KwsError, match="baseline: run .* was trained on data set ffffffffffff"):
         export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={other}", "format=neuralnetwork"))
+    tags = client.get_run(run_id).data.tags
+    unfinished = client.create_run(experiment, tags={"role": "baseline", **{
+        k: tags[k] for k in ("dataset_fingerprint", "test_fingerprint")}}).info.run_id
+    client.set_terminated(unfinished, "FAILED")
+    with pytest.raises(KwsError, match=f"baseline: run {unfinished} has no test_accuracy"):
+        export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={unfinished}", "format=neuralnetwork"))
+
+
+@pytest.mark.parametrize("override", ["tolerance.fp32=-1", "tolerance.fp16=abc", "tolerance.int8=2"])
+def test_an_impossible_tolerance_is_refused_before_anything_is_tagged(trained, override):
+    folder, run_id = trained
+    key = override.partition("=")[0]
+    with pytest.raises(KwsError, match=f"^{key}: .* must be a probability difference"):
+        export_run(export_cfg(folder, f"run_id={run_id}", override))
+    assert MlflowClient(f"sqlite:///{folder}/mlruns.db").get_run(run_id).data.tags.get("coreml_verified") != "false"
+
+
+def test_a_file_with_other_labels_fails_verification_with_one_line(tmp_path):
+    import numpy as np
+    from helpers import zoo_model
+
+    from kws_research.coreml.convert import convert
+    from kws_research.coreml.verify import verify
+
+    model = zoo_model("tc_resnet", 3)
+    convert(model, ["a", "b", "c"], fmt="neuralnetwork").save(str(tmp_path / "m.mlmodel"))
+    clips = np.zeros((1, 16000), np.float32)
+    with pytest.raises(KwsError, match="class labels .* differ from the run's"):
+        verify(tmp_path / "m.mlmodel", "neuralnetwork", "fp32", ["x", "y", "z"], clips, np.zeros(1),
+               np.zeros((1, 3), np.float32), 1e-4)
+
+
+def test_a_run_with_only_training_data_options_changed_reuses_the_baseline(trained, tone_root):
+    folder, first_run = trained
+    export_run(export_cfg(folder, f"run_id={first_run}", "format=neuralnetwork",
+                          "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']"))
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    baselines = client.search_runs([client.get_run(first_run).info.experiment_id], "tags.role = 'baseline'")
+    second = train(compose("train", tiny_overrides(tone_root, folder, "model=tc_resnet", "augment=none",
+                                                   "trainer.epochs=1", "dataset.unknown_sources.reversed=0.5")))
+    tags = {run: client.get_run(run).data.tags for run in (first_run, second.run_id)}
+    assert tags[first_run]["dataset_fingerprint"] != tags[second.run_id]["dataset_fingerprint"]
+    assert tags[first_run]["test_fingerprint"] == tags[second.run_id]["test_fingerprint"]
+    result = export_run(export_cfg(folder, f"run_id={second.run_id}", "format=neuralnetwork"))
+    assert result["baseline_run_id"] in {b.info.run_id for b in baselines}
+    assert f"run {result['baseline_run_id'][:8]}, same test split" in result["comparison"]
+    assert len(client.search_runs([client.get_run(first_run).info.experiment_id], "tags.role = 'baseline'")) == \
+        len(baselines)
 
 
 def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_path):

@@ -72,3 +72,15 @@ def test_training_into_a_tracking_server_is_readable_over_rest(mlflow_server, to
                                 + urlencode({"path": "labels.json", "run_uuid": result.run_id}), timeout=30) as r:
         assert json.loads(r.read()) == ["silence", "unknown", "yes", "no", "up"]
     assert (tmp_path / "server-artifacts").is_dir()  # the server stored the artifacts, not the client
+
+
+def test_remote_stores_are_not_mistaken_for_the_file_store():
+    from kws_research.errors import KwsError
+    from kws_research.tracking.store import check_reachable, is_remote
+
+    for uri in ("databricks", "databricks://my-profile"):
+        assert is_remote(uri)
+        check_reachable(uri)  # MLflow resolves Databricks credentials itself
+    for uri in ("file:///tmp/mlruns", "mlruns"):
+        with pytest.raises(KwsError, match="deprecated file store"):
+            check_reachable(uri)

@@ -7,8 +7,6 @@ import pytest
 from helpers import ZOO, zoo_model
 
 from kws_research.config import compose
-from kws_research.coreml.convert import convert, op_types
-from kws_research.coreml.supported import MLPROGRAM_OPS, NEURALNETWORK_LAYERS
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity, load_model
 
@@ -59,20 +57,6 @@ def test_a_bad_model_value_names_the_key():
         build_model(compose("train", ["model=cnn1d", "model.global_pooling=median"]).model, 12)
     with pytest.raises(ConfigError, match="model.frontend"):
         build_model(compose("train", ["model=tc_resnet", "model.frontend.window_ms=100"]).model, 12)
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_every_family_converts_to_both_core_ml_formats_with_supported_ops(name, tmp_path):
-    model = zoo_model(name, 5)
-    labels = ["silence", "unknown", "yes", "no", "up"]
-    for fmt, supported in (("mlprogram", MLPROGRAM_OPS), ("neuralnetwork", NEURALNETWORK_LAYERS)):
-        mlmodel = convert(model, labels, fmt=fmt)
-        used = op_types(mlmodel)
-        assert set(used) <= supported, f"{name} {fmt}: unsupported {set(used) - supported}"
-        assert used["classify" if fmt == "mlprogram" else "softmaxND"] == 1
-        path = tmp_path / f"{name}.{'mlpackage' if fmt == 'mlprogram' else 'mlmodel'}"
-        mlmodel.save(str(path))
-        assert path.exists()
 
 
 def test_saved_models_reload_in_safe_mode_with_identical_outputs(tmp_path):

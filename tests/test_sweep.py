@@ -150,13 +150,34 @@ def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
     sweep = write_sweep(tmp_path, n_trials=2, params={"model": "choice(tc_resnet)",
                                                        "optimizer.learning_rate": "choice(0.001, 0.003)"},
                         constraints={"max_params": None, "min_best_val_accuracy": 2.0, "max_test_loss": 100.0})
-    run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
     for trial in study_of(tmp_path).get_trials():
         values = dict(zip(trial.user_attrs["constraint_names"], trial.user_attrs["constraints"]))
         assert values["min_best_val_accuracy"] == pytest.approx(2.0 - trial.value)  # > 0: infeasible
         assert values["max_test_loss"] < 0                                                # feasible
+    # no trial is feasible: no best trial, nothing exported, the closest one named
+    assert result["best_trial"] is None and result["best_run_id"] is None and not result["constraints_met"]
+    client, _ = runs_of(tmp_path)
+    tags = client.get_run(result["parent_run_id"]).data.tags
+    assert tags["constraints_met"] == "false" and "best_run_id" not in tags
+    assert tags["closest_run_id"] == result["closest_run_id"]
+    from kws_research.exporting.source import resolve_run_id
+
+    with pytest.raises(KwsError, match=f"no trial of the latest sweep.*run_id={result['closest_run_id']}"):
+        resolve_run_id(client, "best", None)
     with pytest.raises(KwsError, match="constraints.most_params"):
         run_sweep(load([f"sweep={sweep}", "constraints.most_params=3", *data_args(tone_root, tmp_path)]))
+
+
+@pytest.mark.parametrize("field,value,key", [
+    ("constraints", {"max_false_command_rate": 0.2}, "constraints.max_false_command_rate"),
+    ("metrics", ["no_such_metric"], "metrics"),
+])
+def test_a_metric_no_run_produces_is_refused_before_any_training(tone_root, tmp_path, field, value, key):
+    sweep = write_sweep(tmp_path, n_trials=3, **{field: value})
+    with pytest.raises(KwsError, match=f"^{key}: no run of this sweep produces"):
+        run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlruns.db").exists()
 
 
 def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_root, tmp_path):
@@ -166,8 +187,37 @@ def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_ro
     second = run_sweep(load([f"sweep={sweep}", "n_trials=2", *data_args(tone_root, tmp_path)]))
     trials = study_of(tmp_path).get_trials()
     assert [t.number for t in trials] == [0, 1] and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].params != trials[1].params  # the resumed sampler has its own seed
     client, _ = runs_of(tmp_path)
     assert client.get_run(second["parent_run_id"]).data.tags["resumed_from"] == first["parent_run_id"]
+
+
+def test_a_trial_with_the_parameters_of_a_finished_one_is_not_trained_again(tone_root, tmp_path):
+    sweep = write_sweep(tmp_path, n_trials=2, sampler={"name": "random"},
+                        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "choice(0.003)"})
+    result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    first, second = study_of(tmp_path).get_trials()
+    assert first.state == TrialState.COMPLETE and first.params == second.params
+    assert second.state == TrialState.PRUNED and second.user_attrs["duplicate_of"] == 0
+    assert result["n_complete"] == 1 and result["best_trial"] == 0
+    client, _ = runs_of(tmp_path)
+    duplicate = client.get_run(second.user_attrs["mlflow_run_id"])
+    assert duplicate.data.tags["optuna.state"] == "PRUNED" and "trial 0" in duplicate.data.tags["stopped"]
+    assert "epochs_run" not in duplicate.data.metrics  # nothing was trained
+
+
+def test_sweep_locks_are_keyed_on_the_resolved_storage(tmp_path, monkeypatch):
+    from kws_research.sweeping.runner import lock_for
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = []
+    for folder in ("a", "b", "a"):
+        monkeypatch.chdir(tmp_path / folder)
+        paths.append(lock_for(load(["sweep=quick", "storage=sqlite:///optuna.db"])).path)
+    assert paths[0] != paths[1] and paths[0] == paths[2]
+    absolute = lock_for(load(["sweep=quick", f"storage=sqlite:///{tmp_path}/a/optuna.db"])).path
+    assert absolute == paths[0]
 
 
 def sweep_command(sweep: str, tone_root, tmp_path, *extra: str) -> list[str]:
@@ -192,17 +242,21 @@ def wait_for_running_trial(db: str, timeout: float = 240) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_trial_then_rerun_loses_nothing(tone_root, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_sigkill_during_a_trial_then_rerun_loses_nothing(tone_root, tmp_path, sig):
     sweep = write_sweep(tmp_path, n_trials=3, sampler={"name": "random"}, pruner={"name": "none"},
                         params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"})
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     command = sweep_command(sweep, tone_root, tmp_path, "trainer.epochs=30", "trainer.early_stopping_patience=null")
-    victim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    victim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
     wait_for_running_trial(str(tmp_path / "optuna.db"))
     time.sleep(2)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    os.killpg(victim.pid, sig)
+    _, stderr = victim.communicate(timeout=120)
+    if sig == signal.SIGINT:  # Ctrl-C: the sweep says how to resume and exits 130
+        assert victim.returncode == 130 and "Traceback" not in stderr, (victim.returncode, stderr[-3000:])
+        assert stderr.strip().splitlines()[-1] == "error: interrupted; rerun the same command to resume the study"
     rerun = subprocess.run(sweep_command(sweep, tone_root, tmp_path, "trainer.epochs=2"), cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -233,7 +287,17 @@ def test_two_workers_share_one_study_without_duplicates(tone_root, tmp_path):
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2
+    assert len({t.params["optimizer.learning_rate"] for t in trials}) == 4  # each worker has its own seed
     run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
     assert len(set(run_ids)) == 4
     _, runs = runs_of(tmp_path)
     assert {r.info.run_id for r in runs if r.data.tags.get("role") == "trial"} == set(run_ids)
+
+
+def test_a_long_failure_reason_keeps_its_cause():
+    from kws_research.errors import one_line
+
+    error = RuntimeError("Graph execution error:\n" + "  frame\n" * 400 + "the actual cause: kernel not found")
+    reason = one_line(error)
+    assert len(reason) <= 1000 and reason.startswith("RuntimeError: Graph execution error:")
+    assert reason.endswith("the actual cause: kernel not found") and "\n" not in reason

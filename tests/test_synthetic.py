@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import soundfile as sf
@@ -61,3 +63,31 @@ def test_synthetic_root_prepares_like_real_data(tiny_synthetic, tmp_path):
         counts = data.summary["counts"][split]
         assert counts["yes"] > 0 and counts["unknown"] > 0 and counts["silence"] > 0
     assert data.summary["n_skipped"] == 0
+
+
+def test_empty_utterances_are_skipped_and_counted(tmp_path):
+    """espeak-ng speaks nothing for punctuation: such utterances are skipped, not fatal."""
+    settings = GeneratorSettings(speakers=3, repetitions=1, words=("yes", "-"), noise_seconds=1.0)
+    description = generate(tmp_path / "root", settings)
+    assert description["empty_utterances"] == {"-": 3}
+    assert description["clips"] == 3
+    assert not list((tmp_path / "root" / "-").iterdir())
+    assert len(list((tmp_path / "root" / "yes").glob("*.wav"))) == 3
+
+
+def test_two_first_runs_at_once_generate_the_data_set_once(tmp_path):
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
+        "from pathlib import Path;"
+        "from kws_research.data.synthetic import GeneratorSettings, ensure_generated;"
+        "ensure_generated(Path(sys.argv[1]), GeneratorSettings(speakers=3, repetitions=1, "
+        "words=('yes', 'no', 'up', 'down'), noise_seconds=1.0))"
+    )
+    target = tmp_path / "root"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert sum("generating the synthetic data set" in e for e in errors) == 1
+    assert json.loads((target / ".complete.json").read_text())["clips"] == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "root.lock"]

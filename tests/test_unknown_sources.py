@@ -137,6 +137,11 @@ def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(tone_r
         resolve=True)
     exported = export_run(cfg)
     assert exported["coreml_verified"] and label in exported["comparison"]
+    exported_column = {line.split("|")[1].strip(): line.split("|")[-2].strip()
+                       for line in exported["comparison"].splitlines() if line.startswith("| ")}
+    # every row of the exported column measures the gated model, as its Core ML row does
+    assert exported_column["test accuracy (Keras)"] == f"{100 * metrics['gated_test_accuracy']:.1f}%"
+    assert exported_column["validation accuracy"] == f"{100 * metrics['gated_val_accuracy']:.1f}%"
     import coremltools as ct
 
     meta = ct.models.MLModel(exported["files"][0], skip_model_load=True).user_defined_metadata

@@ -17,11 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.coreml import runtime
-
-# max |probability difference| allowed, by precision (conf/export.yaml sets them):
-# fp32 differs by float32 round-off only; fp16 stores every body activation in half
-# precision (front end fp32; measured up to 2e-3 on a trained TC-ResNet8); int8 adds
-# 8-bit weight error on top of fp16.
+from kws_research.errors import KwsError
 
 
 @dataclass
@@ -69,7 +65,8 @@ def verify(path: Path, fmt: str, precision: str, labels: list[str], audio: np.nd
     started = time.perf_counter()
     model = runtime.load(path)
     if list(model.labels) != list(labels):
-        raise ValueError(f"{path}: class labels {model.labels} differ from the run's {labels}")
+        raise KwsError(f"{path}: class labels {model.labels} differ from the run's {labels}; the file is not this "
+                       "run's model, export the run again")
     probs = runtime.predict(model, audio)
     diff = np.abs(probs - keras_probs)
     result = Verification(

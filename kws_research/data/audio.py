@@ -7,6 +7,7 @@ Clips are stored as int16 and turned into float32 only at use as
 
 from __future__ import annotations
 
+import wave
 from math import gcd
 from pathlib import Path
 
@@ -76,10 +77,29 @@ def to_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32) / np.float32(INT16_SCALE)
 
 
+def declared_frames(path: Path | str) -> int | None:
+    """Frames a PCM WAV header promises (None for other formats and unreadable headers)."""
+    try:
+        with wave.open(str(path), "rb") as header:
+            return header.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return None
+
+
+def decode_clip_checked(path: Path | str, num_samples: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
+    """:func:`decode_clip` plus a note when the file holds fewer frames than its header
+    promises (a truncated download or copy: the clip is used, zero-padded, and reported)."""
+    signal, rate = read_mono(path)
+    promised = declared_frames(path)
+    note = None
+    if promised is not None and promised > signal.shape[0]:
+        note = f"truncated: the header promises {promised} frames, the file holds {signal.shape[0]}"
+    return to_int16(fit_length(resample(signal, rate), num_samples)), note
+
+
 def decode_clip(path: Path | str, num_samples: int = SAMPLE_RATE) -> np.ndarray:
     """One clip as int16 of exactly ``num_samples`` at 16 kHz, mono."""
-    signal, rate = read_mono(path)
-    return to_int16(fit_length(resample(signal, rate), num_samples))
+    return decode_clip_checked(path, num_samples)[0]
 
 
 def decode_long(path: Path | str) -> np.ndarray:

@@ -10,16 +10,20 @@ that looks valid.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from kws_research.data.layout import Layout
+from kws_research.errors import KwsError
+from kws_research.processes import pid_alive
 
 CACHE_VERSION = 1
 
@@ -76,6 +80,21 @@ class PreparedData:
     path: Path
     summary: dict = field(default_factory=dict)
 
+    @cached_property
+    def test_fingerprint(self) -> str:
+        """Identity of what a comparison on the test split depends on: the classes, the
+        input contract and the test clips' audio and labels. Training-only data options
+        (extra unknown sources, augmentation) leave it unchanged."""
+        from kws_research.data.audio import INT16_SCALE, SAMPLE_RATE
+
+        test = self.splits.get("test")
+        digest = hashlib.sha256(json.dumps({"classes": list(self.classes), "sample_rate": SAMPLE_RATE,
+                                            "scale": INT16_SCALE}).encode())
+        if test is not None:
+            digest.update(np.ascontiguousarray(test.audio).tobytes())
+            digest.update(np.asarray(test.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()
+
     def noise_segments(self, split: str = "train") -> list[tuple[int, int]]:
         """(start, stop) of the part of each recording reserved for ``split``."""
         from kws_research.data.task import NOISE_SPLIT_FRACTIONS
@@ -120,14 +139,58 @@ def load(path: Path) -> PreparedData:
     )
 
 
-class CacheWriter:
-    """Writes a cache folder under a temporary name; :meth:`commit` makes it visible."""
+SPACE_MARGIN = 1.05  # labels, source lists and JSON on top of the audio
 
-    def __init__(self, path: Path) -> None:
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.0f} MB"
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary cache folders (``.<name>.<pid>.tmp``) left by processes that died."""
+    removed = []
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def ensure_space(folder: Path, needed: int, key: str = "dataset.cache_dir") -> None:
+    """Refuse before writing, rather than die writing (a memory-mapped write to a full
+    disk kills the process with SIGBUS)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise KwsError(f"{key}: {folder} has {_mb(free)} free, the cache needs {_mb(needed)}; "
+                       f"free some space or set {key}=<folder with space>")
+
+
+def storage_error(exc: OSError, folder: Path, key: str = "dataset.cache_dir") -> KwsError:
+    """An OSError while writing under ``folder`` as one line naming the folder and the key."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return KwsError(f"{key}: no space left in {folder} ({exc.strerror}); free some space or set "
+                        f"{key}=<folder with space>")
+    return KwsError(f"{key}: cannot write to {folder} ({exc.strerror or exc}); set {key}=<writable folder>")
+
+
+class CacheWriter:
+    """Writes a cache folder under a temporary name; :meth:`commit` makes it visible.
+
+    ``needed`` bytes are checked to be free first; stale temporaries of dead
+    processes are removed."""
+
+    def __init__(self, path: Path, needed: int = 0) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent)
+            ensure_space(path.parent, int(needed * SPACE_MARGIN))
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise storage_error(exc, path.parent) from exc
 
     def audio(self, split: str, rows: int, samples: int) -> np.ndarray:
         return np.lib.format.open_memmap(

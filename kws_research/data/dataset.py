@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.data import cache
-from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip, decode_long
+from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip_checked, decode_long
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
 from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, splice
@@ -65,8 +65,12 @@ def resolve_root(cfg: Mapping) -> Path:
         from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 
         settings = GeneratorSettings.from_config(generator, "dataset.generator")
-        root = cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()
-        return ensure_generated(Path(str(root)), settings)
+        root = Path(str(cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()))
+        try:
+            return ensure_generated(root, settings)
+        except OSError as exc:
+            key = "dataset.root" if cfg.get("root") else "dataset.cache_dir"
+            raise cache.storage_error(exc, root.parent, key) from exc
     root = cfg.get("root")
     if root in (None, "", "???"):
         raise KwsError(
@@ -83,23 +87,28 @@ def resolve_root(cfg: Mapping) -> Path:
     return root
 
 
-def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str],
+                                                                      dict[str, str]]:
+    """Decoded clips, unusable clips (skipped) and truncated clips (used), by path."""
     decoded: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
+    truncated: dict[str, str] = {}
 
     def one(rel: str):
         try:
-            return rel, decode_clip(root / rel, SAMPLE_RATE), None
+            return rel, *decode_clip_checked(root / rel, SAMPLE_RATE), None
         except ClipError as exc:
-            return rel, None, str(exc)
+            return rel, None, None, str(exc)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for rel, audio, error in pool.map(one, paths, chunksize=64):
+        for rel, audio, note, error in pool.map(one, paths, chunksize=64):
             if error is None:
                 decoded[rel] = audio
+                if note:
+                    truncated[rel] = note
             else:
                 failed[rel] = error
-    return decoded, failed
+    return decoded, failed, truncated
 
 
 def _decode_noise(layout: Layout) -> tuple[list[np.ndarray], list[dict], dict[str, str]]:
@@ -138,7 +147,7 @@ def _source_name(item: Item, noise_files: list[dict]) -> str:
 
 
 def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipped: dict[str, str],
-             layout: Layout, noise_files: list[dict]) -> dict:
+             truncated: dict[str, str], layout: Layout, noise_files: list[dict]) -> dict:
     counts = {}
     for split, (labels, _) in splits.items():
         tally = Counter(int(v) for v in labels)
@@ -160,6 +169,8 @@ def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipp
         "noise_files": [f["name"] for f in noise_files],
         "skipped": [{"file": f, "reason": r} for f, r in sorted(skipped.items())],
         "n_skipped": len(skipped),
+        "truncated": [{"file": f, "reason": r} for f, r in sorted(truncated.items())],
+        "n_truncated": len(truncated),
         "warnings": warnings,
     }
 
@@ -173,11 +184,15 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
     if plan.heldout:
         split_items[HELDOUT] = plan.heldout
     paths = sorted({p for items in split_items.values() for it in items if it.kind != "silence" for p in it.paths})
-    decoded, failed = _decode_all(layout.root, paths, workers)
+    decoded, failed, truncated = _decode_all(layout.root, paths, workers)
     skipped.update(failed)
     if failed:
         log.warning("skipped %d unreadable clip(s); see the summary", len(failed))
-    writer = cache.CacheWriter(path)
+    if truncated:
+        log.warning("%d clip(s) are shorter than their header says (truncated files); used zero-padded, "
+                    "listed in the summary", len(truncated))
+    rows = sum(len(items) for items in split_items.values())
+    writer = cache.CacheWriter(path, needed=rows * SAMPLE_RATE * 2 + noise.nbytes)
     try:
         class_index = {c: i for i, c in enumerate(plan.classes)}
         written = {}
@@ -194,7 +209,7 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
             writer.json(f"{split}.sources.json", sources)
             written[split] = (labels, sources)
         writer.array("noise", noise)
-        summary = _summary(name, root, fp, plan, written, skipped, layout, noise_files)
+        summary = _summary(name, root, fp, plan, written, skipped, truncated, layout, noise_files)
         writer.json("summary.json", summary)
         writer.json("meta.json", {
             "name": name, "classes": list(plan.classes), "splits": list(written),
@@ -202,6 +217,9 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
             "root": str(root),
         })
         writer.commit()
+    except OSError as exc:
+        writer.abort()
+        raise cache.storage_error(exc, path.parent) from exc
     except BaseException:
         writer.abort()
         raise
@@ -227,7 +245,12 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
     signature = cache.stat_signature(layout, [f"{p}:{m}" for p, _, m in extra_files])
     path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
     from_cache = True
-    with FileLock(path.with_name(path.name + ".lock")):
+    lock = FileLock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise cache.storage_error(exc, path.parent) from exc
+    with lock:
         if refresh or not cache.is_valid(path, signature):
             from_cache = False
             log.info("decoding %s into %s", root, path)

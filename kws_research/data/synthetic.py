@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,10 +25,12 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from kws_research.data.audio import SAMPLE_RATE, resample, to_int16, write_wav
+from kws_research.data.audio import SAMPLE_RATE, resample, to_float, to_int16, write_wav
 from kws_research.data.espeak import ENGLISH_VOICES, synthesise_word, voice_variants
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, TESTING_LIST, VALIDATION_LIST
 from kws_research.data.words import SPEECH_COMMANDS_WORDS
+from kws_research.errors import KwsError
+from kws_research.locks import FileLock
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ class GeneratorSettings:
     @classmethod
     def from_config(cls, options: dict, key: str, **defaults) -> GeneratorSettings:
         """Settings from a config block (``key`` names it in errors), over ``defaults``."""
-        from kws_research.errors import KwsError
-
         values = {**defaults, **{k: v for k, v in dict(options).items() if v is not None}}
         if "words" in values:
             values["words"] = tuple(values["words"])
@@ -137,8 +138,10 @@ def run_isolated(jobs: list, workers: int, function=synthesise_word) -> Iterator
 def place(word_audio: np.ndarray, rate: int, level_db: float, rng: np.random.Generator) -> np.ndarray:
     """Resample a spoken word to 16 kHz and put it at a random offset in a 1 s clip,
     at the speaker's level with a faint noise floor (real clips are never silent)."""
-    signal = resample(word_audio.astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
+    signal = resample(to_float(word_audio), rate, SAMPLE_RATE)
     signal = signal[:SAMPLE_RATE]
+    if signal.size == 0:
+        raise ValueError("no audio to place (the speech engine returned an empty utterance)")
     peak = float(np.abs(signal).max()) or 1.0
     signal = signal / peak * 10 ** ((level_db + rng.uniform(-3, 3)) / 20)
     clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
@@ -181,7 +184,7 @@ def babble(n: int, words: list[np.ndarray], rate: int, rng: np.random.Generator)
     out = np.zeros(n, dtype=np.float32)
     count = max(1, int(6 * n / SAMPLE_RATE))
     for _ in range(count):
-        word = resample(words[int(rng.integers(len(words)))].astype(np.float32) / 32768.0, rate, SAMPLE_RATE)
+        word = resample(to_float(words[int(rng.integers(len(words)))]), rate, SAMPLE_RATE)
         if word.size == 0 or word.size >= n:
             continue
         start = int(rng.integers(0, n - word.size))
@@ -217,7 +220,11 @@ def assign_speaker_splits(speakers: list[Speaker], settings: GeneratorSettings) 
 
 
 def generate(target: Path, settings: GeneratorSettings) -> dict:
-    """Write the data set to ``target`` (atomically) and return its description."""
+    """Write the data set to ``target`` and return its description.
+
+    Written into a temporary folder named after this process and renamed when
+    complete; callers hold the target's lock (see :func:`ensure_generated`).
+    Utterances the speech engine returns empty are skipped and counted."""
     if settings.speakers < 3:
         raise ValueError("dataset.generator.speakers must be at least 3 (one per split)")
     started = time.perf_counter()
@@ -225,49 +232,72 @@ def generate(target: Path, settings: GeneratorSettings) -> dict:
     specs = utterances(speakers, settings.repetitions, settings.seed)
     results = run_isolated([(word, specs) for word in settings.words], settings.workers)
 
-    tmp = target.with_name(f".{target.name}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        description = _write(tmp, settings, speakers, results)
+        description["seconds"] = round(time.perf_counter() - started, 2)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return description
+
+
+def _write(folder: Path, settings: GeneratorSettings, speakers: list[Speaker], results: Iterator) -> dict:
     split_of = assign_speaker_splits(speakers, settings)
     lists: dict[str, list[str]] = {"validation": [], "test": []}
     all_words = []
+    empty: dict[str, int] = {}
     rate = 0
     for w_index, (word, (rate, clips)) in enumerate(zip(settings.words, results)):
-        (tmp / word).mkdir()
+        (folder / word).mkdir()
         for u_index, audio in enumerate(clips):
+            if audio.size == 0:
+                empty[word] = empty.get(word, 0) + 1
+                continue
             s_index, rep = divmod(u_index, settings.repetitions)
             speaker = speakers[s_index]
             rng = np.random.default_rng([settings.seed, w_index, s_index, rep, 13])
             rel = f"{word}/{speaker.id}_nohash_{rep}.wav"
-            write_wav(tmp / rel, place(audio, rate, speaker.level_db, rng))
+            write_wav(folder / rel, place(audio, rate, speaker.level_db, rng))
             if split_of[speaker.id] in lists:
                 lists[split_of[speaker.id]].append(rel)
             all_words.append(audio)
-    (tmp / BACKGROUND_NOISE_DIR).mkdir()
+    if empty:
+        log.warning("the speech engine returned no audio for %d utterance(s) (%s); skipped",
+                    sum(empty.values()), ", ".join(f"{w}: {n}" for w, n in sorted(empty.items())))
+    if not all_words:
+        raise KwsError("dataset.generator: the speech engine returned no audio for any word; check dataset.generator.words")
+    (folder / BACKGROUND_NOISE_DIR).mkdir()
     for name, signal in background_noise(settings.noise_seconds, all_words, rate, settings.seed).items():
-        write_wav(tmp / BACKGROUND_NOISE_DIR / name, to_int16(signal))
-    (tmp / VALIDATION_LIST).write_text("\n".join(sorted(lists["validation"])) + "\n")
-    (tmp / TESTING_LIST).write_text("\n".join(sorted(lists["test"])) + "\n")
-    description = {
+        write_wav(folder / BACKGROUND_NOISE_DIR / name, to_int16(signal))
+    (folder / VALIDATION_LIST).write_text("\n".join(sorted(lists["validation"])) + "\n")
+    (folder / TESTING_LIST).write_text("\n".join(sorted(lists["test"])) + "\n")
+    return {
         "settings": settings.identity(),
         "speakers": {s.id: {"voice": s.voice, "split": split_of[s.id]} for s in speakers},
         "clips": len(all_words),
-        "seconds": round(time.perf_counter() - started, 2),
+        "empty_utterances": empty,
     }
-    (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(target)
-    return description
 
 
 def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
-    """Generate once; later calls find the completion marker and reuse the folder."""
+    """Generate once, under an inter-process lock: a second process started at the same
+    time waits and then finds the completion marker."""
     marker = target / COMPLETE_MARKER
     if marker.is_file():
         return target
-    log.info("generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
-             target, settings.speakers, settings.repetitions, len(settings.words))
-    description = generate(target, settings)
-    log.info("generated %d clips in %.1f s", description["clips"], description["seconds"])
+    with FileLock(target.with_name(target.name + ".lock")):
+        if marker.is_file():
+            return target
+        log.info("generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
+                 target, settings.speakers, settings.repetitions, len(settings.words))
+        description = generate(target, settings)
+    skipped = sum(description["empty_utterances"].values())
+    log.info("generated %d clips in %.1f s%s", description["clips"], description["seconds"],
+             f" ({skipped} empty utterance(s) skipped)" if skipped else "")
     return target

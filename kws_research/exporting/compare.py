@@ -39,17 +39,20 @@ def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: 
              "unseen_unknown": None, "unseen_command": None}]
 
     def of(run, name, coreml=None, model_size=None, gated=False):
-        per_class = (run.report or {}).get("per_class_accuracy", {})
-        m = run.metrics
+        """Every row of a gated column measures the gated model (``-`` where a run did not)."""
         prefix = "gated_" if gated else ""
-        return {"name": name, "test": m.get("test_accuracy"), "val": m.get("best_val_accuracy"),
+        per_class = (run.report or {}).get(f"{prefix}per_class_accuracy", {})
+        m = run.metrics
+        return {"name": name, "test": m.get(f"{prefix}test_accuracy"),
+                "val": m.get("gated_val_accuracy" if gated else "best_val_accuracy"),
                 "coreml": coreml, "per_class": per_class, "params": m.get("params"),
                 "macs": m.get("macs"), "size": model_size,
                 "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
                 "unseen_command": m.get(f"{prefix}false_command_rate")}
 
     if baseline is not None:
-        cols.append(of(baseline, f"baseline: {baseline.model_label} (this data)", model_size=baseline_size))
+        cols.append(of(baseline, f"baseline: {baseline.model_label} (run {baseline.run_id[:8]}, same test split)",
+                       model_size=baseline_size))
     name = f"this run: {source.model_label}" + (f" + {LABEL[folded_rule]}" if folded_rule else "")
     cols.append(of(source, name, _finite(coreml_accuracy), size, folded_rule is not None))
     return cols

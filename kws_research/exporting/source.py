@@ -30,23 +30,30 @@ class SourceRun:
 
 
 def latest_sweep(client, sweep: str | None):
-    """The most recent sweep parent run (of study ``sweep`` if given) that has a best run."""
+    """The most recent sweep parent run (of study ``sweep`` if given) that reached a
+    verdict: a best run, or the finding that no trial met its constraints."""
     query = "tags.role = 'sweep'"
     if sweep:
         query += f" and tags.`optuna.study` = '{sweep}'"
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"], max_results=50)
-    return next((r for r in runs if r.data.tags.get("best_run_id")), None)
+    return next((r for r in runs if r.data.tags.get("best_run_id") or r.data.tags.get("constraints_met") == "false"),
+                None)
 
 
 def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
     if str(run_id) != "best":
         return str(run_id)
     parent = latest_sweep(client, sweep)
+    which = f" of study {sweep!r}" if sweep else ""
     if parent is None:
-        which = f" of study {sweep!r}" if sweep else ""
         raise KwsError(f"run_id=best: no finished sweep{which} with a best trial in {client.tracking_uri}; "
                        "run `make sweep` first or pass run_id=<MLflow run id>")
+    if not parent.data.tags.get("best_run_id"):
+        closest = parent.data.tags.get("closest_run_id", "?")
+        raise KwsError(f"run_id=best: no trial of the latest sweep{which} (run {parent.info.run_id}) met its metric "
+                       f"constraints, so it has no best run; the closest is run {closest}: export it with "
+                       f"run_id={closest} if you accept that, or relax the constraints and rerun the sweep")
     return parent.data.tags["best_run_id"]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
+from kws_research.data.audio import SAMPLE_RATE, to_float
 from kws_research.errors import ConfigError, KwsError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ def check_options(cfg: Mapping) -> None:
         raise ConfigError("gate", f"{cfg['gate']!r} is not auto or off")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
         raise ConfigError("interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both")
+    for precision, value in dict(cfg.get("tolerance") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"tolerance.{precision}", f"{value!r} must be a probability difference in [0, 1]",
+                              "conf/export.yaml has the measured defaults")
 
 
 def writable_folder(path: str | None) -> Path | None:
@@ -61,7 +66,8 @@ def plan(cfg: Mapping) -> list[tuple[str, str]]:
             for fmt in formats]
 
 
-def _test_clips(source, limit: int | None):
+def _test_clips(source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test clips (float audio, labels) to verify on, and the test split's fingerprint."""
     from kws_research.data.dataset import prepare
 
     try:
@@ -76,7 +82,7 @@ def _test_clips(source, limit: int | None):
     n = len(test) if not limit else min(int(limit), len(test))
     if n == 0:
         raise KwsError(f"run {source.run_id}: its test split is empty, nothing to verify on")
-    return np.asarray(test.audio[:n], dtype=np.float32) / 32768.0, np.asarray(test.labels[:n], dtype=np.int64)
+    return to_float(np.asarray(test.audio[:n])), np.asarray(test.labels[:n], dtype=np.int64), data.test_fingerprint
 
 
 def open_set_rule(source, cfg) -> tuple[str, float] | None:
@@ -92,7 +98,7 @@ def _metadata(source, cfg) -> dict:
     m = source.metrics
     rule = open_set_rule(source, cfg)
     return {
-        "labels": json.dumps(source.labels), "sample_rate": 16000, "normalisation": "int16 / 32768",
+        "labels": json.dumps(source.labels), "sample_rate": SAMPLE_RATE, "normalisation": "int16 / 32768",
         "source_run_id": source.run_id, "dataset": source.tags.get("dataset"),
         "dataset_fingerprint": source.fingerprint, "model": source.model_label,
         "validation_accuracy": m.get("best_val_accuracy"), "test_accuracy": m.get("test_accuracy"),
@@ -169,18 +175,15 @@ def _metrics(checks: list, baseline) -> dict:
 def _log_on_run(client, run_id: str, folder: Path, files: list[Path], metrics: dict, verified: bool,
                 interface: str) -> list[str]:
     """Metrics, tags and ``coreml/`` artifacts on the exported run; returns the artifact URIs."""
-    from kws_research.tracking.runs import log_metrics
+    from kws_research.tracking.runs import log_artifacts, log_metrics
 
     log_metrics(client, run_id, metrics)
     client.set_tag(run_id, "coreml_verified", str(verified).lower())
     client.set_tag(run_id, "coreml_interface", interface)
     for name in REPORTS:
-        client.log_artifact(run_id, str(folder / name), "coreml")
+        log_artifacts(client, run_id, folder / name, "coreml")
     for path in files:
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), f"coreml/{path.name}")
-        else:
-            client.log_artifact(run_id, str(path), "coreml")
+        log_artifacts(client, run_id, path, f"coreml/{path.name}" if path.is_dir() else "coreml")
     root = client.get_run(run_id).info.artifact_uri.rstrip("/")
     return [f"{root}/coreml/{name}" for name in [p.name for p in files] + list(REPORTS)]
 
@@ -202,7 +205,7 @@ def export_run(cfg: Mapping) -> dict:
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")
-        audio, truth = _test_clips(source, cfg.get("verify_clips"))
+        audio, truth, test_fingerprint = _test_clips(source, cfg.get("verify_clips"))
         model = load_model(source.model_path)
         rule = open_set_rule(source, cfg)
         if rule is not None:
@@ -222,7 +225,7 @@ def export_run(cfg: Mapping) -> dict:
             files.append(path)
             checks.append(verify(path, fmt, precision, source.labels, audio, truth, keras_probs,
                                  float(tolerance.get(precision, 0.0))))
-        baseline = baseline_for(client, source, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
+        baseline = baseline_for(client, source, test_fingerprint, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
                                 list(cfg.get("baseline_overrides") or []), tmp / "baseline")
         primary = checks[0]
         metrics = _metrics(checks, baseline)

@@ -3,7 +3,7 @@
 Features are laid out as an image [T, F, C] (time first). A block:
 
     [transition: 1x1 conv -> BN -> ReLU]
-    f2: frequency-wise depthwise conv (1x3, frequency stride) -> SubSpectralNorm   = aux
+    f2: frequency-wise depthwise conv (1x3) [-> keep every s-th bin] -> SubSpectralNorm = aux
     average over frequency -> f1: temporal depthwise conv (3x1, dilation d) -> BN
         -> swish -> 1x1 conv -> dropout                                          (T, 1, C)
     out = ReLU([x +] aux + broadcast(f1))
@@ -13,7 +13,10 @@ Network: conv 5x5 (frequency stride 2, 16w ch) -> 4 stages of blocks
 start of stages 2-3; dilations 1,2,4,8) -> depthwise 5x5 (frequency valid) ->
 1x1 conv 32w -> average pooling -> softmax. ``width`` w: BC-ResNet-1 ... -8.
 
-Every op converts to Core ML: frequency averaging is an AveragePooling2D, the
+Every op converts to Core ML and runs on every CPU: TensorFlow's portable
+(non-oneDNN) depthwise kernel supports only equal strides, so the frequency
+stride is a stride-1 depthwise conv followed by a 1x1 pooling with stride
+(1, s), which keeps every s-th bin. Frequency averaging is an AveragePooling2D, the
 broadcast is an Add of [T, F, C] and [T, 1, C], and SubSpectralNorm becomes a
 per-(frequency, channel) scale and shift at inference.
 """
@@ -78,8 +81,9 @@ def _block(x, channels: int, freq_stride: int, dilation: int, sub_bands: int, dr
     transition = x.shape[-1] != channels or freq_stride != 1
     if transition:
         x = conv_bn_relu(x, L.Conv2D(channels, 1, use_bias=False, name=f"{name}_expand"), f"{name}_expand")
-    aux = L.DepthwiseConv2D((1, 3), strides=(1, freq_stride), padding="same", use_bias=False,
-                            name=f"{name}_freq_dw")(x)
+    aux = L.DepthwiseConv2D((1, 3), padding="same", use_bias=False, name=f"{name}_freq_dw")(x)
+    if freq_stride != 1:
+        aux = L.MaxPooling2D((1, 1), strides=(1, freq_stride), name=f"{name}_freq_subsample")(aux)
     aux = SubSpectralNorm(sub_bands, name=f"{name}_ssn")(aux)
     y = L.AveragePooling2D((1, aux.shape[2]), name=f"{name}_freq_mean")(aux)
     y = L.DepthwiseConv2D((3, 1), dilation_rate=(dilation, 1), padding="same", use_bias=False,

@@ -13,27 +13,14 @@ import time
 
 from omegaconf import OmegaConf
 
+from kws_research.processes import current_owner
 from kws_research.sweeping.definition import SweepDefinition
-from kws_research.sweeping.objective import WORKER
+from kws_research.sweeping.objective import check_metrics
 from kws_research.sweeping.report import log_report
-from kws_research.sweeping.runner import open_study, work, worker_is_dead
+from kws_research.sweeping.runner import open_study, work
 from kws_research.sweeping.space import parse
 
 log = logging.getLogger(__name__)
-
-
-def end_dead_parents(client, previous: list[dict]) -> None:
-    """Parent runs of earlier invocations on this host whose process died end KILLED."""
-    for entry in previous:
-        if not worker_is_dead(entry.get("worker")):
-            continue
-        try:
-            run = client.get_run(entry["run_id"])
-        except Exception:
-            continue
-        if run.info.status == "RUNNING":
-            client.set_tag(entry["run_id"], "error", "sweep process died; resumed by a later invocation")
-            client.set_terminated(entry["run_id"], "KILLED")
 
 
 def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float | None) -> None:
@@ -75,12 +62,12 @@ def run_sweep(definition: SweepDefinition) -> dict:
 
     space = parse(definition.params)
     base = compose("train", definition.base_overrides)
+    check_metrics(definition, base)
     data = prepare(OmegaConf.to_container(base.dataset, resolve=True))  # decode once, before any worker
     client = store.client_for(base.tracking)
     experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or data.name)
     study = open_study(definition, space, client)
-    previous = list(study.user_attrs.get("mlflow_parent_runs", []))
-    end_dead_parents(client, previous)
+    previous = list(study.user_attrs.get("mlflow_parent_runs", []))  # dead ones were ended by client_for
     tags = {"role": "sweep", "sweep": definition.name, "optuna.study": str(definition.study_name),
             "optuna.storage": str(definition.storage), "dataset": data.name,
             "dataset_fingerprint": data.fingerprint, "git_commit": git_commit()}
@@ -88,7 +75,7 @@ def run_sweep(definition: SweepDefinition) -> dict:
         tags["resumed_from"] = ",".join(p["run_id"] for p in previous)
     deadline = time.time() + float(definition.timeout) if definition.timeout else None
     with tracked_run(client, experiment, f"sweep-{definition.study_name}", tags) as parent:
-        study.set_user_attr("mlflow_parent_runs", previous + [{"run_id": parent, "worker": WORKER}])
+        study.set_user_attr("mlflow_parent_runs", previous + [{"run_id": parent, "worker": current_owner()}])
         log_params(client, parent, flatten({"sweep": OmegaConf.to_container(definition.config, resolve=True)}))
         log_params(client, parent, {"run_overrides": json.dumps(definition.run_overrides)})
         try:

@@ -15,8 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from kws_research.errors import ConfigError, KwsError
+from kws_research.paths import SWEEPS_DIR
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 FIELDS = ("study_name", "storage", "metrics", "directions", "n_trials", "timeout", "workers", "seed",
           "sampler", "pruner", "constraints", "overrides", "params", "heartbeat_interval", "export")
 DEFAULTS = {

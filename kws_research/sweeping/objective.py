@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable
 
 import keras
 import optuna
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from kws_research.config import compose
+from kws_research.errors import ConfigError, KwsError, one_line
+from kws_research.processes import current_owner
 from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.space import Dimension
-from kws_research.training.run import RunHooks, run_training
+from kws_research.training.run import RunHooks, produced_metrics, run_training
 
 log = logging.getLogger(__name__)
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 MONITOR = "val_accuracy"
 
 
@@ -78,15 +79,41 @@ def metric_constraints(constraints) -> list[tuple[str, str, float]]:
     return found
 
 
+def check_metrics(definition: SweepDefinition, base: DictConfig) -> None:
+    """Refuse, before any training, a sweep whose objective or constraints name a metric
+    that the runs it composes never produce."""
+    produced = produced_metrics(base)
+    known = ", ".join(sorted(produced))
+    for metric in definition.metrics:
+        if metric not in produced:
+            raise ConfigError("metrics", f"no run of this sweep produces {metric!r}", f"choose from {known}")
+    try:
+        bounds = metric_constraints(definition.constraints)
+    except ValueError as exc:
+        raise KwsError(str(exc)) from None
+    for metric, kind, _ in bounds:
+        if metric not in produced:
+            raise ConfigError(f"constraints.{kind}_{metric}", f"no run of this sweep produces {metric!r}",
+                              f"open-set metrics need dataset.heldout_unknown_words, gated ones openset.gate=true; "
+                              f"produced: {known}")
+
+
 def violations(bounds: list[tuple[str, str, float]], metrics: dict) -> list[float]:
     """Optuna's convention: a value > 0 violates its constraint."""
-    out = []
-    for metric, kind, bound in bounds:
-        if metric not in metrics:
-            raise KeyError(f"constraint on {metric!r}: the run did not produce that metric")
-        value = float(metrics[metric])
-        out.append(value - bound if kind == "max" else bound - value)
-    return out
+    return [float(metrics[m]) - bound if kind == "max" else bound - float(metrics[m]) for m, kind, bound in bounds]
+
+
+def duplicate_of(trial: optuna.Trial) -> int | None:
+    """The number of a finished or running trial with exactly this trial's parameters.
+
+    Trials cut short by a dead worker do not count (they are retried on purpose)."""
+    for other in trial.study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.params != trial.params:
+            continue
+        if other.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or (
+                other.state == TrialState.FAIL and "fail_reason" in other.user_attrs):
+            return other.number
+    return None
 
 
 def size_check(constraints) -> Callable[[object, dict], str | None]:
@@ -98,11 +125,6 @@ def size_check(constraints) -> Callable[[object, dict], str | None]:
         return None
 
     return check
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:1000]
 
 
 class Objective:
@@ -118,9 +140,7 @@ class Objective:
         self.on_trial_start = on_trial_start
 
     def __call__(self, trial: optuna.Trial):
-        if self.on_trial_start is not None:
-            self.on_trial_start()
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", current_owner())
         definition = self.definition
         tags = {"role": "trial", "optuna.study": str(definition.study_name), "optuna.trial_number": str(trial.number)}
         run: dict[str, str] = {}
@@ -132,6 +152,17 @@ class Objective:
         try:
             overrides = sample(trial, self.space, definition.base_overrides)
             trial.set_user_attr("overrides", overrides)
+            same = duplicate_of(trial)
+            if self.on_trial_start is not None:  # sampled and checked: other workers may go on
+                self.on_trial_start()
+            if same is not None:
+                reason = f"same parameters as trial {same}; not trained again"
+                trial.set_user_attr("duplicate_of", same)
+                trial.set_user_attr("pruned_reason", reason)
+                started(self._run_without_training(tags, reason, "FINISHED"))
+                self._state(run, "PRUNED")
+                log.info("trial %d: %s", trial.number, reason)
+                raise optuna.TrialPruned(reason)
             log.info("trial %d: %s", trial.number, " ".join(overrides))
             cfg = compose("train", [*definition.base_overrides, *overrides, "role=trial"])
             callbacks = [] if definition.multi_objective else [PruningCallback(trial)]
@@ -142,11 +173,13 @@ class Objective:
             trial.set_user_attr("interrupted", True)
             self._state(run, "FAIL")
             raise
+        except optuna.TrialPruned:
+            raise
         except Exception as exc:
             reason = one_line(exc)
             trial.set_user_attr("fail_reason", reason)
             if "id" not in run:
-                started(self._failed_run_without_training(tags, reason))
+                started(self._run_without_training(tags, reason, "FAILED"))
             self._state(run, "FAIL")
             log.warning("trial %d failed: %s", trial.number, reason, exc_info=bool(os.environ.get("KWS_DEBUG")))
             raise
@@ -157,13 +190,13 @@ class Objective:
             trial.set_user_attr("pruned_reason", result.stopped)
             self._state(run, "PRUNED")
             raise optuna.TrialPruned(result.stopped)
-        missing = [m for m in definition.metrics if m not in result.metrics]
+        bounds = metric_constraints(definition.constraints)
+        missing = [m for m in [*definition.metrics, *(b[0] for b in bounds)] if m not in result.metrics]
         if missing:
-            reason = f"metric(s) {missing} not produced by the run; check `metrics` in the sweep file"
+            reason = f"metric(s) {missing} not produced by the run (e.g. an empty test split)"
             trial.set_user_attr("fail_reason", reason)
             self._state(run, "FAIL")
             raise KeyError(reason)
-        bounds = metric_constraints(definition.constraints)
         if bounds:
             trial.set_user_attr("constraints", violations(bounds, result.metrics))
             trial.set_user_attr("constraint_names", [f"{kind}_{metric}" for metric, kind, _ in bounds])
@@ -175,15 +208,15 @@ class Objective:
         if "id" in run:
             self.client.set_tag(run["id"], "optuna.state", state)
 
-    def _failed_run_without_training(self, tags: dict, reason: str) -> str:
-        """A trial that failed before its run existed (e.g. an impossible override) still
-        shows up under the sweep in MLflow."""
+    def _run_without_training(self, tags: dict, reason: str, status: str) -> str:
+        """A trial that ended before its training run existed (an impossible override, a
+        duplicate) still shows up under the sweep in MLflow, with the reason."""
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        all_tags = {**tags, "error": reason}
+        all_tags = {**tags, "error" if status == "FAILED" else "stopped": reason}
         if self.parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{tags['optuna.trial_number']}",
                                      tags=all_tags)
-        self.client.set_terminated(run.info.run_id, "FAILED")
+        self.client.set_terminated(run.info.run_id, status)
         return run.info.run_id

@@ -23,11 +23,22 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.user_attrs.get("constraints", []))
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial that meets the metric constraints (if any does); for
-    several objectives, the Pareto-optimal one that is best on the first objective."""
+def violation(trial: optuna.trial.FrozenTrial) -> float:
+    return sum(max(0.0, v) for v in trial.user_attrs.get("constraints", []))
+
+
+def closest_infeasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The complete trial that misses the metric constraints by the least."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    candidates = [t for t in complete if feasible(t)] or complete
+    return min(complete, key=violation, default=None)
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial that meets the metric constraints; for several objectives,
+    the Pareto-optimal one that is best on the first objective. None when no trial meets
+    them: an infeasible trial is never the best one (see :func:`closest_infeasible`)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    candidates = [t for t in complete if feasible(t)]
     if not candidates:
         return None
     maximise = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -55,8 +66,21 @@ def summary(study: optuna.Study, definition: SweepDefinition) -> dict:
         "best_values": dict(zip(definition.metrics, best.values)) if best else None,
         "best_params": dict(best.params) if best else None,
         "best_run_id": best.user_attrs.get("mlflow_run_id") if best else None,
+        "constraints_met": best is not None or not any_complete(states),
     }
+    if best is None and any_complete(states):
+        closest = closest_infeasible(study)
+        result["closest_trial"] = closest.number
+        result["closest_run_id"] = closest.user_attrs.get("mlflow_run_id")
+        log.warning("no trial met the metric constraints %s: the sweep has no best trial and exports nothing; "
+                    "the closest is trial %d (run %s), export it with run_id=%s if you accept that",
+                    dict(zip(closest.user_attrs.get("constraint_names", []), closest.user_attrs.get("constraints", []))),
+                    closest.number, result["closest_run_id"], result["closest_run_id"])
     return result
+
+
+def any_complete(states: list) -> bool:
+    return TrialState.COMPLETE in states
 
 
 def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> list[str]:
@@ -93,7 +117,7 @@ def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> li
 
 def log_report(client, parent_run_id: str, study: optuna.Study, definition: SweepDefinition) -> dict:
     """Write the sweep's metrics, tags and artifacts on its parent run; return the summary."""
-    from kws_research.tracking.runs import artifact_dir, log_metrics
+    from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
 
     result = summary(study, definition)
     log_metrics(client, parent_run_id, {k: result[k] for k in ("n_complete", "n_pruned", "n_failed")})
@@ -102,11 +126,14 @@ def log_report(client, parent_run_id: str, study: optuna.Study, definition: Swee
         client.set_tag(parent_run_id, "best_trial", str(result["best_trial"]))
     if result["best_run_id"]:
         client.set_tag(parent_run_id, "best_run_id", result["best_run_id"])
+    client.set_tag(parent_run_id, "constraints_met", str(result["constraints_met"]).lower())
+    if result.get("closest_run_id"):
+        client.set_tag(parent_run_id, "closest_run_id", result["closest_run_id"])
     with artifact_dir() as folder:
         (folder / "sweep.yaml").write_text(definition.to_yaml())
         frame = study.trials_dataframe(attrs=("number", "value" if not definition.multi_objective else "values",
                                               "state", "params", "user_attrs", "duration", "datetime_start"))
         frame.to_csv(folder / "trials.csv", index=False)
         result["plots"] = _plots(study, definition, folder)
-        client.log_artifacts(parent_run_id, str(folder))
+        log_artifacts(client, parent_run_id, folder)
     return result

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
 import tempfile
 import time
 import warnings
@@ -28,32 +26,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
+from kws_research.processes import check_interrupted, owner_is_dead
 from kws_research.sweeping import factories
 from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.space import Dimension, parse
 
 log = logging.getLogger(__name__)
 
-HOST = socket.gethostname()
 KILLED_REASON = "worker stopped before the trial finished (interrupted, killed, or stale heartbeat)"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def worker_is_dead(worker: str | None) -> bool:
-    """``host:pid`` of a worker on this host whose process no longer exists."""
-    if not worker or ":" not in worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    return host == HOST and pid.isdigit() and not pid_alive(int(pid))
+INVOCATIONS = "sampler_invocations"
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
@@ -88,7 +69,7 @@ def end_interrupted_trial(study: optuna.Study, trial: FrozenTrial, client) -> No
 
 def fail_dead_local_trials(study: optuna.Study, client) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_is_dead(trial.user_attrs.get("worker")):
+        if owner_is_dead(trial.user_attrs.get("worker")):
             try:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -152,9 +133,38 @@ def trial_budget(definition: SweepDefinition, space: list[Dimension]) -> int:
     return min(int(definition.n_trials), size)
 
 
+def storage_identity(url: str) -> str:
+    """The storage a URL names: relative sqlite/journal paths resolved against the
+    working directory, so ``sqlite:///optuna.db`` in two checkouts are two storages."""
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix):
+            return prefix + str(Path(url[len(prefix):]).expanduser().resolve())
+    return url
+
+
 def lock_for(definition: SweepDefinition) -> FileLock:
-    key = hashlib.sha1(f"{definition.storage}|{definition.study_name}".encode()).hexdigest()[:16]
+    identity = f"{storage_identity(str(definition.storage))}|{definition.study_name}"
+    key = hashlib.sha1(identity.encode()).hexdigest()[:16]
     return FileLock(Path(tempfile.gettempdir()) / f"kws-sweep-{key}.lock")
+
+
+def invocation_seed(seed: int, invocation: int) -> int:
+    """The study seed for the first sampler that joins a study (a fresh sweep stays
+    reproducible); a derived one for every later sampler (a resumed sweep, another
+    worker), so they do not propose the settings the first one already ran."""
+    if invocation == 0:
+        return int(seed)
+    return int(hashlib.sha256(f"{seed}:{invocation}".encode()).hexdigest()[:8], 16)
+
+
+def join_study(study: optuna.Study, definition: SweepDefinition, space: list[Dimension]) -> None:
+    """Give this worker its own sampler seed (call under the sweep lock)."""
+    from kws_research.sweeping.objective import metric_constraints
+
+    invocation = int(study.user_attrs.get(INVOCATIONS, 0))
+    study.set_user_attr(INVOCATIONS, invocation + 1)
+    seed = invocation_seed(int(definition.seed), invocation)
+    study.sampler = factories.sampler(definition.sampler, seed, space, len(metric_constraints(definition.constraints)))
 
 
 def work(definition: SweepDefinition, parent_run_id: str | None, deadline: float | None) -> int:
@@ -169,10 +179,13 @@ def work(definition: SweepDefinition, parent_run_id: str | None, deadline: float
     study = open_study(definition, space, client)
     experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or base.dataset.name)
     lock = lock_for(definition)
+    with lock:
+        join_study(study, definition, space)
     objective = Objective(definition, space, parent_run_id, client, experiment, on_trial_start=lock.release)
     budget = trial_budget(definition, space)
     ran = 0
     while True:
+        check_interrupted()
         lock.acquire()
         try:
             recover(study, client)

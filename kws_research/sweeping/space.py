@@ -20,8 +20,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kws_research.config import CONF_DIR
 from kws_research.errors import ConfigError
+from kws_research.paths import CONF_DIR
 
 PLAIN = re.compile(r"^[A-Za-z0-9_.:/\-]+$")
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 
 from omegaconf import OmegaConf
 
 
 def main(path: str) -> None:
-    from kws_research.cli import _interrupt, quiet_native_logs
+    from kws_research.cli import quiet_native_logs
+    from kws_research.processes import install_interrupt_handlers
 
     quiet_native_logs()
-    signal.signal(signal.SIGTERM, _interrupt)
+    install_interrupt_handlers()
     import logging
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)

@@ -15,10 +15,14 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from kws_research.errors import KwsError, one_line
+from kws_research.paths import PACKAGE_DIR
+from kws_research.processes import current_owner, owner_is_dead
+
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 MAX_PARAM_LENGTH = 6000
+OWNER_TAG = "kws.owner"  # host:pid of the process that runs it
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
@@ -37,9 +41,9 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
 def git_commit() -> str:
     """Commit of the harness code (``+dirty`` when it has uncommitted changes)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR.parent, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_DIR.parent,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -47,8 +51,8 @@ def git_commit() -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text[:4900]
+    """The ``error`` tag: MLflow keeps 5,000 characters of a tag, so the start and the end."""
+    return one_line(exc, limit=4900)
 
 
 @contextlib.contextmanager
@@ -58,6 +62,7 @@ def tracked_run(client, experiment_id: str, run_name: str | None, tags: Mapping[
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     all_tags = {k: str(v) for k, v in tags.items()}
+    all_tags[OWNER_TAG] = current_owner()
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
@@ -77,6 +82,24 @@ def tracked_run(client, experiment_id: str, run_name: str | None, tags: Mapping[
         client.set_terminated(run_id, "FINISHED")
 
 
+def end_dead_runs(client) -> list[str]:
+    """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power
+    loss) end KILLED, with the reason; every stage calls this when it opens the store."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    ended = []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner_is_dead(owner):
+            client.set_tag(run.info.run_id, "error", f"its process {owner} died before the run ended")
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.info("marked %d run(s) of dead processes KILLED: %s", len(ended), ", ".join(ended))
+    return ended
+
+
 def log_metrics(client, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
     from mlflow.entities import Metric
 
@@ -92,6 +115,24 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
+
+
+def log_artifacts(client, run_id: str, local: Path | str, artifact_path: str | None = None) -> None:
+    """Log a file or a folder's content; a store that cannot take it (full, read-only)
+    becomes one line naming where the artifacts go and how to move them."""
+    local = Path(local)
+    try:
+        if local.is_dir():
+            client.log_artifacts(run_id, str(local), artifact_path)
+        else:
+            client.log_artifact(run_id, str(local), artifact_path)
+    except OSError as exc:
+        where = client.get_run(run_id).info.artifact_uri
+        raise KwsError(
+            f"tracking.artifact_location: cannot write the artifacts of run {run_id} to {where} "
+            f"({exc.strerror or exc}); free space there, or set tracking.artifact_location=<folder> together "
+            "with a new tracking.experiment=<name> (an experiment keeps the artifact folder it was created with)"
+        ) from exc
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kws_research.errors import KwsError
+from kws_research.tracking.runs import end_dead_runs
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,17 @@ def _quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+REMOTE_SCHEMES = ("http://", "https://", "databricks")
+
+
 def is_remote(uri: str) -> bool:
-    return uri.startswith(("http://", "https://", "databricks"))
+    return uri.startswith(REMOTE_SCHEMES)
 
 
 def check_reachable(uri: str) -> None:
     """Fail fast with one line instead of MLflow's minutes of retries."""
+    if uri.startswith("databricks"):
+        return  # ``databricks`` or ``databricks://<profile>``: MLflow resolves and reports it
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
@@ -52,6 +58,9 @@ def check_reachable(uri: str) -> None:
             raise KwsError(f"tracking.uri: folder {folder} of {uri} does not exist; create it or change tracking.uri")
         if path.exists() and not os.access(path, os.W_OK):
             raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
+        if not path.exists() and not os.access(folder, os.W_OK):
+            raise KwsError(f"tracking.uri: cannot create {path} in {folder.resolve()} (not writable); run from a "
+                           "writable folder or set tracking.uri=sqlite:////<writable folder>/mlruns.db")
     elif uri.startswith("file:") or "://" not in uri:
         raise KwsError(
             f"tracking.uri: {uri} is MLflow's deprecated file store; use sqlite:///mlruns.db or an http:// server"
@@ -71,7 +80,9 @@ def client_for(tracking: Mapping):
     uri = resolve_uri(tracking)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    end_dead_runs(client)
+    return client
 
 
 def experiment_id(client, tracking: Mapping, name: str) -> str:

@@ -7,6 +7,7 @@ import time
 
 import keras
 
+from kws_research.processes import check_interrupted
 from kws_research.tracking.runs import log_metrics
 from kws_research.training.optim import current_learning_rate
 
@@ -36,6 +37,14 @@ class EpochLogger(keras.callbacks.Callback):
         metrics["lr"] = current_learning_rate(self.model.optimizer)
         metrics["epoch_seconds"] = self.epoch_seconds[-1]
         log_metrics(self.client, self.run_id, metrics, step=epoch)
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Ends training at the next epoch boundary if an interrupt was swallowed on the way
+    (Python drops exceptions raised inside finalisers)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_interrupted()
 
 
 class NonFiniteLoss(keras.callbacks.Callback):

@@ -22,6 +22,28 @@ log = logging.getLogger(__name__)
 
 FINAL_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss", "params", "macs", "train_seconds",
                  "epochs_run")
+TRAINING_METRICS = ("best_val_accuracy", "best_epoch", "train_seconds", "epochs_run", "seconds_per_epoch",
+                    "params", "macs")
+TEST_METRICS = ("test_accuracy", "test_loss", "command_accuracy")
+OPEN_SET_METRICS = ("unseen_unknown_recall", "false_command_rate", "heldout_clips")
+GATED_METRICS = ("gated_val_accuracy", "gated_test_accuracy", "gated_command_accuracy")
+
+
+def produced_metrics(cfg: DictConfig) -> set[str]:
+    """The metrics a completed run of ``cfg`` reports (test ones need a non-empty test
+    split), so a sweep can refuse an objective or constraint no run will produce."""
+    from kws_research.models.gate import METRIC
+
+    names = {*TRAINING_METRICS, *TEST_METRICS}
+    heldout = bool(cfg.dataset.get("heldout_unknown_words"))
+    if heldout:
+        names.update(OPEN_SET_METRICS)
+    openset = cfg.get("openset") or {}
+    if openset.get("gate"):
+        names.update({METRIC[str(openset.get("rule", "threshold"))], *GATED_METRICS})
+        if heldout:
+            names.update(f"gated_{key}" for key in OPEN_SET_METRICS if key != "heldout_clips")
+    return names
 
 
 @dataclass
@@ -106,6 +128,7 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         "model": model_label,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
+        "test_fingerprint": data.test_fingerprint,
         "git_commit": git_commit(),
         "seed": str(cfg.seed),
         **hooks.tags,
@@ -121,20 +144,28 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
             return _train_in_run(cfg, resolved, data, client, run_id, hooks)
 
 
-def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
+def fresh_session(seed: int, deterministic: bool = True) -> None:
+    """Clear Keras' global state, then seed: clearing after seeding would drop the seed
+    Keras stores for its global seed generator."""
     import keras
     import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
+    import keras
 
     from kws_research.models import build_model, complexity
     from kws_research.tracking.runs import log_metrics
     from kws_research.training import optim, pipeline
     from kws_research.training.augment import AugmentSettings, WaveformAugmenter
-    from kws_research.training.callbacks import EpochLogger, NonFiniteLoss
+    from kws_research.training.callbacks import EpochLogger, InterruptCheck, NonFiniteLoss
 
-    keras.utils.set_random_seed(int(cfg.seed))
-    if cfg.trainer.get("deterministic", True):
-        tf.config.experimental.enable_op_determinism()
-    keras.backend.clear_session()
+    fresh_session(int(cfg.seed), bool(cfg.trainer.get("deterministic", True)))
     num_classes = len(data.classes)
     model = build_model(cfg.model, num_classes, spec_augment=cfg.augment.get("spec_augment"))
     sizes = complexity(model)
@@ -160,7 +191,7 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                             restore_best_weights=True, verbose=0)
     epoch_logger = EpochLogger(client, run_id)
-    callbacks = [epoch_logger, NonFiniteLoss(), stopper, *schedule_callbacks, *hooks.callbacks]
+    callbacks = [epoch_logger, InterruptCheck(), NonFiniteLoss(), stopper, *schedule_callbacks, *hooks.callbacks]
     started = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, shuffle=False, verbose=_verbosity(cfg.trainer.get("verbose")))
@@ -187,28 +218,35 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     return TrainResult(run_id, metrics, intermediate=val_history)
 
 
-def _gate_metrics(data, probs: dict, classes: list[str], rule: str, max_drop: float) -> dict:
-    """Calibrate the open-set rule on validation and measure it (export folds it in)."""
+def _gate_metrics(data, probs: dict, classes: list[str], rule: str, max_drop: float) -> tuple[dict, dict]:
+    """Calibrate the open-set rule on validation and measure it (export folds it in);
+    returns the metrics and the gated model's per-class test accuracy."""
     from kws_research.models import gate
     from kws_research.training import evaluate
 
-    value = gate.calibrate(data.splits["validation"].labels, probs["validation"], classes, max_drop, rule)
+    validation = data.splits["validation"].labels
+    value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule)
     out = {gate.METRIC[rule]: value}
+    gated_val = gate.apply(probs["validation"], value, classes, rule)
+    out["gated_val_accuracy"] = evaluate.classification(validation, gated_val, classes)["accuracy"]
+    per_class = {}
     if "test" in probs:
         adjusted = gate.apply(probs["test"], value, classes, rule)
-        out["gated_test_accuracy"] = evaluate.classification(data.splits["test"].labels, adjusted, classes)["accuracy"]
+        result = evaluate.classification(data.splits["test"].labels, adjusted, classes)
+        out["gated_test_accuracy"] = result["accuracy"]
+        per_class = result["per_class_accuracy"]
         out["gated_command_accuracy"] = evaluate.command_accuracy(data.splits["test"].labels, adjusted, classes)
     if "heldout" in probs:
         for key, metric in evaluate.open_set(gate.apply(probs["heldout"], value, classes, rule), classes).items():
             if key != "heldout_clips":
                 out[f"gated_{key}"] = metric
-    return out
+    return out, per_class
 
 
 def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, history: dict,
                       metrics: Mapping) -> dict:
     """Test-split metrics and every artifact of the run contract."""
-    from kws_research.tracking.runs import artifact_dir
+    from kws_research.tracking.runs import artifact_dir, log_artifacts
     from kws_research.training import evaluate, pipeline, plots
 
     batch = int(cfg.trainer.batch_size)
@@ -229,9 +267,11 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
         log.warning("the test split is empty: no test metrics")
     if "heldout" in probs:
         final.update(evaluate.open_set(probs["heldout"], classes))
+    gated_per_class: dict = {}
     if openset.get("gate"):
-        final.update(_gate_metrics(data, probs, classes, str(openset.get("rule", "threshold")),
-                                   float(openset.get("max_command_drop", 0.01))))
+        gated, gated_per_class = _gate_metrics(data, probs, classes, str(openset.get("rule", "threshold")),
+                                               float(openset.get("max_command_drop", 0.01)))
+        final.update(gated)
     summary = {**metrics, **final}
     with artifact_dir() as folder:
         (folder / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -245,7 +285,9 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
             plots.confusion_matrix_png(test_result["confusion"], classes, folder / "confusion_matrix.png",
                                        f"{title}: test split")
             report = dict(test_result["report"], per_class_accuracy=test_result["per_class_accuracy"])
+            if gated_per_class:
+                report["gated_per_class_accuracy"] = gated_per_class
             (folder / "classification_report.json").write_text(json.dumps(report, indent=1))
         (folder / "summary.json").write_text(json.dumps({"run_id": run_id, **summary}, indent=1))
-        client.log_artifacts(run_id, str(folder))
+        log_artifacts(client, run_id, folder)
     return final

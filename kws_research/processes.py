@@ -1,0 +1,59 @@
+"""Which process owns what, and how a process is told to stop.
+
+Runs, trials and temporary folders record their ``host:pid`` owner so that a later
+process can tell work in progress from work whose process was killed. Ctrl-C and
+SIGTERM raise ``KeyboardInterrupt`` and are remembered: Python drops an exception
+raised while a finaliser runs, so long loops also ask :func:`check_interrupted`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+HOST = socket.gethostname()
+
+
+def current_owner() -> str:
+    """``host:pid`` of this process (after a fork, of the child)."""
+    return f"{HOST}:{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """``host:pid`` of a process on this host that no longer exists."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    return host == HOST and pid.isdigit() and not pid_alive(int(pid))
+
+
+_interrupted = threading.Event()
+
+
+def _interrupt(signum, frame) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def install_interrupt_handlers() -> None:
+    """SIGINT and SIGTERM end a stage like Ctrl-C, so tracked runs end KILLED, not RUNNING."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def check_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` again if an interrupt arrived (and was swallowed)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt("interrupted")

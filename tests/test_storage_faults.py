@@ -1,0 +1,77 @@
+"""A full disk, a read-only working folder and a full artifact store: one error line
+naming the folder and the override that moves it, nothing half-written left behind.
+
+Each test mounts a tiny tmpfs in a private namespace (``unshare``); where the machine
+cannot, the test is skipped with that reason."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import small_filesystem_command
+from mlflow.tracking import MlflowClient
+
+
+def stage(module: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", f"kws_research.{module}", *overrides]
+
+
+def run_on_small_filesystem(command, mount, cwd, size_kb, read_only=False):
+    wrapped = small_filesystem_command(command, mount, cwd, size_kb, read_only)
+    if wrapped is None:
+        pytest.skip("cannot mount a tmpfs in a user namespace here (unshare -rm)")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the stage's default store
+    return subprocess.run(wrapped, capture_output=True, text=True, timeout=300,
+                          env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def last_line(result) -> str:
+    return [line for line in result.stderr.splitlines() if line.strip()][-1]
+
+
+def data_args(tone_root) -> list[str]:
+    return ["dataset=speech_commands", f"dataset.root={tone_root}", "dataset.commands=[yes,no,up]"]
+
+
+def test_a_full_disk_while_building_the_cache_is_one_line_and_leaves_no_temporary(tone_root, tmp_path):
+    mount = tmp_path / "small"
+    result = run_on_small_filesystem(stage("prepare", *data_args(tone_root), f"dataset.cache_dir={mount}"),
+                                     mount, tmp_path, size_kb=256)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    line = last_line(result)
+    assert line.startswith(f"error: dataset.cache_dir: {mount}/prepared has ") and "the cache needs" in line
+    assert "dataset.cache_dir=<folder with space>" in line
+    assert "LEFT" not in result.stdout
+
+
+def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root, tmp_path):
+    work = tmp_path / "readonly"
+    train = ["model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0", "augment=none"]
+    result = run_on_small_filesystem(stage("train", *data_args(tone_root), *train), work, work, 64, read_only=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last_line(result) == ("error: dataset.cache_dir: cannot write to .cache/kws_research/prepared "
+                                 "(Read-only file system); set dataset.cache_dir=<writable folder>")
+    result = run_on_small_filesystem(stage("train", *data_args(tone_root), *train,
+                                           f"dataset.cache_dir={tmp_path}/cache"), work, work, 64, read_only=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last_line(result).startswith(f"error: tracking.uri: cannot create mlruns.db in {work} (not writable)")
+
+
+def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    db = tmp_path / "mlruns.db"
+    command = stage("train", *data_args(tone_root), "model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0",
+                    "augment=none", f"dataset.cache_dir={tmp_path}/cache", f"tracking.uri=sqlite:///{db}",
+                    f"tracking.artifact_location={artifacts}")
+    result = run_on_small_filesystem(command, artifacts, tmp_path, size_kb=64)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = last_line(result)
+    assert line.startswith("error: tracking.artifact_location: cannot write the artifacts of run ")
+    assert "No space left on device" in line and "tracking.experiment=<name>" in line
+    client = MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("speech_commands").experiment_id])
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
