@@ -41,6 +41,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check kws_research tests benchmarks
+	$(PY) -m ruff format --check kws_research tests benchmarks
 
 bench-data: $(STAMP)
 	$(PY) -m benchmarks.bench_data --subset $(SUBSET) $(BENCH_ARGS)

@@ -43,25 +43,40 @@ def main() -> None:
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     common = data_overrides(args.data, args.commands or None) + [
-        f"trainer.epochs={args.epochs}", "trainer.verbose=2", f"tracking.uri={args.tracking_uri}",
-        f"tracking.artifact_location={report.RESULTS}/mlartifacts", "tracking.experiment=bench-accuracy",
+        f"trainer.epochs={args.epochs}",
+        "trainer.verbose=2",
+        f"tracking.uri={args.tracking_uri}",
+        f"tracking.artifact_location={report.RESULTS}/mlartifacts",
+        "tracking.experiment=bench-accuracy",
     ]
     rows = []
     plans = [("seed_cnn1d (baseline, tutorial recipe)", ["+experiment=baseline"])]
-    plans += [(m, [f"model={m}", "optimizer=adamw", "augment=standard", "trainer.early_stopping_patience=null"])
-              for m in args.models]
+    plans += [
+        (m, [f"model={m}", "optimizer=adamw", "augment=standard", "trainer.early_stopping_patience=null"])
+        for m in args.models
+    ]
     for label, overrides in plans:
         metrics = run(common + overrides)
-        rows.append({"model": label, "params": int(metrics["params"]), "macs": int(metrics["macs"]),
-                     "val_accuracy": round(metrics["best_val_accuracy"], 4),
-                     "test_accuracy": round(metrics["test_accuracy"], 4),
-                     "s_per_epoch": round(metrics["seconds_per_epoch"], 1), "epochs": int(metrics["epochs_run"]),
-                     "minutes": round(metrics["train_seconds"] / 60, 1), "run_id": metrics["run_id"]})
+        rows.append(
+            {
+                "model": label,
+                "params": int(metrics["params"]),
+                "macs": int(metrics["macs"]),
+                "val_accuracy": round(metrics["best_val_accuracy"], 4),
+                "test_accuracy": round(metrics["test_accuracy"], 4),
+                "s_per_epoch": round(metrics["seconds_per_epoch"], 1),
+                "epochs": int(metrics["epochs_run"]),
+                "minutes": round(metrics["train_seconds"] / 60, 1),
+                "run_id": metrics["run_id"],
+            }
+        )
         print(rows[-1], flush=True)
-    notes = (f"Data: {args.data} (commands {args.commands or 'default'}); budget {args.epochs} epochs "
-             "(baseline: early stopping with patience 8, as its recipe). val = best validation accuracy; "
-             "test = the local test split at the best-validation weights. MACs per 1 s clip include the "
-             "in-graph front end.")
+    notes = (
+        f"Data: {args.data} (commands {args.commands or 'default'}); budget {args.epochs} epochs "
+        "(baseline: early stopping with patience 8, as its recipe). val = best validation accuracy; "
+        "test = the local test split at the best-validation weights. MACs per 1 s clip include the "
+        "in-graph front end."
+    )
     report.write("accuracy", {"data": args.data, "epochs": args.epochs}, rows, "Model zoo accuracy", notes)
 
 

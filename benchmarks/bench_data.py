@@ -47,20 +47,36 @@ def main() -> None:
             cached = prepare(cfg)
             read_everything(cached)
             cache_seconds = time.perf_counter() - started
-            rows.append({"step": "decode subset from WAV (prepare, cold)", "clips": clips,
-                         "seconds": round(wav_seconds, 3), "clips_per_s": round(clips / wav_seconds, 1)})
-            rows.append({"step": "read subset from cache (prepare, warm, every sample read)",
-                         "clips": clips, "seconds": round(cache_seconds, 3),
-                         "clips_per_s": round(clips / cache_seconds, 1)})
+            rows.append(
+                {
+                    "step": "decode subset from WAV (prepare, cold)",
+                    "clips": clips,
+                    "seconds": round(wav_seconds, 3),
+                    "clips_per_s": round(clips / wav_seconds, 1),
+                }
+            )
+            rows.append(
+                {
+                    "step": "read subset from cache (prepare, warm, every sample read)",
+                    "clips": clips,
+                    "seconds": round(cache_seconds, 3),
+                    "clips_per_s": round(clips / cache_seconds, 1),
+                }
+            )
         else:
             print(f"skipping the subset rows: {args.subset} is not a folder")
         settings = GeneratorSettings(speakers=args.speakers, repetitions=args.repetitions)
         started = time.perf_counter()
         description = generate(Path(tmp) / "synthetic", settings)
         seconds = time.perf_counter() - started
-        rows.append({"step": f"generate synthetic ({args.speakers} speakers x {args.repetitions} reps x 35 words)",
-                     "clips": description["clips"], "seconds": round(seconds, 3),
-                     "clips_per_s": round(description["clips"] / seconds, 1)})
+        rows.append(
+            {
+                "step": f"generate synthetic ({args.speakers} speakers x {args.repetitions} reps x 35 words)",
+                "clips": description["clips"],
+                "seconds": round(seconds, 3),
+                "clips_per_s": round(description["clips"] / seconds, 1),
+            }
+        )
     report.write("data", {"subset": args.subset}, rows, "Data throughput")
 
 

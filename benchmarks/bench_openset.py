@@ -22,14 +22,30 @@ CONFIGS = {
     "+ spliced": ["dataset.unknown_percentage=20", "dataset.unknown_sources.spliced=1.0"],
     "spliced for half the words (10%)": ["dataset.unknown_percentage=10", "dataset.unknown_sources.spliced=1.0"],
     "spliced for half the words + unknown prior (0.25 pt)": [
-        "dataset.unknown_percentage=10", "dataset.unknown_sources.spliced=1.0", "openset.rule=prior",
-        "openset.max_command_drop=0.0025"],
-    "+ all three": ["dataset.unknown_percentage=25", "dataset.unknown_sources.words=0.4",
-                    "dataset.unknown_sources.synthetic=0.2", "dataset.unknown_sources.reversed=0.2",
-                    "dataset.unknown_sources.spliced=0.2"],
+        "dataset.unknown_percentage=10",
+        "dataset.unknown_sources.spliced=1.0",
+        "openset.rule=prior",
+        "openset.max_command_drop=0.0025",
+    ],
+    "+ all three": [
+        "dataset.unknown_percentage=25",
+        "dataset.unknown_sources.words=0.4",
+        "dataset.unknown_sources.synthetic=0.2",
+        "dataset.unknown_sources.reversed=0.2",
+        "dataset.unknown_sources.spliced=0.2",
+    ],
 }
-METRICS = ("best_val_accuracy", "test_accuracy", "command_accuracy", "unseen_unknown_recall", "false_command_rate",
-           "gate_setting", "gated_command_accuracy", "gated_unseen_unknown_recall", "gated_false_command_rate")
+METRICS = (
+    "best_val_accuracy",
+    "test_accuracy",
+    "command_accuracy",
+    "unseen_unknown_recall",
+    "false_command_rate",
+    "gate_setting",
+    "gated_command_accuracy",
+    "gated_unseen_unknown_recall",
+    "gated_false_command_rate",
+)
 
 
 def main() -> None:
@@ -40,17 +56,28 @@ def main() -> None:
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     parser.add_argument("--model", default="tc_resnet")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0],
-                        help="train every (word, config) once per seed; rows average them (training noise is "
-                             "about +-0.4 points of command accuracy)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0],
+        help="train every (word, config) once per seed; rows average them (training noise is "
+        "about +-0.4 points of command accuracy)",
+    )
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     common = data_overrides(args.data, args.commands) + [
-        f"model={args.model}", "optimizer=adamw", "augment=standard", f"trainer.epochs={args.epochs}",
-        "trainer.early_stopping_patience=null", "trainer.verbose=2", "openset.gate=true",
+        f"model={args.model}",
+        "optimizer=adamw",
+        "augment=standard",
+        f"trainer.epochs={args.epochs}",
+        "trainer.early_stopping_patience=null",
+        "trainer.verbose=2",
+        "openset.gate=true",
         f"tracking.uri={args.tracking_uri}",
-        f"tracking.artifact_location={report.RESULTS}/mlartifacts", "tracking.experiment=bench-openset",
+        f"tracking.artifact_location={report.RESULTS}/mlartifacts",
+        "tracking.experiment=bench-openset",
     ]
     runs = []
     for seed in args.seeds:
@@ -58,8 +85,15 @@ def main() -> None:
             for name in args.configs:
                 metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
                 metrics["gate_setting"] = next(metrics[k] for k in METRIC.values() if k in metrics)
-                runs.append({"heldout": word, "seed": seed, "config": name, **{k: metrics.get(k) for k in METRICS},
-                             "run_id": metrics["run_id"]})
+                runs.append(
+                    {
+                        "heldout": word,
+                        "seed": seed,
+                        "config": name,
+                        **{k: metrics.get(k) for k in METRICS},
+                        "run_id": metrics["run_id"],
+                    }
+                )
                 print(runs[-1], flush=True)
     rows = []
     for name in args.configs:
@@ -70,21 +104,33 @@ def main() -> None:
         rows.append(row)
     base = rows[0]
     for row in rows:
-        row["recall_x_vs_words_only"] = round(row["unseen_unknown_recall"] / max(base["unseen_unknown_recall"], 1e-9), 2)
+        row["recall_x_vs_words_only"] = round(
+            row["unseen_unknown_recall"] / max(base["unseen_unknown_recall"], 1e-9), 2
+        )
         row["command_acc_change_pts"] = round(100 * (row["command_accuracy"] - base["command_accuracy"]), 2)
     per_word = report.markdown_table(runs, ["heldout", "seed", "config", *METRICS])
-    notes = (f"Data: {Path(args.data)} ({args.commands}); model {args.model}, {args.epochs} epochs, AdamW + cosine, "
-             "standard augmentation; mean over held-out words " + ", ".join(args.heldout)
-             + " and seeds " + ", ".join(map(str, args.seeds)) + ". "
-             "unseen_unknown_recall: share of the held-out word's clips classified unknown; false_command_rate: "
-             "share classified as a command; command_accuracy: test accuracy on command-word clips; validation "
-             "and test keep the standard unknown composition (auxiliary words), so accuracies compare. gated_*: the "
-             "same model with its open-set rule calibrated on validation, as export folds it into the Core ML "
-             "model: the confidence gate (threshold) at most 1 point of validation command accuracy unless the "
-             "row names another rule and budget; gate_setting is its threshold or unknown weight.\n\n"
-             "Per held-out word and seed:\n\n" + per_word)
-    report.write("openset", {"runs": runs, "epochs": args.epochs, "model": args.model, "seeds": args.seeds}, rows,
-                 "Open-set unknown: unseen words", notes)
+    notes = (
+        f"Data: {Path(args.data)} ({args.commands}); model {args.model}, {args.epochs} epochs, AdamW + cosine, "
+        "standard augmentation; mean over held-out words "
+        + ", ".join(args.heldout)
+        + " and seeds "
+        + ", ".join(map(str, args.seeds))
+        + ". "
+        "unseen_unknown_recall: share of the held-out word's clips classified unknown; false_command_rate: "
+        "share classified as a command; command_accuracy: test accuracy on command-word clips; validation "
+        "and test keep the standard unknown composition (auxiliary words), so accuracies compare. gated_*: the "
+        "same model with its open-set rule calibrated on validation, as export folds it into the Core ML "
+        "model: the confidence gate (threshold) at most 1 point of validation command accuracy unless the "
+        "row names another rule and budget; gate_setting is its threshold or unknown weight.\n\n"
+        "Per held-out word and seed:\n\n" + per_word
+    )
+    report.write(
+        "openset",
+        {"runs": runs, "epochs": args.epochs, "model": args.model, "seeds": args.seeds},
+        rows,
+        "Open-set unknown: unseen words",
+        notes,
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,16 @@ def sweep(folder: Path, name: str, extra: list[str]) -> tuple[dict, float]:
     from kws_research.sweeping.coordinator import run_sweep
     from kws_research.sweeping.definition import load
 
-    args = ["sweep=quick", f"storage=sqlite:///{folder}/optuna.db", f"study_name={name}", "export.enabled=false",
-            f"tracking.uri=sqlite:///{folder}/mlruns.db", f"tracking.artifact_location={folder}/mlartifacts",
-            "trainer.verbose=0", *extra]
+    args = [
+        "sweep=quick",
+        f"storage=sqlite:///{folder}/optuna.db",
+        f"study_name={name}",
+        "export.enabled=false",
+        f"tracking.uri=sqlite:///{folder}/mlruns.db",
+        f"tracking.artifact_location={folder}/mlartifacts",
+        "trainer.verbose=0",
+        *extra,
+    ]
     started = time.perf_counter()
     result = run_sweep(load(args))
     return result, time.perf_counter() - started
@@ -53,17 +60,30 @@ def memory_over_trials(folder: Path, trials: int) -> dict:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
-        sweep(folder, "memory", [f"n_trials={trials}", "sampler.name=random", "pruner.name=none",
-                                 "constraints.max_params=null", "trainer.epochs=1",
-                                 "dataset.generator.speakers=8", "dataset.generator.repetitions=1"])
+        sweep(
+            folder,
+            "memory",
+            [
+                f"n_trials={trials}",
+                "sampler.name=random",
+                "pruner.name=none",
+                "constraints.max_params=null",
+                "trainer.epochs=1",
+                "dataset.generator.speakers=8",
+                "dataset.generator.repetitions=1",
+            ],
+        )
     finally:
         stop.set()
         thread.join()
     study = optuna.load_study(study_name="memory", storage=f"sqlite:///{folder}/optuna.db")
     ends = sorted(t.datetime_complete.timestamp() for t in study.get_trials(deepcopy=False) if t.datetime_complete)
     rss_at = [next((r for t, r in reversed(samples) if t <= end), 0) / 2**20 for end in ends]
-    return {"trials": len(ends), "rss_mb_after_trial": [round(v, 1) for v in rss_at],
-            "peak_rss_mb": round(max((r for _, r in samples), default=0) / 2**20, 1)}
+    return {
+        "trials": len(ends),
+        "rss_mb_after_trial": [round(v, 1) for v in rss_at],
+        "peak_rss_mb": round(max((r for _, r in samples), default=0) / 2**20, 1),
+    }
 
 
 def main() -> None:
@@ -76,22 +96,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_quick:
-            for label, name, extra in (("median pruning (quick as shipped)", "pruned", []),
-                                       ("no pruning", "unpruned", ["pruner.name=none"])):
+            for label, name, extra in (
+                ("median pruning (quick as shipped)", "pruned", []),
+                ("no pruning", "unpruned", ["pruner.name=none"]),
+            ):
                 result, seconds = sweep(folder, name, extra)
-                rows.append({"sweep": label, "trials": result["n_trials"], "pruned": result["n_pruned"],
-                             "trial_epochs": trial_epochs(folder, name), "minutes": round(seconds / 60, 1),
-                             "best_val_accuracy": round(result["best_value"], 4)})
+                rows.append(
+                    {
+                        "sweep": label,
+                        "trials": result["n_trials"],
+                        "pruned": result["n_pruned"],
+                        "trial_epochs": trial_epochs(folder, name),
+                        "minutes": round(seconds / 60, 1),
+                        "best_val_accuracy": round(result["best_value"], 4),
+                    }
+                )
                 print(rows[-1], flush=True)
         memory = memory_over_trials(folder, args.memory_trials)
     rss = memory["rss_mb_after_trial"]
     payload["memory"] = memory
     tail = rss[len(rss) // 3 :]
     growth = (tail[-1] - tail[0]) / max(1, len(tail) - 1) if len(tail) > 1 else 0.0
-    notes = (f"Memory over {memory['trials']} one-epoch trials in one process: RSS after trial 1 "
-             f"{rss[0] if rss else 0} MB, after trial {len(rss)} {rss[-1] if rss else 0} MB, median "
-             f"{statistics.median(rss) if rss else 0:.0f} MB, peak {memory['peak_rss_mb']} MB; growth over the last two thirds "
-             f"{growth:.2f} MB per trial.")
+    notes = (
+        f"Memory over {memory['trials']} one-epoch trials in one process: RSS after trial 1 "
+        f"{rss[0] if rss else 0} MB, after trial {len(rss)} {rss[-1] if rss else 0} MB, median "
+        f"{statistics.median(rss) if rss else 0:.0f} MB, peak {memory['peak_rss_mb']} MB; "
+        f"growth over the last two thirds {growth:.2f} MB per trial."
+    )
     if rows:
         report.write("sweep", payload, rows, "Sweep: pruning and memory", notes)
     else:

@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks import report
 from kws_research.config import compose
+from kws_research.contract import to_float
 
 SUBSET_COMMANDS = "[yes,no,up,down,left,right,stop]"
 
@@ -52,8 +53,9 @@ def pipeline_throughput(data, cfg, batches: int) -> dict:
     out = {}
     for name in ("none", "standard", "strong"):
         settings = AugmentSettings.from_config(compose("train", [f"augment={name}"]).augment)
-        augmenter = (WaveformAugmenter(settings, data.noise, data.noise_segments("train"), 0)
-                     if settings.active else None)
+        augmenter = (
+            WaveformAugmenter(settings, data.noise, data.noise_segments("train"), 0) if settings.active else None
+        )
         ds = pipeline.training_dataset(data.splits["train"], len(data.classes), cfg.trainer.batch_size, 0, augmenter)
         iterator = iter(ds)
         next(iterator)
@@ -81,12 +83,22 @@ def main() -> None:
     from kws_research.training import optim
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose("train", [
-            "dataset=speech_commands", f"dataset.root={args.data}", f"dataset.commands={args.commands}",
-            f"model={args.model}", "augment=none", f"trainer.epochs={args.epochs}",
-            f"trainer.batch_size={args.batch_size}", "trainer.early_stopping_patience=null", "trainer.verbose=0",
-            f"tracking.uri=sqlite:///{tmp}/bench.db", f"tracking.artifact_location={tmp}/art",
-        ])
+        cfg = compose(
+            "train",
+            [
+                "dataset=speech_commands",
+                f"dataset.root={args.data}",
+                f"dataset.commands={args.commands}",
+                f"model={args.model}",
+                "augment=none",
+                f"trainer.epochs={args.epochs}",
+                f"trainer.batch_size={args.batch_size}",
+                "trainer.early_stopping_patience=null",
+                "trainer.verbose=0",
+                f"tracking.uri=sqlite:///{tmp}/bench.db",
+                f"tracking.artifact_location={tmp}/art",
+            ],
+        )
         data = prepare(cfg.dataset)
         from mlflow.tracking import MlflowClient
 
@@ -105,36 +117,67 @@ def main() -> None:
         steps = int(np.ceil(len(data.splits["train"]) / args.batch_size))
         optimizer, loss, _ = optim.build(cfg.optimizer, steps, args.epochs)
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        x = np.asarray(data.splits["train"].audio, dtype=np.float32) / 32768.0
+        x = to_float(data.splits["train"].audio)
         y = keras.utils.to_categorical(data.splits["train"].labels, len(data.classes))
-        xv = np.asarray(data.splits["validation"].audio, dtype=np.float32) / 32768.0
+        xv = to_float(data.splits["validation"].audio)
         yv = keras.utils.to_categorical(data.splits["validation"].labels, len(data.classes))
         timer = EpochTimer().callback
-        model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, validation_data=(xv, yv),
-                  shuffle=True, callbacks=[timer], verbose=0)
+        model.fit(
+            x,
+            y,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            validation_data=(xv, yv),
+            shuffle=True,
+            callbacks=[timer],
+            verbose=0,
+        )
         bare_seconds = timer.seconds
         step_seconds = steady(bare_seconds) / steps
         throughput = pipeline_throughput(data, cfg, batches=3 * steps // 2)
 
     stage, bare = steady(stage_seconds), steady(bare_seconds)
     rows = [
-        {"path": "train stage (tf.data from the cache, MLflow logging, callbacks)",
-         "s_per_epoch": round(stage, 3), "epochs": len(stage_seconds)},
-        {"path": "bare model.fit on in-memory float32 arrays", "s_per_epoch": round(bare, 3),
-         "epochs": len(bare_seconds)},
-        {"path": "train stage with augment=standard (shift, noise; SpecAugment in front-end models)",
-         "s_per_epoch": round(steady(augmented_seconds), 3), "epochs": len(augmented_seconds)},
+        {
+            "path": "train stage (tf.data from the cache, MLflow logging, callbacks)",
+            "s_per_epoch": round(stage, 3),
+            "epochs": len(stage_seconds),
+        },
+        {
+            "path": "bare model.fit on in-memory float32 arrays",
+            "s_per_epoch": round(bare, 3),
+            "epochs": len(bare_seconds),
+        },
+        {
+            "path": "train stage with augment=standard (shift, noise; SpecAugment in front-end models)",
+            "s_per_epoch": round(steady(augmented_seconds), 3),
+            "epochs": len(augmented_seconds),
+        },
     ]
-    pipeline_rows = [{"augment": name, "batches_per_s": round(rate, 1),
-                      "x_model_step_rate": round(rate * step_seconds, 1)} for name, rate in throughput.items()]
-    notes = (f"overhead ratio train/bare = {stage / bare:.3f} (target <= 1.10); model {args.model}, "
-             f"{len(data.splits['train'])} training clips, batch {args.batch_size}, median of epochs 2..{args.epochs}.\n\n"
-             "Input pipeline alone (batches/s, and how many times faster than the model's training step):\n\n"
-             + report.markdown_table(pipeline_rows))
-    report.write(f"train_overhead_{args.model}", {"ratio": stage / bare, "stage_epoch_seconds": stage_seconds,
-                                    "bare_epoch_seconds": bare_seconds, "model": args.model,
-                                    "pipeline_batches_per_s": throughput, "model_step_seconds": step_seconds},
-                 rows, "Training overhead: train stage vs bare model.fit", notes)
+    pipeline_rows = [
+        {"augment": name, "batches_per_s": round(rate, 1), "x_model_step_rate": round(rate * step_seconds, 1)}
+        for name, rate in throughput.items()
+    ]
+    notes = (
+        f"overhead ratio train/bare = {stage / bare:.3f} (target <= 1.10); model {args.model}, "
+        f"{len(data.splits['train'])} training clips, batch {args.batch_size}, median of epochs 2..{args.epochs}.\n\n"
+        "Input pipeline alone (batches/s, and how many times faster than the model's training step):\n\n"
+        + report.markdown_table(pipeline_rows)
+    )
+    report.write(
+        f"train_overhead_{args.model}",
+        {
+            "ratio": stage / bare,
+            "stage_epoch_seconds": stage_seconds,
+            "bare_epoch_seconds": bare_seconds,
+            "model": args.model,
+            "pipeline_batches_per_s": throughput,
+            "model_step_seconds": step_seconds,
+        },
+        rows,
+        "Training overhead: train stage vs bare model.fit",
+        notes,
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ RESULTS = Path(__file__).parent / "results"
 def machine() -> dict:
     import os
 
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -33,8 +37,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def write(name: str, payload: dict, rows: list[dict], title: str, notes: str = "",
-          columns: list[str] | None = None) -> Path:
+def write(
+    name: str, payload: dict, rows: list[dict], title: str, notes: str = "", columns: list[str] | None = None
+) -> Path:
     """Save ``results/<name>.json`` and ``results/<name>.md``; print the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(), **payload, "rows": rows}

@@ -46,12 +46,16 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
     except MissingConfigException as exc:
         group, _, option = str(exc.missing_cfg_file).rpartition("/")
         if exc.options:
-            raise ConfigError(group or "config", f"no option {option!r}",
-                              f"available: {', '.join(exc.options)}") from None
+            raise ConfigError(
+                group or "config", f"no option {option!r}", f"available: {', '.join(exc.options)}"
+            ) from None
         raise ConfigError(group or "config", str(exc).splitlines()[0]) from None
     except OverrideParseException as exc:
-        raise ConfigError(str(exc.override or "override"), f"cannot parse ({exc.message.splitlines()[0]})",
-                          "see https://hydra.cc/docs/advanced/override_grammar/basic") from None
+        raise ConfigError(
+            str(exc.override or "override"),
+            f"cannot parse ({exc.message.splitlines()[0]})",
+            "see https://hydra.cc/docs/advanced/override_grammar/basic",
+        ) from None
     except Exception as exc:  # ConfigCompositionException and the OmegaConf errors beneath it
         match = re.search(r"Could not override '([^']+)'", str(exc))
         if not match:

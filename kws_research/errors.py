@@ -25,4 +25,4 @@ def one_line(exc: BaseException, limit: int = 1000) -> str:
     if len(text) <= limit:
         return text
     head = limit // 3
-    return f"{text[:head]} ... {text[-(limit - head - 5):]}"
+    return f"{text[:head]} ... {text[-(limit - head - 5) :]}"

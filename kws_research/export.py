@@ -20,9 +20,11 @@ def main_export(cfg: DictConfig) -> dict:
     result = export_run(OmegaConf.to_container(cfg, resolve=True))
     print(result.pop("comparison"))
     for check in result.pop("checks"):
-        print(f"{check['format']:>13} {check['precision']}: max |diff| {check['max_abs_diff']:.2e} "
-              f"(tolerance {check['tolerance']:.0e}), agreement {100 * check['agreement']:.2f}%, "
-              f"Core ML test accuracy {100 * check['coreml_accuracy']:.2f}% on {check['clips']} clips")
+        print(
+            f"{check['format']:>13} {check['precision']}: max |diff| {check['max_abs_diff']:.2e} "
+            f"(tolerance {check['tolerance']:.0e}), agreement {100 * check['agreement']:.2f}%, "
+            f"Core ML test accuracy {100 * check['coreml_accuracy']:.2f}% on {check['clips']} clips"
+        )
     print_json_line(result)
     return result
 

@@ -30,8 +30,9 @@ def run_prepare(cfg: DictConfig) -> dict:
     """Prepare ``cfg.dataset`` and return its summary (the stage's Python API)."""
     from kws_research.data.dataset import prepare
 
-    data = prepare(OmegaConf.to_container(cfg.dataset, resolve=True), refresh=bool(cfg.get("refresh")),
-                   workers=cfg.get("workers"))
+    data = prepare(
+        OmegaConf.to_container(cfg.dataset, resolve=True), refresh=bool(cfg.get("refresh")), workers=cfg.get("workers")
+    )
     return data.summary
 
 
@@ -49,8 +50,9 @@ def main_prepare(cfg: DictConfig) -> dict:
             console.print(table)
     for warning in summary["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {warning}")
-    console.print(f"cache: {summary['cache']} ({'reused' if summary['from_cache'] else 'built'}, "
-                  f"{summary['seconds']} s)")
+    console.print(
+        f"cache: {summary['cache']} ({'reused' if summary['from_cache'] else 'built'}, {summary['seconds']} s)"
+    )
     print_json_line(summary)
     return summary
 

@@ -32,9 +32,11 @@ def print_result(result: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"sweep {result.get('study_name')}: {result.get('n_complete', 0)} complete, "
-                        f"{result.get('n_pruned', 0)} pruned, {result.get('n_failed', 0)} failed",
-                  show_header=False)
+    table = Table(
+        title=f"sweep {result.get('study_name')}: {result.get('n_complete', 0)} complete, "
+        f"{result.get('n_pruned', 0)} pruned, {result.get('n_failed', 0)} failed",
+        show_header=False,
+    )
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("best trial", str(result.get("best_trial")))
@@ -48,8 +50,10 @@ def print_result(result: dict) -> None:
     final = result.get("final_stage")
     if final:
         print(final["comparison"], flush=True)
-        console.print(f"Core ML verified: {final['coreml_verified']} (max |diff| {final['coreml_max_abs_diff']:.2e}, "
-                      f"agreement {100 * final['coreml_agreement']:.1f}%); artifacts: {final['artifacts'][0]} ...")
+        console.print(
+            f"Core ML verified: {final['coreml_verified']} (max |diff| {final['coreml_max_abs_diff']:.2e}, "
+            f"agreement {100 * final['coreml_agreement']:.1f}%); artifacts: {final['artifacts'][0]} ..."
+        )
     console.print(f"browse: make ui  (or: mlflow ui --backend-store-uri {result.get('tracking_uri')} --workers 1)")
 
 

@@ -1,7 +1,8 @@
 """``python -m kws_research.train [overrides]``: one training run, tracked in MLflow.
 
 Prints the MLflow run id and, as its last stdout line, the final metrics as one
-JSON object. The Python API is :func:`train` (what the sweep calls).
+JSON object. The Python API is :func:`train`; the sweep calls
+:func:`kws_research.training.run.run_training` with its hooks.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from kws_research.cli import hydra_stage, print_json_line
-from kws_research.training.run import FINAL_METRICS, RunHooks, TrainResult, run_training
+from kws_research.training.result import FINAL_METRICS, RunHooks, TrainResult
 
 
 def train(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     """Run one training; returns the run id and its metrics."""
+    # Imported here: TensorFlow loads only once a run starts, after the command line was
+    # checked and TensorFlow's log level set (a bad override fails in a second).
+    from kws_research.training.run import run_training
+
     return run_training(cfg, hooks)
 
 

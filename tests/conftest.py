@@ -1,15 +1,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.data import tone_dataset_cfg, write_tone_root
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from helpers import write_tone_root  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,17 +22,6 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
     target = tmp_path_factory.mktemp("synthetic") / "root"
     return ensure_generated(target, GeneratorSettings(speakers=6, repetitions=1, noise_seconds=12.0))
-
-
-def tone_dataset_cfg(root: Path, cache: Path, **extra) -> dict:
-    """A dataset config (as the Hydra group would give it) over a tone root."""
-    cfg = {
-        "name": "tones", "root": str(root), "commands": ["yes", "no", "up"],
-        "unknown_percentage": 50.0, "silence_percentage": 50.0, "seed": 1,
-        "cache_dir": str(cache),
-    }
-    cfg.update(extra)
-    return cfg
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kws_research.contract import CLIP_SAMPLES, INT16_SCALE, SAMPLE_RATE, to_float
 from kws_research.data.cache import SplitArrays
 from kws_research.errors import ConfigError
 from kws_research.training import pipeline
 from kws_research.training.augment import AugmentSettings, WaveformAugmenter
-
-RATE = 16000
 
 
 def augment(settings: AugmentSettings, audio: np.ndarray, step: int, noise=None, seed: int = 7) -> np.ndarray:
@@ -20,7 +19,7 @@ def augment(settings: AugmentSettings, audio: np.ndarray, step: int, noise=None,
 
 
 def test_time_shift_moves_the_signal_within_the_limit_and_is_seeded():
-    audio = np.zeros((32, RATE), "float32")
+    audio = np.zeros((32, CLIP_SAMPLES), "float32")
     audio[:, 8000] = 1.0
     settings = AugmentSettings(time_shift_ms=100)
     shifted = augment(settings, audio, step=0)
@@ -33,22 +32,22 @@ def test_time_shift_moves_the_signal_within_the_limit_and_is_seeded():
 
 def test_noise_mixing_follows_probability_and_volume():
     rng = np.random.default_rng(0)
-    noise = (rng.normal(0, 0.3, 5 * RATE) * 32768).clip(-32768, 32767).astype(np.int16)
-    silent = np.zeros((256, RATE), "float32")
+    noise = (rng.normal(0, 0.3, 5 * SAMPLE_RATE) * INT16_SCALE).clip(-32768, 32767).astype(np.int16)
+    silent = np.zeros((256, CLIP_SAMPLES), "float32")
     mixed = augment(AugmentSettings(noise_probability=0.8, noise_volume=0.1), silent, step=3, noise=noise)
     noisy = np.abs(mixed).max(axis=1) > 0
     assert 0.65 < noisy.mean() < 0.95
-    assert np.abs(mixed).max() <= 0.1 * np.abs(noise / 32768).max() + 1e-6
+    assert np.abs(mixed).max() <= 0.1 * np.abs(to_float(noise)).max() + 1e-6
     never = augment(AugmentSettings(noise_probability=0.0, noise_volume=0.1), silent, step=3, noise=noise)
     assert not never.any()
 
 
 def test_speed_perturbation_resamples():
-    t = np.arange(RATE) / RATE
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
     tone = np.tile((0.5 * np.sin(2 * np.pi * 1000 * t)).astype("float32"), (2, 1))
     faster = augment(AugmentSettings(speed_range=(1.2, 1.2)), tone, step=0)
     middle = faster[0, 4000:12000]
-    peak_hz = np.argmax(np.abs(np.fft.rfft(middle))) * RATE / middle.size
+    peak_hz = np.argmax(np.abs(np.fft.rfft(middle))) * SAMPLE_RATE / middle.size
     assert abs(peak_hz - 1200) < 10
 
 
@@ -61,7 +60,7 @@ def test_bad_settings_name_the_key():
 
 def _split(n: int = 20) -> SplitArrays:
     rng = np.random.default_rng(1)
-    audio = rng.integers(-3000, 3000, (n, RATE)).astype(np.int16)
+    audio = rng.integers(-3000, 3000, (n, CLIP_SAMPLES)).astype(np.int16)
     return SplitArrays(audio=audio, labels=np.arange(n) % 3, sources=[str(i) for i in range(n)])
 
 
@@ -70,7 +69,7 @@ def test_evaluation_pipeline_is_exact_and_in_order():
     batches = list(pipeline.evaluation_dataset(split, 3, batch_size=8))
     audio = np.concatenate([b[0].numpy() for b in batches])
     labels = np.concatenate([b[1].numpy() for b in batches]).argmax(axis=1)
-    assert np.array_equal(audio, split.audio / 32768.0)
+    assert np.array_equal(audio, to_float(split.audio))
     assert np.array_equal(labels, split.labels)
 
 
@@ -95,6 +94,6 @@ def test_training_pipeline_reshuffles_every_epoch_deterministically():
 
     first, second = epochs(5)
     assert sorted(map(bytes, first)) == sorted(map(bytes, second))  # same clips
-    assert not np.array_equal(first, second)                        # other order
+    assert not np.array_equal(first, second)  # other order
     again = epochs(5)
     assert np.array_equal(first, again[0]) and np.array_equal(second, again[1])

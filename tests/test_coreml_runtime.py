@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ZOO, small_random_weights, zoo_model
+from helpers.models import ZOO, small_random_weights, zoo_model
 
 from kws_research.config import compose
+from kws_research.contract import CLIP_SAMPLES, INPUT_NAME, SAMPLE_RATE
 from kws_research.coreml import runtime
 from kws_research.coreml.convert import convert, convert_seed_interface, op_types
 from kws_research.coreml.supported import MLPROGRAM_OPS, NEURALNETWORK_LAYERS
@@ -22,10 +23,10 @@ TOLERANCE = dict(compose("export", []).tolerance)  # what export checks against
 @pytest.fixture(scope="module")
 def clips() -> np.ndarray:
     rng = np.random.default_rng(7)
-    t = np.arange(16000) / 16000
-    tones = [0.3 * np.sin(2 * np.pi * f * t) * np.hanning(16000) for f in (300, 900, 2500)]
-    noise = [rng.normal(0, s, 16000) for s in (0.01, 0.2)]
-    silence = [np.zeros(16000)]
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    tones = [0.3 * np.sin(2 * np.pi * f * t) * np.hanning(CLIP_SAMPLES) for f in (300, 900, 2500)]
+    noise = [rng.normal(0, s, CLIP_SAMPLES) for s in (0.01, 0.2)]
+    silence = [np.zeros(CLIP_SAMPLES)]
     return np.asarray(tones + noise + silence, dtype=np.float32)
 
 
@@ -59,8 +60,16 @@ def test_int8_weights_verify_within_their_tolerance_and_shrink_the_file(clips, t
     keras_probs = np.asarray(model.predict(clips, verbose=0))
     convert(model, LABELS, "mlprogram", "fp16").save(str(tmp_path / "f16.mlpackage"))
     convert(model, LABELS, "mlprogram", "fp16", quantize="int8").save(str(tmp_path / "i8.mlpackage"))
-    result = verify(tmp_path / "i8.mlpackage", "mlprogram", "int8", LABELS, clips, keras_probs.argmax(1),
-                    keras_probs, TOLERANCE["int8"])
+    result = verify(
+        tmp_path / "i8.mlpackage",
+        "mlprogram",
+        "int8",
+        LABELS,
+        clips,
+        keras_probs.argmax(1),
+        keras_probs,
+        TOLERANCE["int8"],
+    )
     assert result.verified
 
     def size(p: Path) -> int:
@@ -80,7 +89,7 @@ def test_seed_interface_matches_the_tutorial_app_field_by_field(clips, tmp_path)
     assert spec.WhichOneof("Type") == "neuralNetworkClassifier"
     (inp,) = spec.description.input
     assert inp.name == "input1" and inp.type.WhichOneof("Type") == "multiArrayType"
-    assert list(inp.type.multiArrayType.shape) == [16000]
+    assert list(inp.type.multiArrayType.shape) == [CLIP_SAMPLES]
     assert inp.type.multiArrayType.dataType == FeatureTypes_pb2.ArrayFeatureType.DOUBLE
     outputs = {o.name: o.type.WhichOneof("Type") for o in spec.description.output}
     assert outputs == {"output1": "dictionaryType", "classLabel": "stringType"}
@@ -123,7 +132,7 @@ def test_an_unsupported_op_names_the_op_and_layer(tmp_path):
 
     from kws_research.coreml.mil_runtime import UnsupportedOp
 
-    inputs = keras.Input((16000,), name="audio")
+    inputs = keras.Input((CLIP_SAMPLES,), name=INPUT_NAME)
     x = keras.layers.Dense(5, name="dense")(keras.layers.Activation("elu", name="odd_activation")(inputs))
     model = keras.Model(inputs, keras.layers.Softmax()(x))
     convert(model, LABELS, "mlprogram", "fp32").save(str(tmp_path / "odd.mlpackage"))

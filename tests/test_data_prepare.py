@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone_dataset_cfg
-from helpers import RATE, last_json, run_stage, word_clip, write_tone_root
+from helpers.data import tone_dataset_cfg, word_clip, write_tone_root
+from helpers.stages import last_json, run_stage
 
-from kws_research.data.audio import decode_clip, to_float
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, to_float
+from kws_research.data.audio import decode_clip
 from kws_research.data.dataset import prepare
 from kws_research.data.layout import scan, which_set
 from kws_research.errors import KwsError
@@ -31,7 +32,7 @@ def test_splits_follow_the_lists_and_sampling_follows_the_percentages(tone_cfg):
         assert counts[split]["silence"] == expected_extra
         assert len(data.splits[split]) == data.summary["totals"][split]
     train = data.splits["train"]
-    assert train.audio.shape == (len(train), RATE) and train.audio.dtype == np.int16
+    assert train.audio.shape == (len(train), CLIP_SAMPLES) and train.audio.dtype == np.int16
     unknown_rows = [s for s, y in zip(train.sources, train.labels) if data.classes[y] == "unknown"]
     assert all(src.split("/")[0] in ("cat", "dog") for src in unknown_rows)
     assert data.summary["n_skipped"] == 0
@@ -58,7 +59,7 @@ def test_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path):
     assert second.path == first.path
     changed = root / "yes" / "spk0002_nohash_0.wav"
     new_audio = word_clip(4, 9, 9)
-    sf.write(changed, new_audio, RATE, subtype="PCM_16")
+    sf.write(changed, new_audio, SAMPLE_RATE, subtype="PCM_16")
     os.utime(changed, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
     third = prepare(cfg)
     assert third.summary["from_cache"] is False
@@ -66,7 +67,9 @@ def test_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path):
     assert np.array_equal(third.splits["train"].audio[row], new_audio)
 
 
-def test_float_view_is_the_tutorial_normalisation():
+def test_the_audio_contract_is_the_tutorial_one():
+    """The one place the published numbers are written out: 1 s at 16 kHz, int16 / 2**15."""
+    assert (SAMPLE_RATE, CLIP_SAMPLES) == (16000, 16000)
     samples = np.array([-32768, -16384, 0, 16384, 32767], dtype=np.int16)
     assert np.allclose(to_float(samples), samples / 2**15)
 
@@ -75,19 +78,19 @@ def _plant_bad_clips(root):
     word = root / "yes"
     good = word_clip(0, 7, 0)
     (word / "zero_nohash_0.wav").write_bytes(b"")
-    sf.write(word / "trunc_nohash_0.wav", good, RATE, subtype="PCM_16")
+    sf.write(word / "trunc_nohash_0.wav", good, SAMPLE_RATE, subtype="PCM_16")
     data = (word / "trunc_nohash_0.wav").read_bytes()
     (word / "trunc_nohash_0.wav").write_bytes(data[:20])
     (word / "text_nohash_0.wav").write_text("this is not audio at all\n" * 10)
-    sf.write(word / "shortbody_nohash_0.wav", good, RATE, subtype="PCM_16")
+    sf.write(word / "shortbody_nohash_0.wav", good, SAMPLE_RATE, subtype="PCM_16")
     data = (word / "shortbody_nohash_0.wav").read_bytes()
     (word / "shortbody_nohash_0.wav").write_bytes(data[: 44 + 2 * 6000])  # header says 16000 frames
     t = np.arange(8000) / 8000
     stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1)
     sf.write(word / "stereo8k_nohash_0.wav", stereo, 8000, subtype="PCM_16")
-    long = np.zeros(3 * RATE)
-    long[RATE + 1000 : RATE + 9000] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(8000) / RATE)
-    sf.write(word / "long3s_nohash_0.wav", long, RATE, subtype="PCM_16")
+    long = np.zeros(3 * SAMPLE_RATE)
+    long[SAMPLE_RATE + 1000 : SAMPLE_RATE + 9000] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(8000) / SAMPLE_RATE)
+    sf.write(word / "long3s_nohash_0.wav", long, SAMPLE_RATE, subtype="PCM_16")
 
 
 def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
@@ -101,9 +104,12 @@ def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
     sources = [s for split in data.splits.values() for s in split.sources]
     assert "yes/stereo8k_nohash_0.wav" in sources and "yes/long3s_nohash_0.wav" in sources
     assert data.summary["n_truncated"] == 1 and "yes/shortbody_nohash_0.wav" in sources
-    assert data.summary["truncated"] == [{"file": "yes/shortbody_nohash_0.wav",
-                                          "reason": "truncated: the header promises 16000 frames, "
-                                                    "the file holds 6000"}]
+    assert data.summary["truncated"] == [
+        {
+            "file": "yes/shortbody_nohash_0.wav",
+            "reason": "truncated: the header promises 16000 frames, the file holds 6000",
+        }
+    ]
     assert not any(s in sources for s in skipped)
 
 
@@ -111,11 +117,11 @@ def test_other_rates_are_resampled_stereo_downmixed_long_clips_cropped(tmp_path)
     root = write_tone_root(tmp_path / "root", speakers=4, reps=1)
     _plant_bad_clips(root)
     stereo = decode_clip(root / "yes" / "stereo8k_nohash_0.wav")
-    assert stereo.shape == (RATE,)
-    spectrum = np.abs(np.fft.rfft(stereo[: RATE // 2].astype(float)))
+    assert stereo.shape == (CLIP_SAMPLES,)
+    spectrum = np.abs(np.fft.rfft(stereo[: CLIP_SAMPLES // 2].astype(float)))
     assert abs(np.argmax(spectrum) * 2 - 440) <= 2  # still 440 Hz after 8 -> 16 kHz
     long = decode_clip(root / "yes" / "long3s_nohash_0.wav")
-    assert long.shape == (RATE,)
+    assert long.shape == (CLIP_SAMPLES,)
     assert np.abs(long.astype(float)).sum() > 0.95 * 0.5 * 32767 * 8000 * 2 / np.pi  # the burst is kept
 
 
@@ -170,8 +176,9 @@ def test_cache_never_goes_next_to_the_data_root(tmp_path):
 
 
 def test_prepare_cli_prints_table_and_json_summary_last(tmp_path, tone_root):
-    result = run_stage("prepare", "dataset=speech_commands", f"dataset.root={tone_root}",
-                       "dataset.commands=[yes,no,up]", cwd=tmp_path)
+    result = run_stage(
+        "prepare", "dataset=speech_commands", f"dataset.root={tone_root}", "dataset.commands=[yes,no,up]", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     summary = last_json(result.stdout)
     assert summary["classes"] == ["silence", "unknown", "yes", "no", "up"]

@@ -10,8 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import tone_dataset_cfg
-from helpers import write_tone_root
+from helpers.data import tone_dataset_cfg, write_tone_root
 
 from kws_research.data.dataset import prepare
 from kws_research.data.download import download, safe_extract
@@ -86,8 +85,14 @@ def archive(tmp_path_factory) -> bytes:
 def test_download_verifies_and_prepare_uses_the_extracted_archive(tmp_path, archive):
     sha = hashlib.sha256(archive).hexdigest()
     with ArchiveServer({"sc.tar.gz": archive}) as server:
-        cfg = tone_dataset_cfg(tmp_path / "data" / "sc", tmp_path / "cache", download=True,
-                               url=server.url("sc.tar.gz"), archive_sha256=sha, archive_size=len(archive))
+        cfg = tone_dataset_cfg(
+            tmp_path / "data" / "sc",
+            tmp_path / "cache",
+            download=True,
+            url=server.url("sc.tar.gz"),
+            archive_sha256=sha,
+            archive_size=len(archive),
+        )
         data = prepare(cfg)
         assert data.summary["counts"]["train"]["yes"] == 2
         assert (tmp_path / "data" / "sc.tar.gz").read_bytes() == archive

@@ -6,10 +6,10 @@ import json
 import socket
 
 import pytest
-from helpers import last_json, run_stage
+from helpers.data import tiny_overrides
+from helpers.stages import last_json, run_stage
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
-from test_train import tiny_overrides
 
 from kws_research.config import compose
 from kws_research.errors import KwsError
@@ -25,34 +25,51 @@ def trained(tone_root, tmp_path_factory):
 
 
 def export_cfg(folder, *overrides: str) -> dict:
-    cfg = compose("export", [f"tracking.uri=sqlite:///{folder}/mlruns.db",
-                             f"tracking.artifact_location={folder}/mlartifacts", *overrides])
+    cfg = compose(
+        "export",
+        [f"tracking.uri=sqlite:///{folder}/mlruns.db", f"tracking.artifact_location={folder}/mlartifacts", *overrides],
+    )
     return OmegaConf.to_container(cfg, resolve=True)
 
 
 def test_export_converts_verifies_compares_and_logs(trained):
     folder, run_id = trained
-    args = [f"run_id={run_id}", f"tracking.uri=sqlite:///{folder}/mlruns.db",
-            f"tracking.artifact_location={folder}/mlartifacts",
-            "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']"]
+    args = [
+        f"run_id={run_id}",
+        f"tracking.uri=sqlite:///{folder}/mlruns.db",
+        f"tracking.artifact_location={folder}/mlartifacts",
+        "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']",
+    ]
     result = run_stage("export", *args, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no baseline run for data set" in result.stdout  # it said it trains the baseline first
     assert "| parameters |" in result.stdout and "tutorial (published)" in result.stdout
     final = last_json(result.stdout)
     assert final["coreml_verified"] is True and final["run_id"] == run_id
-    for key in ("coreml_test_accuracy", "coreml_max_abs_diff", "coreml_agreement", "coreml_size_bytes",
-                "baseline_test_accuracy", "accuracy_gain_vs_baseline"):
+    for key in (
+        "coreml_test_accuracy",
+        "coreml_max_abs_diff",
+        "coreml_agreement",
+        "coreml_size_bytes",
+        "baseline_test_accuracy",
+        "accuracy_gain_vs_baseline",
+    ):
         assert key in final, key
     client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
     run = client.get_run(run_id)
     assert run.data.tags["coreml_verified"] == "true"
     assert run.data.metrics["coreml_max_abs_diff"] <= 5e-3
     assert run.data.metrics["accuracy_gain_vs_baseline"] == pytest.approx(
-        final["coreml_test_accuracy"] - final["baseline_test_accuracy"])
+        final["coreml_test_accuracy"] - final["baseline_test_accuracy"]
+    )
     names = {a.path for a in client.list_artifacts(run_id, "coreml")}
-    assert {"coreml/kws-tc_resnet.mlpackage", "coreml/kws-tc_resnet.mlmodel", "coreml/verification.json",
-            "coreml/comparison.md", "coreml/comparison.png"} <= names
+    assert {
+        "coreml/kws-tc_resnet.mlpackage",
+        "coreml/kws-tc_resnet.mlmodel",
+        "coreml/verification.json",
+        "coreml/comparison.md",
+        "coreml/comparison.png",
+    } <= names
     local = client.download_artifacts(run_id, "coreml", str(folder / "dl"))
     verification = json.loads((folder / "dl" / "coreml" / "verification.json").read_text())
     assert {c["format"] for c in verification["checks"]} == {"mlprogram", "neuralnetwork"}
@@ -71,8 +88,16 @@ def test_metadata_describes_the_model_for_the_app(trained, tmp_path):
     import coremltools as ct
 
     folder, run_id = trained
-    result = export_run(export_cfg(folder, f"run_id={run_id}", "baseline=skip", "format=mlprogram",
-                                   f"output_dir={tmp_path}", "metadata.license=CC-BY-4.0"))
+    result = export_run(
+        export_cfg(
+            folder,
+            f"run_id={run_id}",
+            "baseline=skip",
+            "format=mlprogram",
+            f"output_dir={tmp_path}",
+            "metadata.license=CC-BY-4.0",
+        )
+    )
     model = ct.models.MLModel(result["files"][0], skip_model_load=True)
     meta = model.user_defined_metadata
     assert json.loads(meta["labels"]) == ["silence", "unknown", "yes", "no", "up"]
@@ -98,8 +123,9 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
     with pytest.raises(KwsError, match="baseline: run .* was trained on data set ffffffffffff"):
         export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={other}", "format=neuralnetwork"))
     tags = client.get_run(run_id).data.tags
-    unfinished = client.create_run(experiment, tags={"role": "baseline", **{
-        k: tags[k] for k in ("dataset_fingerprint", "test_fingerprint")}}).info.run_id
+    unfinished = client.create_run(
+        experiment, tags={"role": "baseline", **{k: tags[k] for k in ("dataset_fingerprint", "test_fingerprint")}}
+    ).info.run_id
     client.set_terminated(unfinished, "FAILED")
     with pytest.raises(KwsError, match=f"baseline: run {unfinished} has no test_accuracy"):
         export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={unfinished}", "format=neuralnetwork"))
@@ -116,35 +142,62 @@ def test_an_impossible_tolerance_is_refused_before_anything_is_tagged(trained, o
 
 def test_a_file_with_other_labels_fails_verification_with_one_line(tmp_path):
     import numpy as np
-    from helpers import zoo_model
+    from helpers.models import zoo_model
 
+    from kws_research.contract import CLIP_SAMPLES
     from kws_research.coreml.convert import convert
     from kws_research.coreml.verify import verify
 
     model = zoo_model("tc_resnet", 3)
     convert(model, ["a", "b", "c"], fmt="neuralnetwork").save(str(tmp_path / "m.mlmodel"))
-    clips = np.zeros((1, 16000), np.float32)
+    clips = np.zeros((1, CLIP_SAMPLES), np.float32)
     with pytest.raises(KwsError, match="class labels .* differ from the run's"):
-        verify(tmp_path / "m.mlmodel", "neuralnetwork", "fp32", ["x", "y", "z"], clips, np.zeros(1),
-               np.zeros((1, 3), np.float32), 1e-4)
+        verify(
+            tmp_path / "m.mlmodel",
+            "neuralnetwork",
+            "fp32",
+            ["x", "y", "z"],
+            clips,
+            np.zeros(1),
+            np.zeros((1, 3), np.float32),
+            1e-4,
+        )
 
 
 def test_a_run_with_only_training_data_options_changed_reuses_the_baseline(trained, tone_root):
     folder, first_run = trained
-    export_run(export_cfg(folder, f"run_id={first_run}", "format=neuralnetwork",
-                          "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']"))
+    export_run(
+        export_cfg(
+            folder,
+            f"run_id={first_run}",
+            "format=neuralnetwork",
+            "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']",
+        )
+    )
     client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
     baselines = client.search_runs([client.get_run(first_run).info.experiment_id], "tags.role = 'baseline'")
-    second = train(compose("train", tiny_overrides(tone_root, folder, "model=tc_resnet", "augment=none",
-                                                   "trainer.epochs=1", "dataset.unknown_sources.reversed=0.5")))
+    second = train(
+        compose(
+            "train",
+            tiny_overrides(
+                tone_root,
+                folder,
+                "model=tc_resnet",
+                "augment=none",
+                "trainer.epochs=1",
+                "dataset.unknown_sources.reversed=0.5",
+            ),
+        )
+    )
     tags = {run: client.get_run(run).data.tags for run in (first_run, second.run_id)}
     assert tags[first_run]["dataset_fingerprint"] != tags[second.run_id]["dataset_fingerprint"]
     assert tags[first_run]["test_fingerprint"] == tags[second.run_id]["test_fingerprint"]
     result = export_run(export_cfg(folder, f"run_id={second.run_id}", "format=neuralnetwork"))
     assert result["baseline_run_id"] in {b.info.run_id for b in baselines}
     assert f"run {result['baseline_run_id'][:8]}, same test split" in result["comparison"]
-    assert len(client.search_runs([client.get_run(first_run).info.experiment_id], "tags.role = 'baseline'")) == \
-        len(baselines)
+    assert len(client.search_runs([client.get_run(first_run).info.experiment_id], "tags.role = 'baseline'")) == len(
+        baselines
+    )
 
 
 def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import scipy.fft
 import scipy.signal
 
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.models.frontend import FrontendSettings, LogMelSpectrogram, SpecAugment
 
 TOLERANCE = 1e-4  # max |difference| in the log-mel domain (float32 layer vs float64 reference)
@@ -18,19 +19,21 @@ def reference_logmel(audio: np.ndarray, s: FrontendSettings) -> np.ndarray:
     window = scipy.signal.get_window("hann", s.window, fftbins=True)
     frames = np.lib.stride_tricks.sliding_window_view(audio.astype(np.float64), s.window)[:: s.hop]
     power = np.abs(np.fft.rfft(frames * window, n=s.n_fft)) ** 2
-    mel = librosa.filters.mel(sr=16000, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.f_min, fmax=s.f_max)
+    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=s.n_fft, n_mels=s.n_mels, fmin=s.f_min, fmax=s.f_max)
     return np.log(power @ mel.T + s.log_offset)
 
 
 @pytest.fixture(scope="module")
 def speechlike() -> np.ndarray:
     rng = np.random.default_rng(3)
-    t = np.arange(16000) / 16000
-    tone = 0.2 * np.sin(2 * np.pi * (300 + 400 * t) * t) * np.hanning(16000)
-    return (tone + rng.normal(0, 0.01, 16000)).astype(np.float32)[None]
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    tone = 0.2 * np.sin(2 * np.pi * (300 + 400 * t) * t) * np.hanning(CLIP_SAMPLES)
+    return (tone + rng.normal(0, 0.01, CLIP_SAMPLES)).astype(np.float32)[None]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_mels": 64, "hop_ms": 20.0}, {"window_ms": 25.0, "n_fft": 400, "f_max": 8000.0}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"n_mels": 64, "hop_ms": 20.0}, {"window_ms": 25.0, "n_fft": 400, "f_max": 8000.0}]
+)
 def test_logmel_matches_the_reference(speechlike, overrides):
     settings = FrontendSettings.from_config({**overrides, "normalize": "none"})
     ours = np.asarray(LogMelSpectrogram({**overrides, "normalize": "none"})(speechlike))[0]
@@ -55,8 +58,8 @@ def test_utterance_normalisation_centres_each_band_and_scales_the_clip(speechlik
 
 
 def test_silent_bands_are_not_amplified():
-    quiet = np.zeros((1, 16000), "float32")
-    quiet[0, 4000:6000] = 0.01 * np.sin(2 * np.pi * 300 * np.arange(2000) / 16000)
+    quiet = np.zeros((1, CLIP_SAMPLES), "float32")
+    quiet[0, 4000:6000] = 0.01 * np.sin(2 * np.pi * 300 * np.arange(2000) / SAMPLE_RATE)
     features = np.asarray(LogMelSpectrogram({})(quiet))[0]
     assert np.abs(features[:, -5:]).max() < 1e-2  # bands above the tone stay at the floor
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, last_json
+from helpers.stages import REPO, last_json
 
 
 def test_every_python_package_is_listed_for_the_wheel():
@@ -25,21 +25,61 @@ def test_a_non_editable_install_runs_prepare_from_another_folder(tmp_path, tone_
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(source)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     shutil.rmtree(source)  # nothing may still point into the source tree
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = dict(os.environ, PYTHONPATH=str(site), TF_CPP_MIN_LOG_LEVEL="3")
-    where = subprocess.run([sys.executable, "-c", "import kws_research.paths as p; print(p.CONF_DIR)"], cwd=work,
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run(
+        [sys.executable, "-c", "import kws_research.paths as p; print(p.CONF_DIR)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert where == str(site / "kws_research" / "conf")
     result = subprocess.run(
-        [sys.executable, "-m", "kws_research.prepare", "dataset=speech_commands", f"dataset.root={tone_root}",
-         "dataset.commands=[yes,no,up]", f"dataset.cache_dir={tmp_path}/cache"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "kws_research.prepare",
+            "dataset=speech_commands",
+            f"dataset.root={tone_root}",
+            "dataset.commands=[yes,no,up]",
+            f"dataset.cache_dir={tmp_path}/cache",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert last_json(result.stdout)["classes"] == ["silence", "unknown", "yes", "no", "up"]
-    sweeps = subprocess.run([sys.executable, "-m", "kws_research.sweep", "sweep=nope"], cwd=work, env=env,
-                            capture_output=True, text=True, timeout=120)
+    sweeps = subprocess.run(
+        [sys.executable, "-m", "kws_research.sweep", "sweep=nope"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "'quick'" in sweeps.stderr  # the shipped sweep files are found too

@@ -11,7 +11,7 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from test_train import tiny_overrides
+from helpers.data import tiny_overrides
 
 from kws_research.config import compose
 from kws_research.train import train
@@ -27,10 +27,25 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
@@ -65,11 +80,13 @@ def test_training_into_a_tracking_server_is_readable_over_rest(mlflow_server, to
     assert tags["role"] == "train" and tags["model"] == "seed_cnn1d"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
-    history = get_json(mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=result.run_id,
-                       metric_key="val_accuracy")["metrics"]
+    history = get_json(
+        mlflow_server, "/api/2.0/mlflow/metrics/get-history", run_id=result.run_id, metric_key="val_accuracy"
+    )["metrics"]
     assert [m["step"] for m in history] == [0]
-    with urllib.request.urlopen(f"{mlflow_server}/get-artifact?"
-                                + urlencode({"path": "labels.json", "run_uuid": result.run_id}), timeout=30) as r:
+    with urllib.request.urlopen(
+        f"{mlflow_server}/get-artifact?" + urlencode({"path": "labels.json", "run_uuid": result.run_id}), timeout=30
+    ) as r:
         assert json.loads(r.read()) == ["silence", "unknown", "yes", "no", "up"]
     assert (tmp_path / "server-artifacts").is_dir()  # the server stored the artifacts, not the client
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ZOO, zoo_model
+from helpers.models import ZOO, zoo_model
 
 from kws_research.config import compose
+from kws_research.contract import CLIP_SAMPLES
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity, load_model
 
@@ -22,7 +23,7 @@ def test_seed_model_is_the_tutorial_network_and_its_size_is_counted_from_layers(
     sizes = complexity(model)
     assert sizes["params"] == model.count_params()
     assert 4.7e6 < sizes["params"] < 4.9e6
-    lengths, channels, conv_macs = 16000, 1, 0
+    lengths, channels, conv_macs = CLIP_SAMPLES, 1, 0
     for f in (2, 4, 8, 16, 32, 64):
         lengths = (lengths - 4) // 2 + 1
         conv_macs += lengths * f * 4 * channels
@@ -34,8 +35,8 @@ def test_seed_model_is_the_tutorial_network_and_its_size_is_counted_from_layers(
 @pytest.mark.parametrize("name", ZOO)
 def test_every_family_builds_from_its_yaml_and_reports_params_and_macs(name):
     model = zoo_model(name, 12)
-    assert model.input.shape == (None, 16000) and model.output.shape == (None, 12)
-    probs = np.asarray(model(np.zeros((2, 16000), "float32")))
+    assert model.input.shape == (None, CLIP_SAMPLES) and model.output.shape == (None, 12)
+    probs = np.asarray(model(np.zeros((2, CLIP_SAMPLES), "float32")))
     assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     sizes = complexity(model)
     assert sizes["params"] > 0 and sizes["macs"] > sizes["frontend_macs"] >= 0
@@ -44,10 +45,12 @@ def test_every_family_builds_from_its_yaml_and_reports_params_and_macs(name):
 
 
 def test_presets_are_yaml_files_with_the_published_sizes():
-    sizes = {m: complexity(build_model(compose("train", [f"model={m}"]).model, 12))["params"]
-             for m in ("tc_resnet", "tc_resnet14", "ds_cnn", "ds_cnn_m", "bc_resnet", "bc_resnet8")}
-    assert 60_000 < sizes["tc_resnet"] < 70_000        # TC-ResNet8: 66 K
-    assert 130_000 < sizes["tc_resnet14"] < 140_000    # TC-ResNet14: 137 K
+    sizes = {
+        m: complexity(build_model(compose("train", [f"model={m}"]).model, 12))["params"]
+        for m in ("tc_resnet", "tc_resnet14", "ds_cnn", "ds_cnn_m", "bc_resnet", "bc_resnet8")
+    }
+    assert 60_000 < sizes["tc_resnet"] < 70_000  # TC-ResNet8: 66 K
+    assert 130_000 < sizes["tc_resnet14"] < 140_000  # TC-ResNet14: 137 K
     assert sizes["ds_cnn"] < sizes["ds_cnn_m"]
     assert sizes["bc_resnet"] < 15_000 < 300_000 < sizes["bc_resnet8"]
 
@@ -63,7 +66,7 @@ def test_saved_models_reload_in_safe_mode_with_identical_outputs(tmp_path):
     model = zoo_model("bc_resnet", 5)
     model.save(tmp_path / "m.keras")
     again = load_model(tmp_path / "m.keras")
-    x = np.random.default_rng(0).normal(0, 0.1, (3, 16000)).astype("float32")
+    x = np.random.default_rng(0).normal(0, 0.1, (3, CLIP_SAMPLES)).astype("float32")
     assert np.allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
 
 
@@ -72,4 +75,4 @@ def test_bc_resnet_sub_bands_adapt_to_other_mel_counts(mels):
     model = build_model(compose("train", ["model=bc_resnet", f"model.frontend.n_mels={mels}"]).model, 5)
     bands = {layer.bands for layer in model.layers if layer.__class__.__name__ == "SubSpectralNorm"}
     assert bands and all(b >= 1 for b in bands)
-    assert np.asarray(model(np.zeros((1, 16000), "float32"))).shape == (1, 5)
+    assert np.asarray(model(np.zeros((1, CLIP_SAMPLES), "float32"))).shape == (1, 5)

@@ -16,8 +16,9 @@ def lr_at(optimizer, steps: list[int]) -> list[float]:
     return [float(schedule(s)) if callable(schedule) else float(np.asarray(schedule)) for s in steps]
 
 
-@pytest.mark.parametrize("name,cls", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW),
-                                      ("sgd", keras.optimizers.SGD)])
+@pytest.mark.parametrize(
+    "name,cls", [("adam", keras.optimizers.Adam), ("adamw", keras.optimizers.AdamW), ("sgd", keras.optimizers.SGD)]
+)
 def test_each_optimizer_yaml_builds_its_keras_class(name, cls):
     cfg = compose("train", [f"optimizer={name}", "optimizer.label_smoothing=0.1"]).optimizer
     optimizer, loss, _ = optim.build(cfg, steps_per_epoch=10, epochs=5)
@@ -28,8 +29,15 @@ def test_each_optimizer_yaml_builds_its_keras_class(name, cls):
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():
-    cfg = compose("train", ["optimizer/schedule=cosine", "optimizer.learning_rate=0.01",
-                            "optimizer.schedule.warmup_epochs=1", "optimizer.schedule.min_ratio=0.01"]).optimizer
+    cfg = compose(
+        "train",
+        [
+            "optimizer/schedule=cosine",
+            "optimizer.learning_rate=0.01",
+            "optimizer.schedule.warmup_epochs=1",
+            "optimizer.schedule.min_ratio=0.01",
+        ],
+    ).optimizer
     optimizer, _, _ = optim.build(cfg, steps_per_epoch=10, epochs=5)
     start, peak, mid, end = lr_at(optimizer, [0, 10, 30, 50])
     assert start < peak == pytest.approx(0.01) and end < mid < peak and end == pytest.approx(1e-4, rel=0.05)
@@ -50,9 +58,14 @@ def test_plateau_is_a_callback_on_validation_accuracy():
     assert callbacks[0].monitor == "val_accuracy"
 
 
-@pytest.mark.parametrize("override,key", [("optimizer.learning_rate=-1", "optimizer.learning_rate"),
-                                          ("optimizer.label_smoothing=1.5", "optimizer.label_smoothing"),
-                                          ("optimizer.weight_decay=-0.1", "optimizer.weight_decay")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("optimizer.learning_rate=-1", "optimizer.learning_rate"),
+        ("optimizer.label_smoothing=1.5", "optimizer.label_smoothing"),
+        ("optimizer.weight_decay=-0.1", "optimizer.weight_decay"),
+    ],
+)
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         optim.build(compose("train", [override]).optimizer, 10, 5)

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from helpers import RATE
 
 from kws_research.config import compose
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.coreml.convert import convert, op_types
 from kws_research.coreml.supported import MLPROGRAM_OPS
 from kws_research.data.dataset import task_spec
@@ -27,7 +27,7 @@ from kws_research.sweeping.objective import check_metrics, sample
 from kws_research.sweeping.space import parse
 from kws_research.training import optim
 from kws_research.training.augment import AugmentSettings, WaveformAugmenter
-from kws_research.training.run import validate
+from kws_research.training.validation import validate
 
 
 def options(group: str) -> list[str]:
@@ -36,8 +36,18 @@ def options(group: str) -> list[str]:
 
 MODELS = options("model")
 LABELS = ["silence", "unknown", "yes", "no", "up"]
-TESTED_GROUPS = {"model", "optimizer", "optimizer/schedule", "augment", "frontend", "trainer", "dataset",
-                 "experiment", "tracking", "hydra/job_logging"}
+TESTED_GROUPS = {
+    "model",
+    "optimizer",
+    "optimizer/schedule",
+    "augment",
+    "frontend",
+    "trainer",
+    "dataset",
+    "experiment",
+    "tracking",
+    "hydra/job_logging",
+}
 
 
 def test_every_config_folder_is_covered_here():
@@ -48,11 +58,18 @@ def test_every_config_folder_is_covered_here():
 def test_every_model_config_trains_evaluates_and_reloads_on_portable_kernels(tmp_path):
     """TF_ENABLE_ONEDNN_OPTS=0 forces the kernels of CPUs without AVX-512 on any machine."""
     tests = os.path.dirname(__file__)
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from helpers import portable_training_report;"
-            "print(json.dumps(portable_training_report(sys.argv[3:], sys.argv[2])))")
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from helpers.models import portable_training_report;"
+        "print(json.dumps(portable_training_report(sys.argv[3:], sys.argv[2])))"
+    )
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", code, tests, str(tmp_path), *MODELS], env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", code, tests, str(tmp_path), *MODELS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert sorted(report) == MODELS
@@ -64,28 +81,32 @@ def test_every_model_config_trains_evaluates_and_reloads_on_portable_kernels(tmp
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_config_converts_with_supported_ops(name):
     cfg = compose("train", [f"model={name}"])
-    used = op_types(convert(build_model(cfg.model, len(LABELS), cfg.augment.get("spec_augment")), LABELS,
-                            fmt="mlprogram"))
+    used = op_types(convert(build_model(cfg.model, len(LABELS)), LABELS, fmt="mlprogram"))
     assert set(used) <= MLPROGRAM_OPS, f"{name}: unsupported {set(used) - MLPROGRAM_OPS}"
 
 
 def tiny_model() -> keras.Model:
-    inputs = keras.Input((RATE,), name="audio")
-    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Reshape((RATE // 100, 100))(inputs))
+    inputs = keras.Input((CLIP_SAMPLES,), name="audio")
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Reshape((CLIP_SAMPLES // 100, 100))(inputs))
     outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling1D()(hidden))
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("overrides", [*([f"optimizer={o}"] for o in options("optimizer")),
-                                       *([f"optimizer/schedule={s}"] for s in options("optimizer/schedule"))],
-                         ids=lambda o: o[0])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        *([f"optimizer={o}"] for o in options("optimizer")),
+        *([f"optimizer/schedule={s}"] for s in options("optimizer/schedule")),
+    ],
+    ids=lambda o: o[0],
+)
 def test_every_optimizer_and_schedule_config_trains(overrides):
     cfg = compose("train", overrides)
     optimizer, loss, callbacks = optim.build(cfg.optimizer, steps_per_epoch=2, epochs=2)
     model = tiny_model()
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     rng = np.random.default_rng(0)
-    x = rng.normal(0, 0.1, (8, RATE)).astype("float32")
+    x = rng.normal(0, 0.1, (8, CLIP_SAMPLES)).astype("float32")
     y = keras.utils.to_categorical(rng.integers(0, 5, 8), 5)
     before = [w.copy() for w in model.get_weights()]
     history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), callbacks=callbacks, verbose=0)
@@ -97,12 +118,12 @@ def test_every_optimizer_and_schedule_config_trains(overrides):
 def test_every_augment_config_augments_and_trains_with_its_spec_augment(name):
     cfg = compose("train", [f"augment={name}", "model=tc_resnet"])
     settings = AugmentSettings.from_config(cfg.augment)
-    noise = np.random.default_rng(1).normal(0, 3000, 5 * RATE).astype(np.int16)
-    clean = np.tile(np.sin(np.arange(RATE) / 5).astype("float32") * 0.3, (4, 1))
+    noise = np.random.default_rng(1).normal(0, 3000, 5 * SAMPLE_RATE).astype(np.int16)
+    clean = np.tile(np.sin(np.arange(CLIP_SAMPLES) / 5).astype("float32") * 0.3, (4, 1))
     batch = WaveformAugmenter(settings, noise, [(0, noise.size)], 0)(clean.copy(), 0) if settings.active else clean
     assert batch.shape == clean.shape and np.isfinite(batch).all()
     assert settings.active == (not np.allclose(batch, clean))
-    model = build_model(cfg.model, 5, cfg.augment.get("spec_augment"))
+    model = build_model(cfg.model, 5)
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     assert math.isfinite(float(np.asarray(model.train_on_batch(batch, keras.utils.to_categorical(range(4), 5)))))
 
@@ -113,7 +134,7 @@ def test_every_front_end_config_builds_trains_and_converts(name):
     assert cfg.model.frontend.kind == name
     model = build_model(cfg.model, len(LABELS))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
-    x = np.random.default_rng(0).normal(0, 0.1, (2, RATE)).astype("float32")
+    x = np.random.default_rng(0).normal(0, 0.1, (2, CLIP_SAMPLES)).astype("float32")
     assert math.isfinite(float(np.asarray(model.train_on_batch(x, keras.utils.to_categorical([0, 1], 5)))))
     assert set(op_types(convert(model, LABELS, fmt="mlprogram"))) <= MLPROGRAM_OPS
 
@@ -145,8 +166,7 @@ def test_every_sweep_file_loads_and_samples_a_trial(name):
     space = parse(definition.params)
     base = compose("train", definition.base_overrides)
     check_metrics(definition, base)
-    study = optuna.create_study(directions=list(definition.directions),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(directions=list(definition.directions), sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(3):
         trial = study.ask()
         overrides = sample(trial, space, definition.base_overrides)

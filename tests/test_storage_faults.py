@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import small_filesystem_command
+from helpers.system import small_filesystem_command
 from mlflow.tracking import MlflowClient
 
 
@@ -24,8 +24,7 @@ def run_on_small_filesystem(command, mount, cwd, size_kb, read_only=False):
     if wrapped is None:
         pytest.skip("cannot mount a tmpfs in a user namespace here (unshare -rm)")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the stage's default store
-    return subprocess.run(wrapped, capture_output=True, text=True, timeout=300,
-                          env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"))
+    return subprocess.run(wrapped, capture_output=True, text=True, timeout=300, env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 def last_line(result) -> str:
@@ -38,8 +37,9 @@ def data_args(tone_root) -> list[str]:
 
 def test_a_full_disk_while_building_the_cache_is_one_line_and_leaves_no_temporary(tone_root, tmp_path):
     mount = tmp_path / "small"
-    result = run_on_small_filesystem(stage("prepare", *data_args(tone_root), f"dataset.cache_dir={mount}"),
-                                     mount, tmp_path, size_kb=256)
+    result = run_on_small_filesystem(
+        stage("prepare", *data_args(tone_root), f"dataset.cache_dir={mount}"), mount, tmp_path, size_kb=256
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     line = last_line(result)
@@ -53,10 +53,17 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
     train = ["model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0", "augment=none"]
     result = run_on_small_filesystem(stage("train", *data_args(tone_root), *train), work, work, 64, read_only=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last_line(result) == ("error: dataset.cache_dir: cannot write to .cache/kws_research/prepared "
-                                 "(Read-only file system); set dataset.cache_dir=<writable folder>")
-    result = run_on_small_filesystem(stage("train", *data_args(tone_root), *train,
-                                           f"dataset.cache_dir={tmp_path}/cache"), work, work, 64, read_only=True)
+    assert last_line(result) == (
+        "error: dataset.cache_dir: cannot write to .cache/kws_research/prepared "
+        "(Read-only file system); set dataset.cache_dir=<writable folder>"
+    )
+    result = run_on_small_filesystem(
+        stage("train", *data_args(tone_root), *train, f"dataset.cache_dir={tmp_path}/cache"),
+        work,
+        work,
+        64,
+        read_only=True,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert last_line(result).startswith(f"error: tracking.uri: cannot create mlruns.db in {work} (not writable)")
 
@@ -64,9 +71,17 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
 def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
     artifacts = tmp_path / "artifacts"
     db = tmp_path / "mlruns.db"
-    command = stage("train", *data_args(tone_root), "model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0",
-                    "augment=none", f"dataset.cache_dir={tmp_path}/cache", f"tracking.uri=sqlite:///{db}",
-                    f"tracking.artifact_location={artifacts}")
+    command = stage(
+        "train",
+        *data_args(tone_root),
+        "model=tc_resnet",
+        "trainer.epochs=1",
+        "trainer.verbose=0",
+        "augment=none",
+        f"dataset.cache_dir={tmp_path}/cache",
+        f"tracking.uri=sqlite:///{db}",
+        f"tracking.artifact_location={artifacts}",
+    )
     result = run_on_small_filesystem(command, artifacts, tmp_path, size_kb=64)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     line = last_line(result)

@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 import yaml
-from helpers import last_json
+from helpers.stages import last_json
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -24,12 +24,22 @@ from kws_research.sweeping.space import parse
 
 def write_sweep(tmp_path, **fields) -> str:
     spec = {
-        "study_name": "t", "storage": f"sqlite:///{tmp_path}/optuna.db", "n_trials": 4,
-        "sampler": {"name": "grid"}, "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        "study_name": "t",
+        "storage": f"sqlite:///{tmp_path}/optuna.db",
+        "n_trials": 4,
+        "sampler": {"name": "grid"},
+        "pruner": {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
         "constraints": {"max_params": 100000},
-        "overrides": ["dataset=speech_commands", "dataset.commands=[yes,no,up]", "dataset.unknown_percentage=50",
-                      "dataset.silence_percentage=50", "trainer.epochs=2", "trainer.batch_size=16",
-                      "trainer.verbose=0", "augment=none"],
+        "overrides": [
+            "dataset=speech_commands",
+            "dataset.commands=[yes,no,up]",
+            "dataset.unknown_percentage=50",
+            "dataset.silence_percentage=50",
+            "trainer.epochs=2",
+            "trainer.batch_size=16",
+            "trainer.verbose=0",
+            "augment=none",
+        ],
         "params": {"model": "choice(tc_resnet, cnn1d)", "optimizer.learning_rate": "choice(0.001, 0.003)"},
     }
     spec.update(fields)
@@ -39,8 +49,12 @@ def write_sweep(tmp_path, **fields) -> str:
 
 
 def data_args(tone_root, tmp_path) -> list[str]:
-    return [f"dataset.root={tone_root}", f"dataset.cache_dir={tmp_path}/cache",
-            f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifact_location={tmp_path}/mlartifacts"]
+    return [
+        f"dataset.root={tone_root}",
+        f"dataset.cache_dir={tmp_path}/cache",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+        f"tracking.artifact_location={tmp_path}/mlartifacts",
+    ]
 
 
 def study_of(tmp_path, name="t") -> optuna.Study:
@@ -54,11 +68,24 @@ def runs_of(tmp_path):
 
 
 def test_definition_splits_sweep_fields_space_and_run_overrides(tmp_path):
-    definition = load([f"sweep={write_sweep(tmp_path)}", "n_trials=3", "storage=sqlite:///x.db",
-                       "study_name=try1", "workers=2", "sampler.name=random", "trainer.epochs=5",
-                       "params.model.dropout=interval(0.0, 0.3)"])
-    assert (definition.n_trials, definition.storage, definition.study_name, definition.workers) == \
-        (3, "sqlite:///x.db", "try1", 2)
+    definition = load(
+        [
+            f"sweep={write_sweep(tmp_path)}",
+            "n_trials=3",
+            "storage=sqlite:///x.db",
+            "study_name=try1",
+            "workers=2",
+            "sampler.name=random",
+            "trainer.epochs=5",
+            "params.model.dropout=interval(0.0, 0.3)",
+        ]
+    )
+    assert (definition.n_trials, definition.storage, definition.study_name, definition.workers) == (
+        3,
+        "sqlite:///x.db",
+        "try1",
+        2,
+    )
     assert definition.sampler.name == "random"
     assert definition.run_overrides == ["trainer.epochs=5"]
     assert definition.base_overrides[-1] == "trainer.epochs=5"
@@ -70,23 +97,40 @@ def test_definition_splits_sweep_fields_space_and_run_overrides(tmp_path):
 def test_switching_sampler_or_pruner_drops_the_options_of_the_one_the_file_named():
     from kws_research.sweeping import factories
 
-    definition = load(["sweep=quick", "pruner.interval_steps=2", "sampler.name=random", "pruner.name=percentile",
-                       "pruner.percentile=25"])
+    definition = load(
+        [
+            "sweep=quick",
+            "pruner.interval_steps=2",
+            "sampler.name=random",
+            "pruner.name=percentile",
+            "pruner.percentile=25",
+        ]
+    )
     assert dict(definition.sampler) == {"name": "random"}
     assert dict(definition.pruner) == {"name": "percentile", "interval_steps": 2, "percentile": 25}
     assert isinstance(factories.sampler(definition.sampler, 0, []), optuna.samplers.RandomSampler)
     assert isinstance(factories.pruner(definition.pruner, False), optuna.pruners.PercentilePruner)
     unchanged = load(["sweep=quick", "pruner.name=median"])
     assert unchanged.pruner.n_warmup_steps == 2  # same pruner: the file's options stay
-    assert isinstance(factories.pruner(load(["sweep=quick", "pruner.name=none"]).pruner, False),
-                      optuna.pruners.NopPruner)
+    assert isinstance(
+        factories.pruner(load(["sweep=quick", "pruner.name=none"]).pruner, False), optuna.pruners.NopPruner
+    )
 
 
 def test_search_space_syntax_maps_to_optuna_distributions():
-    dims = {d.name: d for d in parse({
-        "optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))", "model": "choice(ds_cnn, tc_resnet)",
-        "model.blocks": "int(interval(2, 6))", "trainer.batch_size": "range(32, 129, 32)",
-        "model.channels": "choice([16,24],[32,48])", "augment.noise_volume": "0.1"})}
+    dims = {
+        d.name: d
+        for d in parse(
+            {
+                "optimizer.learning_rate": "tag(log, interval(1e-4, 1e-2))",
+                "model": "choice(ds_cnn, tc_resnet)",
+                "model.blocks": "int(interval(2, 6))",
+                "trainer.batch_size": "range(32, 129, 32)",
+                "model.channels": "choice([16,24],[32,48])",
+                "augment.noise_volume": "0.1",
+            }
+        )
+    }
     assert list(dims)[0] == "model"  # config groups are sampled first
     lr = dims["optimizer.learning_rate"]
     assert (lr.kind, lr.low, lr.high, lr.log) == ("float", 1e-4, 1e-2, True)
@@ -125,7 +169,10 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
     metrics = parent.data.metrics
     assert metrics["best_value"] == pytest.approx(best.value)
     assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_failed"]) == (
-        states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED), states.count(TrialState.FAIL))
+        states.count(TrialState.COMPLETE),
+        states.count(TrialState.PRUNED),
+        states.count(TrialState.FAIL),
+    )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.yaml", "trials.csv", "optimization_history.png", "intermediate_values.png"} <= artifacts
     for trial in trials:
@@ -134,8 +181,9 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):
-    sweep = write_sweep(tmp_path, n_trials=2, params={"model": "choice(tc_resnet)",
-                                                       "model.kernel_size": "choice(9, 0)"})
+    sweep = write_sweep(
+        tmp_path, n_trials=2, params={"model": "choice(tc_resnet)", "model.kernel_size": "choice(9, 0)"}
+    )
     result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
     trials = {t.params["model.kernel_size"]: t for t in study_of(tmp_path).get_trials()}
     assert trials[0].state == TrialState.FAIL and "kernel" in trials[0].user_attrs["fail_reason"].lower()
@@ -147,14 +195,17 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):
 
 
 def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
-    sweep = write_sweep(tmp_path, n_trials=2, params={"model": "choice(tc_resnet)",
-                                                       "optimizer.learning_rate": "choice(0.001, 0.003)"},
-                        constraints={"max_params": None, "min_best_val_accuracy": 2.0, "max_test_loss": 100.0})
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=2,
+        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "choice(0.001, 0.003)"},
+        constraints={"max_params": None, "min_best_val_accuracy": 2.0, "max_test_loss": 100.0},
+    )
     result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
     for trial in study_of(tmp_path).get_trials():
         values = dict(zip(trial.user_attrs["constraint_names"], trial.user_attrs["constraints"]))
         assert values["min_best_val_accuracy"] == pytest.approx(2.0 - trial.value)  # > 0: infeasible
-        assert values["max_test_loss"] < 0                                                # feasible
+        assert values["max_test_loss"] < 0  # feasible
     # no trial is feasible: no best trial, nothing exported, the closest one named
     assert result["best_trial"] is None and result["best_run_id"] is None and not result["constraints_met"]
     client, _ = runs_of(tmp_path)
@@ -169,10 +220,13 @@ def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
         run_sweep(load([f"sweep={sweep}", "constraints.most_params=3", *data_args(tone_root, tmp_path)]))
 
 
-@pytest.mark.parametrize("field,value,key", [
-    ("constraints", {"max_false_command_rate": 0.2}, "constraints.max_false_command_rate"),
-    ("metrics", ["no_such_metric"], "metrics"),
-])
+@pytest.mark.parametrize(
+    "field,value,key",
+    [
+        ("constraints", {"max_false_command_rate": 0.2}, "constraints.max_false_command_rate"),
+        ("metrics", ["no_such_metric"], "metrics"),
+    ],
+)
 def test_a_metric_no_run_produces_is_refused_before_any_training(tone_root, tmp_path, field, value, key):
     sweep = write_sweep(tmp_path, n_trials=3, **{field: value})
     with pytest.raises(KwsError, match=f"^{key}: no run of this sweep produces"):
@@ -181,8 +235,12 @@ def test_a_metric_no_run_produces_is_refused_before_any_training(tone_root, tmp_
 
 
 def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_root, tmp_path):
-    sweep = write_sweep(tmp_path, n_trials=1, sampler={"name": "random"}, params={"model": "choice(tc_resnet)",
-                        "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"})
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=1,
+        sampler={"name": "random"},
+        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"},
+    )
     first = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
     second = run_sweep(load([f"sweep={sweep}", "n_trials=2", *data_args(tone_root, tmp_path)]))
     trials = study_of(tmp_path).get_trials()
@@ -193,8 +251,12 @@ def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_ro
 
 
 def test_a_trial_with_the_parameters_of_a_finished_one_is_not_trained_again(tone_root, tmp_path):
-    sweep = write_sweep(tmp_path, n_trials=2, sampler={"name": "random"},
-                        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "choice(0.003)"})
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=2,
+        sampler={"name": "random"},
+        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "choice(0.003)"},
+    )
     result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
     first, second = study_of(tmp_path).get_trials()
     assert first.state == TrialState.COMPLETE and first.params == second.params
@@ -232,7 +294,8 @@ def wait_for_running_trial(db: str, timeout: float = 240) -> None:
                 with sqlite3.connect(db, timeout=5) as conn:
                     rows = conn.execute(
                         "SELECT t.trial_id FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
-                        "WHERE t.state = 'RUNNING' AND a.key = 'mlflow_run_id'").fetchall()
+                        "WHERE t.state = 'RUNNING' AND a.key = 'mlflow_run_id'"
+                    ).fetchall()
                     if rows:
                         return
             except sqlite3.OperationalError:
@@ -244,12 +307,24 @@ def wait_for_running_trial(db: str, timeout: float = 240) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_sigkill_during_a_trial_then_rerun_loses_nothing(tone_root, tmp_path, sig):
-    sweep = write_sweep(tmp_path, n_trials=3, sampler={"name": "random"}, pruner={"name": "none"},
-                        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"})
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=3,
+        sampler={"name": "random"},
+        pruner={"name": "none"},
+        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"},
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     command = sweep_command(sweep, tone_root, tmp_path, "trainer.epochs=30", "trainer.early_stopping_patience=null")
-    victim = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    victim = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     wait_for_running_trial(str(tmp_path / "optuna.db"))
     time.sleep(2)
     os.killpg(victim.pid, sig)
@@ -257,8 +332,14 @@ def test_sigkill_during_a_trial_then_rerun_loses_nothing(tone_root, tmp_path, si
     if sig == signal.SIGINT:  # Ctrl-C: the sweep says how to resume and exits 130
         assert victim.returncode == 130 and "Traceback" not in stderr, (victim.returncode, stderr[-3000:])
         assert stderr.strip().splitlines()[-1] == "error: interrupted; rerun the same command to resume the study"
-    rerun = subprocess.run(sweep_command(sweep, tone_root, tmp_path, "trainer.epochs=2"), cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(
+        sweep_command(sweep, tone_root, tmp_path, "trainer.epochs=2"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     trials = study_of(tmp_path).get_trials()
     killed = [t for t in trials if t.state == TrialState.FAIL]
@@ -278,10 +359,22 @@ def test_sigkill_during_a_trial_then_rerun_loses_nothing(tone_root, tmp_path, si
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_without_duplicates(tone_root, tmp_path):
-    sweep = write_sweep(tmp_path, n_trials=4, workers=2, sampler={"name": "random"}, pruner={"name": "none"},
-                        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"})
-    result = subprocess.run(sweep_command(sweep, tone_root, tmp_path), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=4,
+        workers=2,
+        sampler={"name": "random"},
+        pruner={"name": "none"},
+        params={"model": "choice(tc_resnet)", "optimizer.learning_rate": "tag(log, interval(1e-3, 1e-2))"},
+    )
+    result = subprocess.run(
+        sweep_command(sweep, tone_root, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = study_of(tmp_path).get_trials()
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]

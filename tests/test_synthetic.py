@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 import soundfile as sf
-from conftest import tone_dataset_cfg
+from helpers.data import tone_dataset_cfg
 
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.dataset import prepare
 from kws_research.data.layout import scan, speaker_id
 from kws_research.data.synthetic import GeneratorSettings, generate
@@ -23,7 +24,7 @@ def test_generated_root_has_the_official_layout(tiny_synthetic):
     assert len(layout.noise_files) >= 5
     assert layout.validation_list and layout.testing_list
     audio, rate = sf.read(tiny_synthetic / layout.words["yes"][0].path, dtype="int16")
-    assert rate == 16000 and audio.shape == (16000,)
+    assert rate == SAMPLE_RATE and audio.shape == (CLIP_SAMPLES,)
     assert np.abs(audio).max() > 1000  # a word is in there, not silence
 
 
@@ -54,9 +55,13 @@ def test_generation_is_deterministic_and_seeded(tmp_path, tiny_synthetic):
 
 
 def test_synthetic_root_prepares_like_real_data(tiny_synthetic, tmp_path):
-    cfg = tone_dataset_cfg(tiny_synthetic, tmp_path / "cache",
-                           commands=["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"],
-                           unknown_percentage=10.0, silence_percentage=10.0)
+    cfg = tone_dataset_cfg(
+        tiny_synthetic,
+        tmp_path / "cache",
+        commands=["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"],
+        unknown_percentage=10.0,
+        silence_percentage=10.0,
+    )
     data = prepare(cfg)
     assert data.classes[:2] == ["silence", "unknown"] and len(data.classes) == 12
     for split in ("train", "validation", "test"):
@@ -84,8 +89,9 @@ def test_two_first_runs_at_once_generate_the_data_set_once(tmp_path):
         "words=('yes', 'no', 'up', 'down'), noise_seconds=1.0))"
     )
     target = tmp_path / "root"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert sum("generating the synthetic data set" in e for e in errors) == 1

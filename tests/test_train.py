@@ -8,30 +8,28 @@ import json
 import keras
 import numpy as np
 import pytest
-from helpers import last_json, run_stage
+from helpers.data import tiny_overrides
+from helpers.stages import last_json, run_stage
 from mlflow.tracking import MlflowClient
 
 from kws_research.config import compose
+from kws_research.contract import CLIP_SAMPLES, to_float
 from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError
 from kws_research.models import load_model
 from kws_research.train import train
 from kws_research.training.memory import custom_gradient_count
-from kws_research.training.run import RunHooks
+from kws_research.training.result import RunHooks
 
-CONTRACT_ARTIFACTS = {"config.yaml", "labels.json", "confusion_matrix.png", "training_curves.png",
-                      "classification_report.json", "summary.json", "model/model.keras"}
-
-
-def tiny_overrides(tone_root, tmp_path, *extra: str) -> list[str]:
-    return [
-        "dataset=speech_commands", f"dataset.root={tone_root}", "dataset.commands=[yes,no,up]",
-        "dataset.unknown_percentage=50", "dataset.silence_percentage=50",
-        f"dataset.cache_dir={tmp_path}/cache",
-        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifact_location={tmp_path}/mlartifacts",
-        "model=seed_cnn1d", "augment=none", "trainer.epochs=2", "trainer.batch_size=16", "trainer.verbose=0",
-        *extra,
-    ]
+CONTRACT_ARTIFACTS = {
+    "config.yaml",
+    "labels.json",
+    "confusion_matrix.png",
+    "training_curves.png",
+    "classification_report.json",
+    "summary.json",
+    "model/model.keras",
+}
 
 
 def artifact_paths(client, run_id, path=None) -> set[str]:
@@ -71,7 +69,7 @@ def test_one_run_leaves_the_complete_mlflow_record(tone_root, tmp_path):
     assert set(data.classes) <= set(report)
     model = load_model(f"{local}/model/model.keras")  # safe mode
     test = data.splits["test"]
-    probs = model.predict(np.asarray(test.audio, dtype=np.float32) / 32768.0, verbose=0)
+    probs = model.predict(to_float(test.audio), verbose=0)
     assert float((probs.argmax(1) == test.labels).mean()) == pytest.approx(metrics["test_accuracy"])
 
 
@@ -134,14 +132,17 @@ def test_impossible_architecture_fails_the_run_with_the_reason(tone_root, tmp_pa
     assert "seed_cnn1d" in runs[0].data.tags["error"]
 
 
-@pytest.mark.parametrize("override,line", [
-    ("model=no_such_model", "error: model: no option 'no_such_model' (available: bc_resnet, "),
-    ("trainer.epochz=1", "error: trainer.epochz: no such key (keys of trainer: epochs, "),
-    ("trainer.epochs=[1", "error: trainer.epochs=[1: cannot parse"),
-    ("trainer.epochs=abc", "error: trainer.epochs"),
-    ("optimizer.learning_rate=-0.1", "error: optimizer.learning_rate"),
-    ("dataset.root=/definitely/missing", "error: dataset.root"),
-])
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("model=no_such_model", "error: model: no option 'no_such_model' (available: bc_resnet, "),
+        ("trainer.epochz=1", "error: trainer.epochz: no such key (keys of trainer: epochs, "),
+        ("trainer.epochs=[1", "error: trainer.epochs=[1: cannot parse"),
+        ("trainer.epochs=abc", "error: trainer.epochs"),
+        ("optimizer.learning_rate=-0.1", "error: optimizer.learning_rate"),
+        ("dataset.root=/definitely/missing", "error: dataset.root"),
+    ],
+)
 def test_bad_overrides_give_one_clear_line_and_log_nothing_finished(tone_root, tmp_path, override, line):
     result = run_stage("train", *tiny_overrides(tone_root, tmp_path), override, cwd=tmp_path)
     assert result.returncode == 2
@@ -175,12 +176,11 @@ def test_baseline_experiment_is_the_tutorial_recipe():
 
 def test_an_epoch_is_one_pass_over_the_training_split():
     """10 clips in batches of 4: every epoch (3 steps) sees each clip exactly once."""
-    from kws_research.data.audio import SAMPLE_RATE, to_float
     from kws_research.data.cache import SplitArrays
     from kws_research.training import pipeline
 
     n, batch = 10, 4
-    rows = np.repeat(np.arange(n, dtype=np.int16)[:, None] * 100, SAMPLE_RATE, axis=1)
+    rows = np.repeat(np.arange(n, dtype=np.int16)[:, None] * 100, CLIP_SAMPLES, axis=1)
     split = SplitArrays(audio=rows, labels=np.arange(n) % 3, sources=[str(i) for i in range(n)])
     steps = pipeline.steps_per_epoch(split, batch)
     batches = iter(pipeline.training_dataset(split, 3, batch, seed=0))
@@ -213,10 +213,19 @@ def test_a_killed_train_run_ends_killed_at_the_next_stage_and_cannot_be_exported
     import sys
     import time
 
-    command = [sys.executable, "-m", "kws_research.train",
-               *tiny_overrides(tone_root, tmp_path, "trainer.epochs=500", "trainer.early_stopping_patience=null")]
-    victim = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "kws_research.train",
+        *tiny_overrides(tone_root, tmp_path, "trainer.epochs=500", "trainer.early_stopping_patience=null"),
+    ]
+    victim = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     db, running = tmp_path / "mlruns.db", []
     deadline = time.time() + 240
     while not running and time.time() < deadline and victim.poll() is None:
@@ -231,8 +240,13 @@ def test_a_killed_train_run_ends_killed_at_the_next_stage_and_cannot_be_exported
     victim.wait()
     assert running, "the train stage never started its run"
     run_id = running[0][0]
-    result = run_stage("export", f"run_id={run_id}", f"tracking.uri=sqlite:///{db}",
-                       f"tracking.artifact_location={tmp_path}/mlartifacts", cwd=tmp_path)
+    result = run_stage(
+        "export",
+        f"run_id={run_id}",
+        f"tracking.uri=sqlite:///{db}",
+        f"tracking.artifact_location={tmp_path}/mlartifacts",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: run {run_id} has no model/model.keras")
     run = MlflowClient(f"sqlite:///{db}").get_run(run_id)

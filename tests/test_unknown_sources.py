@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import tone_dataset_cfg
-from helpers import word_clip
+from helpers.data import tiny_overrides, tone_dataset_cfg, word_clip
 from mlflow.tracking import MlflowClient
-from test_train import tiny_overrides
 
 from kws_research.config import compose
+from kws_research.contract import SAMPLE_RATE
 from kws_research.data.dataset import prepare
 from kws_research.data.unknown import split_counts, vocabulary
 from kws_research.errors import KwsError
@@ -30,7 +29,9 @@ def rows_of(data, split, prefix):
 def test_shares_split_the_training_unknowns_and_eval_keeps_the_words(tone_root, tmp_path):
     data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, reversed=1.0, spliced=2.0))
     train_counts = data.summary["unknown_sources"]["train"]
-    assert train_counts == split_counts(sum(train_counts.values()), (("words", 1.0), ("reversed", 1.0), ("spliced", 2.0)))
+    assert train_counts == split_counts(
+        sum(train_counts.values()), (("words", 1.0), ("reversed", 1.0), ("spliced", 2.0))
+    )
     assert train_counts["spliced"] == 2 * train_counts["reversed"] > 0
     assert data.summary["unknown_sources"]["validation"] == {"words": data.summary["counts"]["validation"]["unknown"]}
     again = prepare(sources_cfg(tone_root, tmp_path / "d", words=1.0, reversed=1.0, spliced=2.0))
@@ -70,8 +71,11 @@ def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(
     assert vocabulary(("yes", "no", "right"), ("dog",), str(words)) == ["apple", "paper", "river", "sugar"]
     monkeypatch.chdir(tmp_path)  # a relative cache_dir, as in the default config
     cfg = sources_cfg(tone_root, "c", synthetic=1.0)
-    cfg.update(commands=["yes", "no", "up"], heldout_unknown_words=["dog"],
-               synthetic_unknown={"vocabulary": str(words), "speakers": 3})
+    cfg.update(
+        commands=["yes", "no", "up"],
+        heldout_unknown_words=["dog"],
+        synthetic_unknown={"vocabulary": str(words), "speakers": 3},
+    )
     data = prepare(cfg)
     rows = rows_of(data, "train", "/")  # synthetic clips have absolute paths
     spoken = {s.split("/")[-2] for _, s in rows}
@@ -87,7 +91,7 @@ def test_a_folder_of_extra_clips_is_a_source(tone_root, tmp_path, monkeypatch):
     folder = tmp_path / "mine" / "nested"
     folder.mkdir(parents=True)
     for i in range(12):
-        sf.write(folder / f"speaker{i}_word.wav", word_clip(6, i, 0), 16000, subtype="PCM_16")
+        sf.write(folder / f"speaker{i}_word.wav", word_clip(6, i, 0), SAMPLE_RATE, subtype="PCM_16")
     cfg = sources_cfg(tone_root, tmp_path / "c", words=1.0, folder=1.0)
     monkeypatch.chdir(tmp_path)
     cfg["unknown_folder"] = "mine"  # relative to where the stage runs, not to the data root
@@ -104,8 +108,9 @@ def test_heldout_words_are_measured_as_unseen(tone_root, tmp_path):
     overrides = tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "dataset.heldout_unknown_words=[dog]")
     cfg = compose("train", overrides)
     data = prepare(cfg.dataset)
-    assert not [s for split in ("train", "validation", "test") for s in data.splits[split].sources
-                if s.startswith("dog/")]
+    assert not [
+        s for split in ("train", "validation", "test") for s in data.splits[split].sources if s.startswith("dog/")
+    ]
     assert len(data.splits["heldout"]) == 12 and set(data.splits["heldout"].labels) == {1}
     result = train(cfg)
     metrics = MlflowClient(cfg.tracking.uri).get_run(result.run_id).data.metrics
@@ -114,31 +119,54 @@ def test_heldout_words_are_measured_as_unseen(tone_root, tmp_path):
     assert metrics["heldout_clips"] == 12 and "command_accuracy" in metrics
 
 
-@pytest.mark.parametrize("rule,metric,meta_key,label", [
-    ("threshold", "gate_threshold", "confidence_gate_threshold", "confidence gate"),
-    ("prior", "gate_unknown_weight", "unknown_prior_weight", "unknown prior"),
-])
-def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(tone_root, tmp_path, rule, metric,
-                                                                          meta_key, label):
+@pytest.mark.parametrize(
+    "rule,metric,meta_key,label",
+    [
+        ("threshold", "gate_threshold", "confidence_gate_threshold", "confidence gate"),
+        ("prior", "gate_unknown_weight", "unknown_prior_weight", "unknown prior"),
+    ],
+)
+def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
+    tone_root, tmp_path, rule, metric, meta_key, label
+):
     from omegaconf import OmegaConf
 
     from kws_research.exporting.stage import export_run
 
-    overrides = tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "dataset.heldout_unknown_words=[dog]",
-                               "openset.gate=true", f"openset.rule={rule}", "openset.max_command_drop=0.5")
+    overrides = tiny_overrides(
+        tone_root,
+        tmp_path,
+        "model=tc_resnet",
+        "dataset.heldout_unknown_words=[dog]",
+        "openset.gate=true",
+        f"openset.rule={rule}",
+        "openset.max_command_drop=0.5",
+    )
     result = train(compose("train", overrides))
     metrics = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_run(result.run_id).data.metrics
     assert metrics[metric] > (0.3 if rule == "threshold" else 1.0)
     assert metrics["gated_unseen_unknown_recall"] >= metrics["unseen_unknown_recall"]
     assert metrics["gated_false_command_rate"] <= metrics["false_command_rate"]
-    cfg = OmegaConf.to_container(compose("export", [
-        f"run_id={result.run_id}", f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
-        f"tracking.artifact_location={tmp_path}/mlartifacts", "baseline=skip", f"output_dir={tmp_path}/out"]),
-        resolve=True)
+    cfg = OmegaConf.to_container(
+        compose(
+            "export",
+            [
+                f"run_id={result.run_id}",
+                f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+                f"tracking.artifact_location={tmp_path}/mlartifacts",
+                "baseline=skip",
+                f"output_dir={tmp_path}/out",
+            ],
+        ),
+        resolve=True,
+    )
     exported = export_run(cfg)
     assert exported["coreml_verified"] and label in exported["comparison"]
-    exported_column = {line.split("|")[1].strip(): line.split("|")[-2].strip()
-                       for line in exported["comparison"].splitlines() if line.startswith("| ")}
+    exported_column = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in exported["comparison"].splitlines()
+        if line.startswith("| ")
+    }
     # every row of the exported column measures the gated model, as its Core ML row does
     assert exported_column["test accuracy (Keras)"] == f"{100 * metrics['gated_test_accuracy']:.1f}%"
     assert exported_column["validation accuracy"] == f"{100 * metrics['gated_val_accuracy']:.1f}%"
@@ -170,7 +198,7 @@ def test_the_unknown_prior_layer_matches_its_numpy_rule_and_calibration_keeps_th
 
 def test_an_unknown_open_set_rule_names_the_key(tone_root, tmp_path):
     from kws_research.errors import ConfigError
-    from kws_research.training.run import validate
+    from kws_research.training.validation import validate
 
     with pytest.raises(ConfigError, match="openset.rule"):
         validate(compose("train", tiny_overrides(tone_root, tmp_path, "openset.rule=softmax")))

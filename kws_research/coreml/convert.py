@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Mapping
 
-from kws_research.models.registry import INPUT_NAME, NUM_SAMPLES
+from kws_research.contract import CLIP_SAMPLES, CLIP_SECONDS, INPUT_NAME, NORMALISATION, SAMPLE_RATE
 
 FORMATS = ("mlprogram", "neuralnetwork")
 PRECISIONS = ("fp16", "fp32")
@@ -37,8 +37,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", module="coremltools")
 
 
-def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "fp16",
-            quantize: str | None = None):
+def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "fp16", quantize: str | None = None):
     """A Core ML classifier over ``labels`` taking ``audio`` float32 (1, 16000)."""
     _quiet()
     import coremltools as ct
@@ -52,12 +51,19 @@ def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "
             raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
         kwargs["compute_precision"] = (
             ct.transform.FP16ComputePrecision(op_selector=lambda op: FRONTEND_LAYER not in op.name)
-            if precision == "fp16" else ct.precision.FLOAT32)
+            if precision == "fp16"
+            else ct.precision.FLOAT32
+        )
         kwargs["minimum_deployment_target"] = ct.target.iOS16 if quantize else ct.target.iOS15
-    tensor = ct.TensorType(name=INPUT_NAME, shape=(1, NUM_SAMPLES), dtype=np.float32)
-    mlmodel = ct.convert(model, source="tensorflow", inputs=[tensor],
-                         classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
-                         convert_to=fmt, **kwargs)
+    tensor = ct.TensorType(name=INPUT_NAME, shape=(1, CLIP_SAMPLES), dtype=np.float32)
+    mlmodel = ct.convert(
+        model,
+        source="tensorflow",
+        inputs=[tensor],
+        classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
+        convert_to=fmt,
+        **kwargs,
+    )
     return quantize_weights(mlmodel, quantize) if quantize else mlmodel
 
 
@@ -69,14 +75,17 @@ def convert_seed_interface(model, labels: list[str]):
     import tensorflow as tf
     from coremltools.proto import FeatureTypes_pb2
 
-    @tf.function(input_signature=[tf.TensorSpec([NUM_SAMPLES], tf.float32, name=SEED_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([CLIP_SAMPLES], tf.float32, name=SEED_INPUT)])
     def one_clip(audio):
-        return tf.reshape(model(tf.reshape(audio, [1, NUM_SAMPLES]), training=False), [-1])
+        return tf.reshape(model(tf.reshape(audio, [1, CLIP_SAMPLES]), training=False), [-1])
 
-    mlmodel = ct.convert([one_clip.get_concrete_function()], source="tensorflow",
-                         inputs=[ct.TensorType(name=SEED_INPUT, shape=(NUM_SAMPLES,), dtype=np.float32)],
-                         classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
-                         convert_to="neuralnetwork")
+    mlmodel = ct.convert(
+        [one_clip.get_concrete_function()],
+        source="tensorflow",
+        inputs=[ct.TensorType(name=SEED_INPUT, shape=(CLIP_SAMPLES,), dtype=np.float32)],
+        classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
+        convert_to="neuralnetwork",
+    )
     spec = mlmodel.get_spec()
     spec.description.input[0].type.multiArrayType.dataType = FeatureTypes_pb2.ArrayFeatureType.DOUBLE
     # Rename the probabilities output only: the layer blob it is read from
@@ -107,8 +116,9 @@ def quantize_weights(mlmodel, mode: str):
     )
 
     program = mlmodel._mil_program  # coremltools keeps the converted MIL program on the model
-    frontend_ops = {op.name for op in program.functions["main"].operations
-                    if op.op_type == "const" and FRONTEND_LAYER in op.name}
+    frontend_ops = {
+        op.name for op in program.functions["main"].operations if op.op_type == "const" and FRONTEND_LAYER in op.name
+    }
     config = OptimizationConfig(
         global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=512),
         op_name_configs={name: None for name in frontend_ops},
@@ -116,8 +126,16 @@ def quantize_weights(mlmodel, mode: str):
     return linear_quantize_weights(mlmodel, config)
 
 
-def set_metadata(mlmodel, labels: list[str], interface: str, description: str, author: str | None,
-                 license: str | None, version: str | None, user: Mapping[str, object]) -> None:
+def set_metadata(
+    mlmodel,
+    labels: list[str],
+    interface: str,
+    description: str,
+    author: str | None,
+    license: str | None,
+    version: str | None,
+    user: Mapping[str, object],
+) -> None:
     """Descriptions for Xcode's model viewer and user metadata the app can read."""
     spec_inputs = [i.name for i in mlmodel.get_spec().description.input]
     probs = mlmodel.get_spec().description.predictedProbabilitiesName
@@ -129,8 +147,9 @@ def set_metadata(mlmodel, labels: list[str], interface: str, description: str, a
     if version:
         mlmodel.version = str(version)
     mlmodel.input_description[spec_inputs[0]] = (
-        "1 s of mono 16 kHz audio: 16,000 samples, int16 values divided by 32768"
-        + (" (shape [16000])" if interface == "seed" else " (shape [1, 16000])"))
+        f"{CLIP_SECONDS} s of mono {SAMPLE_RATE // 1000} kHz audio: {CLIP_SAMPLES:,} samples, {NORMALISATION}"
+        + (f" (shape [{CLIP_SAMPLES}])" if interface == "seed" else f" (shape [1, {CLIP_SAMPLES}])")
+    )
     mlmodel.output_description[LABEL_OUTPUT] = "the most likely class: " + ", ".join(labels)
     mlmodel.output_description[probs] = "probability of every class"
     mlmodel.user_defined_metadata.update({k: str(v) for k, v in user.items() if v is not None})
@@ -141,8 +160,11 @@ def op_types(mlmodel) -> collections.Counter:
     spec = mlmodel.get_spec()
     kind = spec.WhichOneof("Type")
     if kind == "mlProgram":
-        return collections.Counter(op.type for function in spec.mlProgram.functions.values()
-                                   for block in function.block_specializations.values()
-                                   for op in block.operations)
+        return collections.Counter(
+            op.type
+            for function in spec.mlProgram.functions.values()
+            for block in function.block_specializations.values()
+            for op in block.operations
+        )
     network = getattr(spec, kind)
     return collections.Counter(layer.WhichOneof("layer") for layer in network.layers)

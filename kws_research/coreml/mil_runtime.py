@@ -17,8 +17,17 @@ import numpy as np
 from kws_research.coreml.numerics import conv, pool, same_padding, sigmoid, softmax
 from kws_research.errors import KwsError
 
-DTYPES = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int8": np.int8, "uint8": np.uint8,
-          "int16": np.int16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+DTYPES = {
+    "fp16": np.float16,
+    "fp32": np.float32,
+    "fp64": np.float64,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "bool": np.bool_,
+}
 
 
 class UnsupportedOp(KwsError):
@@ -31,8 +40,10 @@ def _pads(kind: str, pad, x_shape, kernel, strides, dilations) -> list[tuple[int
     if kind == "valid":
         return [(0, 0)] * spatial
     if kind in ("same", "same_lower"):
-        return [same_padding(s, k, st, d, lower=kind == "same_lower")
-                for s, k, st, d in zip(sizes, kernel, strides, dilations)]
+        return [
+            same_padding(s, k, st, d, lower=kind == "same_lower")
+            for s, k, st, d in zip(sizes, kernel, strides, dilations)
+        ]
     if kind == "custom":
         pad = [int(p) for p in pad]
         return [(pad[2 * i], pad[2 * i + 1]) for i in range(spatial)]
@@ -115,7 +126,9 @@ def _slice(a):
     bmask = list(a.get("begin_mask", [False] * x.ndim))
     emask = list(a.get("end_mask", [False] * x.ndim))
     squeeze = list(a.get("squeeze_mask", [False] * x.ndim))
-    index = tuple(slice(None if bm else b, None if em else e, s) for b, e, s, bm, em in zip(begin, end, stride, bmask, emask))
+    index = tuple(
+        slice(None if bm else b, None if em else e, s) for b, e, s, bm, em in zip(begin, end, stride, bmask, emask)
+    )
     y = x[index]
     return y.squeeze(axis=tuple(i for i, sq in enumerate(squeeze) if sq)) if any(squeeze) else y
 
@@ -194,8 +207,10 @@ class MilProgram:
                 self.labels = [str(c) for c in op.inputs["classes"].val]
                 self.probabilities = op.inputs["probabilities"].name
             elif op.op_type != "const" and op.op_type not in KERNELS:
-                raise UnsupportedOp(f"Core ML op '{op.op_type}' in layer '{op.name}' has no reference "
-                                    "implementation in kws_research/coreml/mil_runtime.py")
+                raise UnsupportedOp(
+                    f"Core ML op '{op.op_type}' in layer '{op.name}' has no reference "
+                    "implementation in kws_research/coreml/mil_runtime.py"
+                )
         if self.probabilities is None:
             raise UnsupportedOp("the program has no classify op; export builds classifiers only")
 
@@ -213,7 +228,9 @@ class MilProgram:
                 continue
             args = {}
             for key, var in op.inputs.items():
-                args[key] = tuple(self._value(v, env) for v in var) if isinstance(var, (list, tuple)) else self._value(var, env)
+                args[key] = (
+                    tuple(self._value(v, env) for v in var) if isinstance(var, (list, tuple)) else self._value(var, env)
+                )
             try:
                 result = KERNELS[op.op_type](args)
             except UnsupportedOp as exc:

@@ -20,7 +20,9 @@ def weights(params, shape=None) -> np.ndarray:
         values = np.asarray(params.floatValue, dtype=np.float32).astype(np.float64)
     elif params.float16Value:
         values = np.frombuffer(params.float16Value, dtype=np.float16).astype(np.float64)
-    elif params.rawValue and params.quantization.numberOfBits == 8 and params.quantization.HasField("linearQuantization"):
+    elif (
+        params.rawValue and params.quantization.numberOfBits == 8 and params.quantization.HasField("linearQuantization")
+    ):
         q = np.frombuffer(params.rawValue, dtype=np.uint8).astype(np.float64)
         scale = np.asarray(params.quantization.linearQuantization.scale, dtype=np.float32).astype(np.float64)
         bias = np.asarray(params.quantization.linearQuantization.bias, dtype=np.float32).astype(np.float64)
@@ -40,7 +42,9 @@ def _border_pads(padding_amounts) -> list[tuple[int, int]]:
 
 
 def _spatial_pads(p, x, kernel, stride, dilation) -> list[tuple[int, int]]:
-    kind = p.WhichOneof("ConvolutionPaddingType") if hasattr(p, "outputChannels") else p.WhichOneof("PoolingPaddingType")
+    kind = (
+        p.WhichOneof("ConvolutionPaddingType") if hasattr(p, "outputChannels") else p.WhichOneof("PoolingPaddingType")
+    )
     if kind == "valid":
         return _border_pads(p.valid.paddingAmounts)
     if kind == "same":
@@ -218,7 +222,9 @@ LAYERS: dict[str, Callable] = {
     "expandDims": _expand_dims,
     "reshapeStatic": lambda layer, i: i[0].reshape(tuple(layer.reshapeStatic.targetShape)),
     "transpose": lambda layer, i: np.transpose(i[0], tuple(layer.transpose.axes)),
-    "squeeze": lambda layer, i: np.squeeze(i[0]) if layer.squeeze.squeezeAll else np.squeeze(i[0], axis=tuple(layer.squeeze.axes)),
+    "squeeze": lambda layer, i: (
+        np.squeeze(i[0]) if layer.squeeze.squeezeAll else np.squeeze(i[0], axis=tuple(layer.squeeze.axes))
+    ),
     "softmaxND": lambda layer, i: softmax(i[0], layer.softmaxND.axis),
     "softmax": lambda layer, i: softmax(i[0], -3 if i[0].ndim >= 3 else -1),
     "add": lambda layer, i: _sum(i) + (layer.add.alpha if len(i) == 1 else 0.0),
@@ -246,13 +252,16 @@ class NeuralNetwork:
         self.input_name = spec.description.input[0].name
         self.input_shape = tuple(spec.description.input[0].type.multiArrayType.shape)
         self.labels = [str(s) for s in network.stringClassLabels.vector] or [
-            str(i) for i in network.int64ClassLabels.vector]
+            str(i) for i in network.int64ClassLabels.vector
+        ]
         self.probabilities = network.labelProbabilityLayerName
         for layer in self.layers:
             kind = layer.WhichOneof("layer")
             if kind not in LAYERS:
-                raise UnsupportedOp(f"Core ML layer type '{kind}' in layer '{layer.name}' has no reference "
-                                    "implementation in kws_research/coreml/nn_runtime.py")
+                raise UnsupportedOp(
+                    f"Core ML layer type '{kind}' in layer '{layer.name}' has no reference "
+                    "implementation in kws_research/coreml/nn_runtime.py"
+                )
 
     def run(self, audio: np.ndarray) -> np.ndarray:
         env = {self.input_name: np.asarray(audio, dtype=np.float32).reshape(self.input_shape)}

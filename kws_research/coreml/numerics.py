@@ -28,7 +28,9 @@ def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], d
     return view[out_index + kernel_index]
 
 
-def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides, pads, dilations, groups: int) -> np.ndarray:
+def conv(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strides, pads, dilations, groups: int
+) -> np.ndarray:
     """Grouped N-d convolution: x [N, Cin, *S], weight [Cout, Cin/groups, *K], pads [(begin, end)] per axis."""
     spatial = weight.ndim - 2
     x = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in pads])

@@ -59,23 +59,39 @@ def macos_predict(path: Path, audio: np.ndarray) -> np.ndarray | None:
     return np.asarray(rows, dtype=np.float32)
 
 
-def verify(path: Path, fmt: str, precision: str, labels: list[str], audio: np.ndarray, truth: np.ndarray,
-           keras_probs: np.ndarray, tolerance: float) -> Verification:
+def verify(
+    path: Path,
+    fmt: str,
+    precision: str,
+    labels: list[str],
+    audio: np.ndarray,
+    truth: np.ndarray,
+    keras_probs: np.ndarray,
+    tolerance: float,
+) -> Verification:
     """Compare the saved model's outputs with Keras' on the same clips."""
     started = time.perf_counter()
     model = runtime.load(path)
     if list(model.labels) != list(labels):
-        raise KwsError(f"{path}: class labels {model.labels} differ from the run's {labels}; the file is not this "
-                       "run's model, export the run again")
+        raise KwsError(
+            f"{path}: class labels {model.labels} differ from the run's {labels}; the file is not this "
+            "run's model, export the run again"
+        )
     probs = runtime.predict(model, audio)
     diff = np.abs(probs - keras_probs)
     result = Verification(
-        path=str(path), format=fmt, precision=precision, clips=int(audio.shape[0]),
-        max_abs_diff=float(diff.max()), mean_abs_diff=float(diff.mean()),
+        path=str(path),
+        format=fmt,
+        precision=precision,
+        clips=int(audio.shape[0]),
+        max_abs_diff=float(diff.max()),
+        mean_abs_diff=float(diff.mean()),
         agreement=float((probs.argmax(1) == keras_probs.argmax(1)).mean()),
         coreml_accuracy=float((probs.argmax(1) == truth).mean()),
         keras_accuracy=float((keras_probs.argmax(1) == truth).mean()),
-        tolerance=float(tolerance), verified=bool(diff.max() <= tolerance), seconds=0.0,
+        tolerance=float(tolerance),
+        verified=bool(diff.max() <= tolerance),
+        seconds=0.0,
     )
     native = macos_predict(path, audio)
     if native is not None:

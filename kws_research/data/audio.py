@@ -1,9 +1,5 @@
-"""Decoding WAV clips into the fixed 1 s / 16 kHz / int16 representation.
-
-Clips are stored as int16 and turned into float32 only at use as
-``int16 / 2**15``: the tutorial's normalisation, kept so that every model
-(and the Core ML input contract) sees the same scale.
-"""
+"""Decoding audio files into the stored representation of :mod:`kws_research.contract`
+(1 s, 16 kHz, mono, int16); float32 only at use."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16000
-INT16_SCALE = 2.0**15
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, to_int16
 
 
 class ClipError(Exception):
@@ -53,7 +48,7 @@ def resample(signal: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> n
     return resample_poly(signal, rate_out // g, rate_in // g).astype(np.float32)
 
 
-def fit_length(signal: np.ndarray, num_samples: int = SAMPLE_RATE) -> np.ndarray:
+def fit_length(signal: np.ndarray, num_samples: int = CLIP_SAMPLES) -> np.ndarray:
     """Zero-pad short clips at the end (as the official pipeline does); crop long
     ones to the loudest window so a long recording keeps its word."""
     n = signal.shape[0]
@@ -67,16 +62,6 @@ def fit_length(signal: np.ndarray, num_samples: int = SAMPLE_RATE) -> np.ndarray
     return signal[start : start + num_samples]
 
 
-def to_int16(signal: np.ndarray) -> np.ndarray:
-    """Float in [-1, 1] -> int16 with clipping (never wraps around)."""
-    return np.clip(np.round(signal * INT16_SCALE), -32768, 32767).astype(np.int16)
-
-
-def to_float(samples: np.ndarray) -> np.ndarray:
-    """int16 -> float32 as ``samples / 2**15`` (the tutorial's normalisation)."""
-    return samples.astype(np.float32) / np.float32(INT16_SCALE)
-
-
 def declared_frames(path: Path | str) -> int | None:
     """Frames a PCM WAV header promises (None for other formats and unreadable headers)."""
     try:
@@ -86,7 +71,7 @@ def declared_frames(path: Path | str) -> int | None:
         return None
 
 
-def decode_clip_checked(path: Path | str, num_samples: int = SAMPLE_RATE) -> tuple[np.ndarray, str | None]:
+def decode_clip_checked(path: Path | str, num_samples: int = CLIP_SAMPLES) -> tuple[np.ndarray, str | None]:
     """:func:`decode_clip` plus a note when the file holds fewer frames than its header
     promises (a truncated download or copy: the clip is used, zero-padded, and reported)."""
     signal, rate = read_mono(path)
@@ -97,7 +82,7 @@ def decode_clip_checked(path: Path | str, num_samples: int = SAMPLE_RATE) -> tup
     return to_int16(fit_length(resample(signal, rate), num_samples)), note
 
 
-def decode_clip(path: Path | str, num_samples: int = SAMPLE_RATE) -> np.ndarray:
+def decode_clip(path: Path | str, num_samples: int = CLIP_SAMPLES) -> np.ndarray:
     """One clip as int16 of exactly ``num_samples`` at 16 kHz, mono."""
     return decode_clip_checked(path, num_samples)[0]
 
@@ -110,4 +95,4 @@ def decode_long(path: Path | str) -> np.ndarray:
 
 def write_wav(path: Path | str, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Write int16 mono PCM, the format of the official archive."""
-    sf.write(str(path), np.asarray(samples, dtype=np.int16), rate, subtype="PCM_16")
+    sf.write(str(path), np.asarray(samples, dtype=STORED_DTYPE), rate, subtype="PCM_16")

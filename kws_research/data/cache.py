@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.contract import INT16_SCALE, SAMPLE_RATE, STORED_DTYPE
 from kws_research.data.layout import Layout
+from kws_research.data.task import NOISE_SPLIT_FRACTIONS
 from kws_research.errors import KwsError
 from kws_research.processes import pid_alive
 
@@ -85,11 +87,10 @@ class PreparedData:
         """Identity of what a comparison on the test split depends on: the classes, the
         input contract and the test clips' audio and labels. Training-only data options
         (extra unknown sources, augmentation) leave it unchanged."""
-        from kws_research.data.audio import INT16_SCALE, SAMPLE_RATE
-
         test = self.splits.get("test")
-        digest = hashlib.sha256(json.dumps({"classes": list(self.classes), "sample_rate": SAMPLE_RATE,
-                                            "scale": INT16_SCALE}).encode())
+        digest = hashlib.sha256(
+            json.dumps({"classes": list(self.classes), "sample_rate": SAMPLE_RATE, "scale": INT16_SCALE}).encode()
+        )
         if test is not None:
             digest.update(np.ascontiguousarray(test.audio).tobytes())
             digest.update(np.asarray(test.labels, dtype=np.int64).tobytes())
@@ -97,13 +98,8 @@ class PreparedData:
 
     def noise_segments(self, split: str = "train") -> list[tuple[int, int]]:
         """(start, stop) of the part of each recording reserved for ``split``."""
-        from kws_research.data.task import NOISE_SPLIT_FRACTIONS
-
         lo, hi = NOISE_SPLIT_FRACTIONS[split]
-        return [
-            (f["start"] + int(f["length"] * lo), f["start"] + int(f["length"] * hi))
-            for f in self.noise_files
-        ]
+        return [(f["start"] + int(f["length"] * lo), f["start"] + int(f["length"] * hi)) for f in self.noise_files]
 
 
 def is_valid(path: Path, signature: str) -> bool:
@@ -162,15 +158,18 @@ def ensure_space(folder: Path, needed: int, key: str = "dataset.cache_dir") -> N
     disk kills the process with SIGBUS)."""
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise KwsError(f"{key}: {folder} has {_mb(free)} free, the cache needs {_mb(needed)}; "
-                       f"free some space or set {key}=<folder with space>")
+        raise KwsError(
+            f"{key}: {folder} has {_mb(free)} free, the cache needs {_mb(needed)}; "
+            f"free some space or set {key}=<folder with space>"
+        )
 
 
 def storage_error(exc: OSError, folder: Path, key: str = "dataset.cache_dir") -> KwsError:
     """An OSError while writing under ``folder`` as one line naming the folder and the key."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return KwsError(f"{key}: no space left in {folder} ({exc.strerror}); free some space or set "
-                        f"{key}=<folder with space>")
+        return KwsError(
+            f"{key}: no space left in {folder} ({exc.strerror}); free some space or set {key}=<folder with space>"
+        )
     return KwsError(f"{key}: cannot write to {folder} ({exc.strerror or exc}); set {key}=<writable folder>")
 
 
@@ -194,7 +193,7 @@ class CacheWriter:
 
     def audio(self, split: str, rows: int, samples: int) -> np.ndarray:
         return np.lib.format.open_memmap(
-            self.tmp / f"{split}.audio.npy", mode="w+", dtype=np.int16, shape=(rows, samples)
+            self.tmp / f"{split}.audio.npy", mode="w+", dtype=STORED_DTYPE, shape=(rows, samples)
         )
 
     def array(self, name: str, values: np.ndarray) -> None:

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache
-from kws_research.data.audio import SAMPLE_RATE, ClipError, decode_clip_checked, decode_long
+from kws_research.data.audio import ClipError, decode_clip_checked, decode_long
+from kws_research.data.download import ensure_downloaded
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
+from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
 from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, splice
 from kws_research.errors import KwsError
@@ -62,8 +65,6 @@ def resolve_root(cfg: Mapping) -> Path:
     """The data root, generated (synthetic) or downloaded (official archives) if asked."""
     generator = cfg.get("generator")
     if generator is not None:
-        from kws_research.data.synthetic import GeneratorSettings, ensure_generated
-
         settings = GeneratorSettings.from_config(generator, "dataset.generator")
         root = Path(str(cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()))
         try:
@@ -79,16 +80,15 @@ def resolve_root(cfg: Mapping) -> Path:
         )
     root = Path(str(root)).expanduser()
     if cfg.get("download"):
-        from kws_research.data.download import ensure_downloaded
-
         if not cfg.get("url"):
             raise KwsError("dataset.url: download=true needs the archive URL (dataset=speech_commands_v2 sets it)")
         return ensure_downloaded(str(cfg["url"]), root, cfg.get("archive_sha256"), cfg.get("archive_size"))
     return root
 
 
-def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, np.ndarray], dict[str, str],
-                                                                      dict[str, str]]:
+def _decode_all(
+    root: Path, paths: list[str], workers: int
+) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
     """Decoded clips, unusable clips (skipped) and truncated clips (used), by path."""
     decoded: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
@@ -96,7 +96,7 @@ def _decode_all(root: Path, paths: list[str], workers: int) -> tuple[dict[str, n
 
     def one(rel: str):
         try:
-            return rel, *decode_clip_checked(root / rel, SAMPLE_RATE), None
+            return rel, *decode_clip_checked(root / rel, CLIP_SAMPLES), None
         except ClipError as exc:
             return rel, None, None, str(exc)
 
@@ -135,8 +135,7 @@ def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise
         return splice(decoded[item.paths[0]], decoded[item.paths[1]])
     if item.kind == "silence":
         start = noise_files[item.noise]["start"] + item.offset
-        cut = noise[start : start + SAMPLE_RATE].astype(np.float32) * item.gain
-        return np.clip(np.round(cut), -32768, 32767).astype(np.int16)
+        return saturate_int16(noise[start : start + CLIP_SAMPLES].astype(np.float32) * item.gain)
     raise ValueError(f"unknown item kind {item.kind!r}")
 
 
@@ -146,8 +145,17 @@ def _source_name(item: Item, noise_files: list[dict]) -> str:
     return "+".join(item.paths) if item.kind == "clip" else f"{item.kind}:" + "+".join(item.paths)
 
 
-def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipped: dict[str, str],
-             truncated: dict[str, str], layout: Layout, noise_files: list[dict]) -> dict:
+def _summary(
+    name: str,
+    root: Path,
+    fp: str,
+    plan: TaskPlan,
+    splits: dict,
+    skipped: dict[str, str],
+    truncated: dict[str, str],
+    layout: Layout,
+    noise_files: list[dict],
+) -> dict:
     counts = {}
     for split, (labels, _) in splits.items():
         tally = Counter(int(v) for v in labels)
@@ -175,10 +183,19 @@ def _summary(name: str, root: Path, fp: str, plan: TaskPlan, splits: dict, skipp
     }
 
 
-def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: TaskSpec,
-           layout: Layout, workers: int, extra: dict) -> None:
+def _build(
+    path: Path,
+    name: str,
+    root: Path,
+    fp: str,
+    signature: str,
+    spec: TaskSpec,
+    layout: Layout,
+    workers: int,
+    extra: dict,
+) -> None:
     noise_arrays, noise_files, skipped = _decode_noise(layout)
-    noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=np.int16)
+    noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=STORED_DTYPE)
     plan = plan_task(spec, layout, [f["length"] for f in noise_files], extra)
     split_items = dict(plan.splits)
     if plan.heldout:
@@ -189,16 +206,18 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
     if failed:
         log.warning("skipped %d unreadable clip(s); see the summary", len(failed))
     if truncated:
-        log.warning("%d clip(s) are shorter than their header says (truncated files); used zero-padded, "
-                    "listed in the summary", len(truncated))
+        log.warning(
+            "%d clip(s) are shorter than their header says (truncated files); used zero-padded, listed in the summary",
+            len(truncated),
+        )
     rows = sum(len(items) for items in split_items.values())
-    writer = cache.CacheWriter(path, needed=rows * SAMPLE_RATE * 2 + noise.nbytes)
+    writer = cache.CacheWriter(path, needed=rows * CLIP_SAMPLES * np.dtype(STORED_DTYPE).itemsize + noise.nbytes)
     try:
         class_index = {c: i for i, c in enumerate(plan.classes)}
         written = {}
         for split, items in split_items.items():
             kept = [it for it in items if all(p in decoded for p in it.paths)]
-            audio = writer.audio(split, len(kept), SAMPLE_RATE)
+            audio = writer.audio(split, len(kept), CLIP_SAMPLES)
             for row, item in enumerate(kept):
                 audio[row] = _render(item, decoded, noise, noise_files)
             audio.flush()
@@ -211,11 +230,18 @@ def _build(path: Path, name: str, root: Path, fp: str, signature: str, spec: Tas
         writer.array("noise", noise)
         summary = _summary(name, root, fp, plan, written, skipped, truncated, layout, noise_files)
         writer.json("summary.json", summary)
-        writer.json("meta.json", {
-            "name": name, "classes": list(plan.classes), "splits": list(written),
-            "fingerprint": fp, "stat_signature": signature, "noise_files": noise_files,
-            "root": str(root),
-        })
+        writer.json(
+            "meta.json",
+            {
+                "name": name,
+                "classes": list(plan.classes),
+                "splits": list(written),
+                "fingerprint": fp,
+                "stat_signature": signature,
+                "noise_files": noise_files,
+                "root": str(root),
+            },
+        )
         writer.commit()
     except OSError as exc:
         writer.abort()
@@ -232,15 +258,21 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
     root = resolve_root(cfg)
     layout = scan(root)
     if not layout.noise_files:
-        log.warning("%s has no %s folder: no silence clips or noise augmentation possible",
-                    root, BACKGROUND_NOISE_DIR)
+        log.warning("%s has no %s folder: no silence clips or noise augmentation possible", root, BACKGROUND_NOISE_DIR)
     spec = task_spec(cfg)
     check_words(spec, layout)
     extra, extra_files = extra_unknown_clips(spec, cache_root(cfg))
-    task = spec.__dict__ | {"commands": list(spec.commands), "heldout_unknown_words": list(spec.heldout_unknown_words),
-                            "unknown": spec.unknown.identity()}
-    settings = {"task": task, "sample_rate": SAMPLE_RATE, "clip_samples": SAMPLE_RATE,
-                "extra_unknown_files": [f[:2] for f in extra_files]}
+    task = spec.__dict__ | {
+        "commands": list(spec.commands),
+        "heldout_unknown_words": list(spec.heldout_unknown_words),
+        "unknown": spec.unknown.identity(),
+    }
+    settings = {
+        "task": task,
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
+        "extra_unknown_files": [f[:2] for f in extra_files],
+    }
     fp = cache.fingerprint(layout, settings)
     signature = cache.stat_signature(layout, [f"{p}:{m}" for p, _, m in extra_files])
     path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
@@ -256,8 +288,9 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
             log.info("decoding %s into %s", root, path)
             _build(path, name, root, fp, signature, spec, layout, workers or min(8, (os.cpu_count() or 2) * 2), extra)
     data = cache.load(path)
-    data.summary = dict(data.summary, cache=str(path), from_cache=from_cache,
-                        seconds=round(time.perf_counter() - started, 3))
+    data.summary = dict(
+        data.summary, cache=str(path), from_cache=from_cache, seconds=round(time.perf_counter() - started, 3)
+    )
     return data
 
 

@@ -47,8 +47,14 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)
 
 
-def download(url: str, dest: Path, sha256: str | None = None, size: int | None = None,
-             timeout: float = 60.0, progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part`` and verifying size/checksum.
 
     A finished ``dest`` that already verifies is reused without network access.
@@ -74,9 +80,7 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
             "rerun to resume, or download it yourself and set dataset.root"
         ) from exc
     if total is not None and start < total:
-        raise KwsError(
-            f"download of {url} stopped at {start} of {total} bytes (kept in {part}); rerun to resume"
-        )
+        raise KwsError(f"download of {url} stopped at {start} of {total} bytes (kept in {part}); rerun to resume")
     if not _verified(part, sha256, size, complain=True):
         part.unlink()
         raise KwsError(
@@ -87,8 +91,9 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
     return dest
 
 
-def _fetch(url: str, part: Path, start: int, size: int | None, timeout: float,
-           progress: bool) -> tuple[int, int | None]:
+def _fetch(
+    url: str, part: Path, start: int, size: int | None, timeout: float, progress: bool
+) -> tuple[int, int | None]:
     """Append the rest of ``url`` to ``part``; returns (bytes now in part, expected total)."""
     try:
         response = _open(url, start, timeout)

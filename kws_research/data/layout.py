@@ -81,9 +81,7 @@ def speaker_id(path: str) -> str:
 def which_set(path: str, validation_percentage: float, testing_percentage: float) -> str:
     """The official Speech Commands split rule (tensorflow/examples/speech_commands)."""
     hashed = hashlib.sha1(speaker_id(path).encode("utf-8")).hexdigest()
-    percentage = (int(hashed, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (
-        100.0 / MAX_NUM_WAVS_PER_CLASS
-    )
+    percentage = (int(hashed, 16) % (MAX_NUM_WAVS_PER_CLASS + 1)) * (100.0 / MAX_NUM_WAVS_PER_CLASS)
     if percentage < validation_percentage:
         return "validation"
     if percentage < validation_percentage + testing_percentage:
@@ -145,6 +143,10 @@ def scan(root: Path | str) -> Layout:
     if missing:
         log.warning(
             "%d file(s) named in %s/%s are missing under %s (first: %s); they are ignored",
-            len(missing), VALIDATION_LIST, TESTING_LIST, root, missing[0],
+            len(missing),
+            VALIDATION_LIST,
+            TESTING_LIST,
+            root,
+            missing[0],
         )
     return Layout(root, words, noise_files, validation, testing, missing)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from kws_research.data.audio import SAMPLE_RATE, resample, to_float, to_int16, write_wav
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, to_float, to_int16
+from kws_research.data.audio import resample, write_wav
 from kws_research.data.espeak import ENGLISH_VOICES, synthesise_word, voice_variants
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, TESTING_LIST, VALIDATION_LIST
 from kws_research.data.words import SPEECH_COMMANDS_WORDS
@@ -139,16 +140,16 @@ def place(word_audio: np.ndarray, rate: int, level_db: float, rng: np.random.Gen
     """Resample a spoken word to 16 kHz and put it at a random offset in a 1 s clip,
     at the speaker's level with a faint noise floor (real clips are never silent)."""
     signal = resample(to_float(word_audio), rate, SAMPLE_RATE)
-    signal = signal[:SAMPLE_RATE]
+    signal = signal[:CLIP_SAMPLES]
     if signal.size == 0:
         raise ValueError("no audio to place (the speech engine returned an empty utterance)")
     peak = float(np.abs(signal).max()) or 1.0
     signal = signal / peak * 10 ** ((level_db + rng.uniform(-3, 3)) / 20)
-    clip = np.zeros(SAMPLE_RATE, dtype=np.float32)
-    offset = int(rng.integers(0, SAMPLE_RATE - signal.size + 1))
+    clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
+    offset = int(rng.integers(0, CLIP_SAMPLES - signal.size + 1))
     clip[offset : offset + signal.size] = signal
     floor = 10 ** (rng.uniform(-70, -50) / 20)
-    clip += rng.standard_normal(SAMPLE_RATE).astype(np.float32) * floor
+    clip += rng.standard_normal(CLIP_SAMPLES).astype(np.float32) * floor
     return to_int16(clip)
 
 
@@ -268,10 +269,15 @@ def _write(folder: Path, settings: GeneratorSettings, speakers: list[Speaker], r
                 lists[split_of[speaker.id]].append(rel)
             all_words.append(audio)
     if empty:
-        log.warning("the speech engine returned no audio for %d utterance(s) (%s); skipped",
-                    sum(empty.values()), ", ".join(f"{w}: {n}" for w, n in sorted(empty.items())))
+        log.warning(
+            "the speech engine returned no audio for %d utterance(s) (%s); skipped",
+            sum(empty.values()),
+            ", ".join(f"{w}: {n}" for w, n in sorted(empty.items())),
+        )
     if not all_words:
-        raise KwsError("dataset.generator: the speech engine returned no audio for any word; check dataset.generator.words")
+        raise KwsError(
+            "dataset.generator: the speech engine returned no audio for any word; check dataset.generator.words"
+        )
     (folder / BACKGROUND_NOISE_DIR).mkdir()
     for name, signal in background_noise(settings.noise_seconds, all_words, rate, settings.seed).items():
         write_wav(folder / BACKGROUND_NOISE_DIR / name, to_int16(signal))
@@ -294,10 +300,19 @@ def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
     with FileLock(target.with_name(target.name + ".lock")):
         if marker.is_file():
             return target
-        log.info("generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
-                 target, settings.speakers, settings.repetitions, len(settings.words))
+        log.info(
+            "generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
+            target,
+            settings.speakers,
+            settings.repetitions,
+            len(settings.words),
+        )
         description = generate(target, settings)
     skipped = sum(description["empty_utterances"].values())
-    log.info("generated %d clips in %.1f s%s", description["clips"], description["seconds"],
-             f" ({skipped} empty utterance(s) skipped)" if skipped else "")
+    log.info(
+        "generated %d clips in %.1f s%s",
+        description["clips"],
+        description["seconds"],
+        f" ({skipped} empty utterance(s) skipped)" if skipped else "",
+    )
     return target

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kws_research.data.audio import SAMPLE_RATE
+from kws_research.contract import CLIP_SAMPLES
 from kws_research.data.layout import SPLITS, FileEntry, Layout
 from kws_research.data.unknown import SOURCES, UnknownSettings, split_counts
 from kws_research.errors import KwsError
+from kws_research.labels import SILENCE, UNKNOWN
 
 log = logging.getLogger(__name__)
 
-SILENCE = "silence"
-UNKNOWN = "unknown"
 # Noise files are cut along their length so silence clips of different splits never
 # share audio: the first 80% feeds training (and augmentation), then 10% / 10%.
 NOISE_SPLIT_FRACTIONS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
@@ -61,7 +60,9 @@ class TaskSpec:
                 raise KwsError(f"dataset.{key}: {value} is not a percentage in [0, 100]")
         overlap = set(self.heldout_unknown_words) & set(self.commands)
         if overlap:
-            raise KwsError(f"dataset.heldout_unknown_words: {sorted(overlap)} are command words; hold out auxiliary words only")
+            raise KwsError(
+                f"dataset.heldout_unknown_words: {sorted(overlap)} are command words; hold out auxiliary words only"
+            )
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,9 @@ def silence_items(count: int, noise_lengths: list[int], split: str, seed: int) -
         return []
     lo, hi = NOISE_SPLIT_FRACTIONS[split]
     usable = [
-        (i, int(n * lo), int(n * hi) - SAMPLE_RATE)
+        (i, int(n * lo), int(n * hi) - CLIP_SAMPLES)
         for i, n in enumerate(noise_lengths)
-        if int(n * hi) - int(n * lo) >= SAMPLE_RATE
+        if int(n * hi) - int(n * lo) >= CLIP_SAMPLES
     ]
     if not usable:
         raise KwsError(
@@ -131,18 +132,22 @@ def check_words(spec: TaskSpec, layout: Layout) -> None:
         )
     unknown_heldout = [w for w in spec.heldout_unknown_words if w not in layout.words]
     if unknown_heldout:
-        raise KwsError(
-            f"dataset.heldout_unknown_words: no folder for {unknown_heldout} under {layout.root}"
-        )
+        raise KwsError(f"dataset.heldout_unknown_words: no folder for {unknown_heldout} under {layout.root}")
 
 
-def _unknown_pools(split: str, words: dict[str, list[FileEntry]], commands: set[str], heldout: set[str],
-                   extra: dict[str, dict[str, list[str]]]) -> dict[str, list[Item]]:
+def _unknown_pools(
+    split: str,
+    words: dict[str, list[FileEntry]],
+    commands: set[str],
+    heldout: set[str],
+    extra: dict[str, dict[str, list[str]]],
+) -> dict[str, list[Item]]:
     """Candidate unknown items of one split, per source (``spliced`` pairs are drawn later)."""
     usable = {w: e for w, e in sorted(words.items()) if w not in heldout}
     return {
-        "words": [Item(UNKNOWN, "clip", (e.path,)) for w, entries in usable.items() if w not in commands
-                  for e in entries],
+        "words": [
+            Item(UNKNOWN, "clip", (e.path,)) for w, entries in usable.items() if w not in commands for e in entries
+        ],
         "reversed": [Item(UNKNOWN, "reversed", (e.path,)) for entries in usable.values() for e in entries],
         "synthetic": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("synthetic", {}).get(split, [])],
         "folder": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("folder", {}).get(split, [])],
@@ -162,8 +167,9 @@ def _spliced(count: int, words: dict[str, list[FileEntry]], heldout: set[str], r
     return items
 
 
-def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int],
-              extra: dict[str, dict[str, list[str]]] | None = None) -> TaskPlan:
+def plan_task(
+    spec: TaskSpec, layout: Layout, noise_lengths: list[int], extra: dict[str, dict[str, list[str]]] | None = None
+) -> TaskPlan:
     """Assign clips to splits and classes; deterministic given ``spec.seed``.
 
     ``extra`` holds the clips (absolute paths, per split) of the ``synthetic`` and
@@ -181,9 +187,7 @@ def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int],
     plan = TaskPlan(classes=spec.classes, splits={s: [] for s in SPLITS})
     for index, split in enumerate(SPLITS):
         words = by_split[split]
-        command_items = [
-            Item(word, "clip", (e.path,)) for word in spec.commands for e in words.get(word, [])
-        ]
+        command_items = [Item(word, "clip", (e.path,)) for word in spec.commands for e in words.get(word, [])]
         n_commands = len(command_items)
         n_unknown = math.ceil(n_commands * spec.unknown_percentage / 100)
         pools = _unknown_pools(split, words, commands, heldout_words, extra or {})
@@ -196,8 +200,9 @@ def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int],
             else:
                 pool = pools[name]
                 if count > len(pool):
-                    plan.warnings.append(f"{split}: only {len(pool)} '{name}' clips for {count} 'unknown' examples; "
-                                         "using all")
+                    plan.warnings.append(
+                        f"{split}: only {len(pool)} '{name}' clips for {count} 'unknown' examples; using all"
+                    )
                 chosen = [pool[i] for i in sorted(rng.permutation(len(pool))[:count])]
             unknown_items += chosen
             plan.unknown_by_source[split][name] = len(chosen)
@@ -211,7 +216,5 @@ def plan_task(spec: TaskSpec, layout: Layout, noise_lengths: list[int],
         plan.splits[split] = command_items + unknown_items + silence
         if not command_items:
             plan.warnings.append(f"{split}: no command clips (check the split lists or percentages)")
-    plan.heldout = [
-        Item(UNKNOWN, "clip", (e.path,)) for word in sorted(heldout_words) for e in layout.words[word]
-    ]
+    plan.heldout = [Item(UNKNOWN, "clip", (e.path,)) for word in sorted(heldout_words) for e in layout.words[word]]
     return plan

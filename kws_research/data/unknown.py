@@ -23,16 +23,29 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.contract import saturate_int16
 from kws_research.data.layout import SPLITS, scan, which_set
+from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.errors import KwsError
 
 SOURCES = ("words", "synthetic", "reversed", "spliced", "folder")
 VOCABULARY = Path(__file__).with_name("unknown_words.txt")
 # Words a listener (or a model) cannot tell from a command word.
 HOMOPHONES = {
-    "no": ("know", "noh"), "right": ("write", "rite", "wright"), "two": ("to", "too"),
-    "four": ("for", "fore"), "one": ("won",), "eight": ("ate",), "off": ("of",),
-    "yes": ("yess",), "go": ("goe",), "up": (), "down": (), "left": (), "on": (), "stop": (),
+    "no": ("know", "noh"),
+    "right": ("write", "rite", "wright"),
+    "two": ("to", "too"),
+    "four": ("for", "fore"),
+    "one": ("won",),
+    "eight": ("ate",),
+    "off": ("of",),
+    "yes": ("yess",),
+    "go": ("goe",),
+    "up": (),
+    "down": (),
+    "left": (),
+    "on": (),
+    "stop": (),
 }
 
 
@@ -56,9 +69,15 @@ class UnknownSettings:
             raise KwsError("dataset.unknown_sources: shares must be >= 0 and at least one > 0")
         folder = cfg.get("unknown_folder")
         if dict(shares).get("folder") and not folder:
-            raise KwsError("dataset.unknown_folder: the folder source needs a folder of clips; set dataset.unknown_folder")
-        return cls(shares, str(folder) if folder else None, dict(cfg.get("synthetic_unknown") or {}),
-                   bool(cfg.get("unknown_sources_in_eval", False)))
+            raise KwsError(
+                "dataset.unknown_folder: the folder source needs a folder of clips; set dataset.unknown_folder"
+            )
+        return cls(
+            shares,
+            str(folder) if folder else None,
+            dict(cfg.get("synthetic_unknown") or {}),
+            bool(cfg.get("unknown_sources_in_eval", False)),
+        )
 
     def shares_for(self, split: str) -> tuple[tuple[str, float], ...]:
         """Training mixes the sources; validation and test keep the standard task unless
@@ -69,8 +88,12 @@ class UnknownSettings:
         return dict(self.shares).get(name, 0.0)
 
     def identity(self) -> dict:
-        return {"shares": dict(self.shares), "folder": self.folder, "synthetic": self.synthetic,
-                "in_eval": self.in_eval}
+        return {
+            "shares": dict(self.shares),
+            "folder": self.folder,
+            "synthetic": self.synthetic,
+            "in_eval": self.in_eval,
+        }
 
 
 def split_counts(total: int, shares: tuple[tuple[str, float], ...]) -> dict[str, int]:
@@ -88,7 +111,9 @@ def vocabulary(commands: tuple[str, ...], excluded: tuple[str, ...], path: str |
     """The synthetic unknown words: the word list minus commands, homophones and ``excluded``."""
     source = Path(path) if path else VOCABULARY
     if not source.is_file():
-        raise KwsError(f"dataset.synthetic_unknown.vocabulary: {source} is not a file; give a word list, one word a line")
+        raise KwsError(
+            f"dataset.synthetic_unknown.vocabulary: {source} is not a file; give a word list, one word a line"
+        )
     words = [w.strip().lower() for w in source.read_text().splitlines() if w.strip() and not w.startswith("#")]
     banned = {w.lower() for w in (*commands, *excluded)}
     for command in commands:
@@ -127,17 +152,16 @@ def splice(first: np.ndarray, second: np.ndarray, fade: int = 80) -> np.ndarray:
     start = min(a0, max(0, len(first) - len(joined)))
     joined = joined[: len(first) - start]
     out[start : start + len(joined)] = joined
-    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    return saturate_int16(out)
 
 
 def synthetic_root(spec, cache_dir: Path) -> Path:
     """The generated root of other English words for the ``synthetic`` source (made once)."""
-    from kws_research.data.synthetic import GeneratorSettings, ensure_generated
-
     options = dict(spec.unknown.synthetic)
     words = vocabulary(spec.commands, spec.heldout_unknown_words, options.pop("vocabulary", None))
-    settings = GeneratorSettings.from_config({**options, "words": words}, "dataset.synthetic_unknown",
-                                             speakers=20, repetitions=1, noise_seconds=12.0, seed=1)
+    settings = GeneratorSettings.from_config(
+        {**options, "words": words}, "dataset.synthetic_unknown", speakers=20, repetitions=1, noise_seconds=12.0, seed=1
+    )
     return ensure_generated(cache_dir / "unknown_synthetic" / settings.digest(), settings)
 
 

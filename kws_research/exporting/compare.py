@@ -13,8 +13,12 @@ import numpy as np  # noqa: E402
 
 from kws_research.models.gate import LABEL  # noqa: E402
 
-TUTORIAL = {"name": "tutorial (published)", "accuracy": 0.60, "params": 4.8e6,
-            "note": "CoreMLSpeechDemo raw-waveform CNN: ~60% validation accuracy, ~4.8 M parameters"}
+TUTORIAL = {
+    "name": "tutorial (published)",
+    "accuracy": 0.60,
+    "params": 4.8e6,
+    "note": "CoreMLSpeechDemo raw-waveform CNN: ~60% validation accuracy, ~4.8 M parameters",
+}
 
 
 def _pct(value) -> str:
@@ -31,28 +35,51 @@ def _size(value) -> str:
     return "-" if value is None else f"{value / 1e6:.2f} MB" if value >= 1e5 else f"{value / 1e3:.0f} KB"
 
 
-def columns(source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None,
-            folded_rule: str | None = None) -> list[dict]:
+def columns(
+    source, baseline, coreml_accuracy: float, size: int, baseline_size: int | None, folded_rule: str | None = None
+) -> list[dict]:
     """One dict per compared model: accuracies, per-class accuracy, open-set rates, params, MACs, size."""
-    cols = [{"name": TUTORIAL["name"], "test": None, "val": TUTORIAL["accuracy"], "coreml": None,
-             "per_class": {}, "params": TUTORIAL["params"], "macs": None, "size": None,
-             "unseen_unknown": None, "unseen_command": None}]
+    cols = [
+        {
+            "name": TUTORIAL["name"],
+            "test": None,
+            "val": TUTORIAL["accuracy"],
+            "coreml": None,
+            "per_class": {},
+            "params": TUTORIAL["params"],
+            "macs": None,
+            "size": None,
+            "unseen_unknown": None,
+            "unseen_command": None,
+        }
+    ]
 
     def of(run, name, coreml=None, model_size=None, gated=False):
         """Every row of a gated column measures the gated model (``-`` where a run did not)."""
         prefix = "gated_" if gated else ""
         per_class = (run.report or {}).get(f"{prefix}per_class_accuracy", {})
         m = run.metrics
-        return {"name": name, "test": m.get(f"{prefix}test_accuracy"),
-                "val": m.get("gated_val_accuracy" if gated else "best_val_accuracy"),
-                "coreml": coreml, "per_class": per_class, "params": m.get("params"),
-                "macs": m.get("macs"), "size": model_size,
-                "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
-                "unseen_command": m.get(f"{prefix}false_command_rate")}
+        return {
+            "name": name,
+            "test": m.get(f"{prefix}test_accuracy"),
+            "val": m.get("gated_val_accuracy" if gated else "best_val_accuracy"),
+            "coreml": coreml,
+            "per_class": per_class,
+            "params": m.get("params"),
+            "macs": m.get("macs"),
+            "size": model_size,
+            "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
+            "unseen_command": m.get(f"{prefix}false_command_rate"),
+        }
 
     if baseline is not None:
-        cols.append(of(baseline, f"baseline: {baseline.model_label} (run {baseline.run_id[:8]}, same test split)",
-                       model_size=baseline_size))
+        cols.append(
+            of(
+                baseline,
+                f"baseline: {baseline.model_label} (run {baseline.run_id[:8]}, same test split)",
+                model_size=baseline_size,
+            )
+        )
     name = f"this run: {source.model_label}" + (f" + {LABEL[folded_rule]}" if folded_rule else "")
     cols.append(of(source, name, _finite(coreml_accuracy), size, folded_rule is not None))
     return cols
@@ -70,8 +97,14 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
         ("test accuracy (Core ML)", [_pct(c["coreml"]) for c in cols]),
         ("validation accuracy", [_pct(c["val"]) for c in cols]),
         *[(f"{label} accuracy", [_pct(c["per_class"].get(label)) for c in cols]) for label in labels],
-        *([("unseen words -> unknown (held out)", [_pct(c["unseen_unknown"]) for c in cols]),
-           ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols])] if held_out else []),
+        *(
+            [
+                ("unseen words -> unknown (held out)", [_pct(c["unseen_unknown"]) for c in cols]),
+                ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols]),
+            ]
+            if held_out
+            else []
+        ),
         ("parameters", [_count(c["params"]) for c in cols]),
         ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
         ("Core ML model size", [_size(c["size"]) for c in cols]),

@@ -37,8 +37,9 @@ def latest_sweep(client, sweep: str | None):
         query += f" and tags.`optuna.study` = '{sweep}'"
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"], max_results=50)
-    return next((r for r in runs if r.data.tags.get("best_run_id") or r.data.tags.get("constraints_met") == "false"),
-                None)
+    return next(
+        (r for r in runs if r.data.tags.get("best_run_id") or r.data.tags.get("constraints_met") == "false"), None
+    )
 
 
 def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
@@ -47,13 +48,17 @@ def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
     parent = latest_sweep(client, sweep)
     which = f" of study {sweep!r}" if sweep else ""
     if parent is None:
-        raise KwsError(f"run_id=best: no finished sweep{which} with a best trial in {client.tracking_uri}; "
-                       "run `make sweep` first or pass run_id=<MLflow run id>")
+        raise KwsError(
+            f"run_id=best: no finished sweep{which} with a best trial in {client.tracking_uri}; "
+            "run `make sweep` first or pass run_id=<MLflow run id>"
+        )
     if not parent.data.tags.get("best_run_id"):
         closest = parent.data.tags.get("closest_run_id", "?")
-        raise KwsError(f"run_id=best: no trial of the latest sweep{which} (run {parent.info.run_id}) met its metric "
-                       f"constraints, so it has no best run; the closest is run {closest}: export it with "
-                       f"run_id={closest} if you accept that, or relax the constraints and rerun the sweep")
+        raise KwsError(
+            f"run_id=best: no trial of the latest sweep{which} (run {parent.info.run_id}) met its metric "
+            f"constraints, so it has no best run; the closest is run {closest}: export it with "
+            f"run_id={closest} if you accept that, or relax the constraints and rerun the sweep"
+        )
     return parent.data.tags["best_run_id"]
 
 
@@ -63,8 +68,10 @@ def get_run(client, run_id: str):
     try:
         return client.get_run(run_id)
     except MlflowException as exc:
-        raise KwsError(f"run_id: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
-                       "`make ui` or the last line of `train`/`sweep`") from exc
+        raise KwsError(
+            f"run_id: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
+            "`make ui` or the last line of `train`/`sweep`"
+        ) from exc
 
 
 def fetch(client, run_id: str, folder: Path) -> SourceRun:
@@ -75,8 +82,10 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
     names = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
     if "model/model.keras" not in names:
         state = run.data.tags.get("optuna.state") or run.info.status
-        raise KwsError(f"run {run_id} has no model/model.keras artifact (run state {state}: pruned, failed or "
-                       "still running runs keep no model); export a finished training run")
+        raise KwsError(
+            f"run {run_id} has no model/model.keras artifact (run state {state}: pruned, failed or "
+            "still running runs keep no model); export a finished training run"
+        )
     try:
         local = Path(client.download_artifacts(run_id, "", str(folder)))
     except MlflowException as exc:

@@ -12,10 +12,30 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
-from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
-from kws_research.data.audio import SAMPLE_RATE, to_float
+from kws_research.config import compose
+from kws_research.contract import NORMALISATION, SAMPLE_RATE, to_float
+from kws_research.coreml.convert import (
+    FORMATS,
+    INTERFACES,
+    PRECISIONS,
+    SUFFIX,
+    convert,
+    convert_seed_interface,
+    quantize_weights,
+    set_metadata,
+)
+from kws_research.coreml.verify import verify
+from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError, KwsError
+from kws_research.exporting import compare
+from kws_research.exporting.baseline import baseline_for
+from kws_research.exporting.source import fetch, resolve_run_id
+from kws_research.models import load_model
+from kws_research.models.gate import METRIC, gated
+from kws_research.tracking import store
+from kws_research.tracking.runs import log_artifacts, log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +52,16 @@ def check_options(cfg: Mapping) -> None:
     if cfg.get("gate", "auto") not in ("auto", "off"):
         raise ConfigError("gate", f"{cfg['gate']!r} is not auto or off")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
-        raise ConfigError("interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both")
+        raise ConfigError(
+            "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
+        )
     for precision, value in dict(cfg.get("tolerance") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(f"tolerance.{precision}", f"{value!r} must be a probability difference in [0, 1]",
-                              "conf/export.yaml has the measured defaults")
+            raise ConfigError(
+                f"tolerance.{precision}",
+                f"{value!r} must be a probability difference in [0, 1]",
+                "conf/export.yaml has the measured defaults",
+            )
 
 
 def writable_folder(path: str | None) -> Path | None:
@@ -62,22 +87,26 @@ def plan(cfg: Mapping) -> list[tuple[str, str]]:
     formats = list(FORMATS) if cfg["format"] == "both" else [cfg["format"]]
     if cfg["interface"] == "seed":
         formats = ["neuralnetwork"]
-    return [(fmt, "int8" if cfg.get("quantize") else (cfg["precision"] if fmt == "mlprogram" else "fp32"))
-            for fmt in formats]
+    return [
+        (fmt, "int8" if cfg.get("quantize") else (cfg["precision"] if fmt == "mlprogram" else "fp32"))
+        for fmt in formats
+    ]
 
 
 def _test_clips(source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The test clips (float audio, labels) to verify on, and the test split's fingerprint."""
-    from kws_research.data.dataset import prepare
-
     try:
         data = prepare(source.config["dataset"])
     except KwsError as exc:
-        raise KwsError(f"the data set of run {source.run_id} is not available here ({exc}); export needs its "
-                       "test split, run it where the data is (or from the folder the run was trained in)") from exc
+        raise KwsError(
+            f"the data set of run {source.run_id} is not available here ({exc}); export needs its "
+            "test split, run it where the data is (or from the folder the run was trained in)"
+        ) from exc
     if data.fingerprint != source.fingerprint:
-        raise KwsError(f"the data under {data.summary.get('root')} changed since run {source.run_id} was trained "
-                       f"(fingerprint {data.fingerprint[:12]} != {source.fingerprint[:12]}); restore it to verify")
+        raise KwsError(
+            f"the data under {data.summary.get('root')} changed since run {source.run_id} was trained "
+            f"(fingerprint {data.fingerprint[:12]} != {source.fingerprint[:12]}); restore it to verify"
+        )
     test = data.splits["test"]
     n = len(test) if not limit else min(int(limit), len(test))
     if n == 0:
@@ -87,8 +116,6 @@ def _test_clips(source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]
 
 def open_set_rule(source, cfg) -> tuple[str, float] | None:
     """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
-    from kws_research.models.gate import METRIC
-
     if cfg.get("gate", "auto") != "auto":
         return None
     return next(((rule, float(source.metrics[key])) for rule, key in METRIC.items() if key in source.metrics), None)
@@ -98,11 +125,17 @@ def _metadata(source, cfg) -> dict:
     m = source.metrics
     rule = open_set_rule(source, cfg)
     return {
-        "labels": json.dumps(source.labels), "sample_rate": SAMPLE_RATE, "normalisation": "int16 / 32768",
-        "source_run_id": source.run_id, "dataset": source.tags.get("dataset"),
-        "dataset_fingerprint": source.fingerprint, "model": source.model_label,
-        "validation_accuracy": m.get("best_val_accuracy"), "test_accuracy": m.get("test_accuracy"),
-        "params": int(m["params"]) if "params" in m else None, "macs": int(m["macs"]) if "macs" in m else None,
+        "labels": json.dumps(source.labels),
+        "sample_rate": SAMPLE_RATE,
+        "normalisation": NORMALISATION,
+        "source_run_id": source.run_id,
+        "dataset": source.tags.get("dataset"),
+        "dataset_fingerprint": source.fingerprint,
+        "model": source.model_label,
+        "validation_accuracy": m.get("best_val_accuracy"),
+        "test_accuracy": m.get("test_accuracy"),
+        "params": int(m["params"]) if "params" in m else None,
+        "macs": int(m["macs"]) if "macs" in m else None,
         "interface": cfg["interface"],
         "confidence_gate_threshold": rule[1] if rule and rule[0] == "threshold" else None,
         "unknown_prior_weight": rule[1] if rule and rule[0] == "prior" else None,
@@ -110,23 +143,26 @@ def _metadata(source, cfg) -> dict:
 
 
 def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
-    from kws_research.coreml.convert import convert, convert_seed_interface, set_metadata
-
     if cfg["interface"] == "seed":
         mlmodel = convert_seed_interface(model, source.labels)
         if cfg.get("quantize"):
-            from kws_research.coreml.convert import quantize_weights
-
             mlmodel = quantize_weights(mlmodel, cfg["quantize"])
     else:
         mlmodel = convert(model, source.labels, fmt=fmt, precision=cfg["precision"], quantize=cfg.get("quantize"))
     m = source.metrics
     accuracy = f", {100 * m['test_accuracy']:.1f}% test accuracy" if "test_accuracy" in m else ""
     meta = cfg.get("metadata") or {}
-    set_metadata(mlmodel, source.labels, cfg["interface"],
-                 f"Keyword spotting over {len(source.labels)} classes from 1 s of 16 kHz audio "
-                 f"({source.model_label}{accuracy}; kws-research run {source.run_id})",
-                 meta.get("author"), meta.get("license"), meta.get("version"), _metadata(source, cfg))
+    set_metadata(
+        mlmodel,
+        source.labels,
+        cfg["interface"],
+        f"Keyword spotting over {len(source.labels)} classes from 1 s of 16 kHz audio "
+        f"({source.model_label}{accuracy}; kws-research run {source.run_id})",
+        meta.get("author"),
+        meta.get("license"),
+        meta.get("version"),
+        _metadata(source, cfg),
+    )
     suffix = "-seed" if cfg["interface"] == "seed" else ""
     path = folder / f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
     if path.exists():
@@ -137,13 +173,14 @@ def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
 
 def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
     """The baseline as an mlprogram of the same precision, for a like-for-like size."""
-    from kws_research.coreml.convert import convert
-    from kws_research.models import load_model
-
     try:
         path = folder / "baseline.mlpackage"
-        convert(load_model(baseline.model_path), baseline.labels, "mlprogram",
-                precision if precision in PRECISIONS else "fp16").save(str(path))
+        convert(
+            load_model(baseline.model_path),
+            baseline.labels,
+            "mlprogram",
+            precision if precision in PRECISIONS else "fp16",
+        ).save(str(path))
         return size_of(path)
     except Exception as exc:  # the comparison still stands without the size
         log.warning("could not convert the baseline for its size: %s", exc)
@@ -172,11 +209,10 @@ def _metrics(checks: list, baseline) -> dict:
     return metrics
 
 
-def _log_on_run(client, run_id: str, folder: Path, files: list[Path], metrics: dict, verified: bool,
-                interface: str) -> list[str]:
+def _log_on_run(
+    client, run_id: str, folder: Path, files: list[Path], metrics: dict, verified: bool, interface: str
+) -> list[str]:
     """Metrics, tags and ``coreml/`` artifacts on the exported run; returns the artifact URIs."""
-    from kws_research.tracking.runs import log_artifacts, log_metrics
-
     log_metrics(client, run_id, metrics)
     client.set_tag(run_id, "coreml_verified", str(verified).lower())
     client.set_tag(run_id, "coreml_interface", interface)
@@ -190,13 +226,6 @@ def _log_on_run(client, run_id: str, folder: Path, files: list[Path], metrics: d
 
 def export_run(cfg: Mapping) -> dict:
     """The export stage's Python API; raises :class:`KwsError` when verification fails."""
-    from kws_research.coreml.verify import verify
-    from kws_research.exporting import compare
-    from kws_research.exporting.baseline import baseline_for
-    from kws_research.exporting.source import fetch, resolve_run_id
-    from kws_research.models import load_model
-    from kws_research.tracking import store
-
     started = time.perf_counter()
     check_options(cfg)
     output_dir = writable_folder(cfg.get("output_dir"))
@@ -209,8 +238,6 @@ def export_run(cfg: Mapping) -> dict:
         model = load_model(source.model_path)
         rule = open_set_rule(source, cfg)
         if rule is not None:
-            from kws_research.models.gate import gated
-
             model = gated(model, *rule, source.labels)
         keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
         folder = output_dir or tmp / "coreml"
@@ -223,25 +250,48 @@ def export_run(cfg: Mapping) -> dict:
             path = _convert_one(model, source, cfg, fmt, folder)
             convert_seconds += time.perf_counter() - t0
             files.append(path)
-            checks.append(verify(path, fmt, precision, source.labels, audio, truth, keras_probs,
-                                 float(tolerance.get(precision, 0.0))))
-        baseline = baseline_for(client, source, test_fingerprint, cfg.get("baseline", "auto"), dict(cfg["tracking"]),
-                                list(cfg.get("baseline_overrides") or []), tmp / "baseline")
+            checks.append(
+                verify(
+                    path, fmt, precision, source.labels, audio, truth, keras_probs, float(tolerance.get(precision, 0.0))
+                )
+            )
+        baseline = baseline_for(
+            client,
+            source,
+            test_fingerprint,
+            cfg.get("baseline", "auto"),
+            dict(cfg["tracking"]),
+            list(cfg.get("baseline_overrides") or []),
+            tmp / "baseline",
+        )
         primary = checks[0]
         metrics = _metrics(checks, baseline)
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
-        cols = compare.columns(source, baseline, primary.coreml_accuracy, metrics["coreml_size_bytes"], base_size,
-                               rule[0] if rule else None)
+        cols = compare.columns(
+            source,
+            baseline,
+            primary.coreml_accuracy,
+            metrics["coreml_size_bytes"],
+            base_size,
+            rule[0] if rule else None,
+        )
         table = compare.markdown(cols, source.labels)
         verified = all(c.verified for c in checks)
-        report = {"run_id": run_id, "labels": source.labels, "verified": verified,
-                  "checks": [c.as_dict() for c in checks], "baseline_run_id": baseline.run_id if baseline else None}
+        report = {
+            "run_id": run_id,
+            "labels": source.labels,
+            "verified": verified,
+            "checks": [c.as_dict() for c in checks],
+            "baseline_run_id": baseline.run_id if baseline else None,
+        }
         (folder / "verification.json").write_text(json.dumps(report, indent=1))
         (folder / "comparison.md").write_text(table)
         compare.plot(cols, source.labels, folder / "comparison.png")
         artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
         result = {
-            "run_id": run_id, **metrics, "coreml_verified": verified,
+            "run_id": run_id,
+            **metrics,
+            "coreml_verified": verified,
             "baseline_run_id": report["baseline_run_id"],
             "artifacts": artifacts,
             "files": [str(p) for p in files] if output_dir else [],
@@ -253,19 +303,18 @@ def export_run(cfg: Mapping) -> dict:
         }
     if not verified:
         bad = [c for c in checks if not c.verified]
-        details = "; ".join(f"{c.format} {c.precision}: max |diff| {c.max_abs_diff:.3g} > tolerance {c.tolerance:.3g}"
-                            for c in bad)
-        raise KwsError(f"Core ML verification failed for run {run_id} ({details}); tagged coreml_verified=false "
-                       "- see coreml/verification.json")
+        details = "; ".join(
+            f"{c.format} {c.precision}: max |diff| {c.max_abs_diff:.3g} > tolerance {c.tolerance:.3g}" for c in bad
+        )
+        raise KwsError(
+            f"Core ML verification failed for run {run_id} ({details}); tagged coreml_verified=false "
+            "- see coreml/verification.json"
+        )
     return result
 
 
 def export_best(best_run_id: str, options: Mapping, tracking_uri: str) -> dict:
     """The final stage of a sweep: export its best run with the sweep file's export options."""
-    from omegaconf import OmegaConf
-
-    from kws_research.config import compose
-
     cfg = OmegaConf.to_container(compose("export", [f"run_id={best_run_id}"]), resolve=True)
     cfg.update({k: v for k, v in dict(options).items() if k != "enabled"})
     cfg["tracking"]["uri"] = tracking_uri

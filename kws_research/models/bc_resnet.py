@@ -28,8 +28,8 @@ from keras import ops
 
 from kws_research.models.blocks import BN_MOMENTUM, batch_norm, classifier, conv_bn_relu
 from kws_research.models.frontend import FrontendSettings, features
-from kws_research.models.layers import register
 from kws_research.models.registry import waveform_input
+from kws_research.serialization import register
 
 L = keras.layers
 
@@ -52,8 +52,7 @@ class SubSpectralNorm(keras.layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
         self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
         self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False)
-        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
-                                               trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones", trainable=False)
         self.repeat = freq // self.bands
 
     def call(self, x, training=False):
@@ -73,8 +72,7 @@ class SubSpectralNorm(keras.layers.Layer):
         return x * scale + shift
 
     def get_config(self):
-        return {**super().get_config(), "sub_bands": self.sub_bands, "momentum": self.momentum,
-                "epsilon": self.epsilon}
+        return {**super().get_config(), "sub_bands": self.sub_bands, "momentum": self.momentum, "epsilon": self.epsilon}
 
 
 def _block(x, channels: int, freq_stride: int, dilation: int, sub_bands: int, dropout: float, name: str):
@@ -86,8 +84,9 @@ def _block(x, channels: int, freq_stride: int, dilation: int, sub_bands: int, dr
         aux = L.MaxPooling2D((1, 1), strides=(1, freq_stride), name=f"{name}_freq_subsample")(aux)
     aux = SubSpectralNorm(sub_bands, name=f"{name}_ssn")(aux)
     y = L.AveragePooling2D((1, aux.shape[2]), name=f"{name}_freq_mean")(aux)
-    y = L.DepthwiseConv2D((3, 1), dilation_rate=(dilation, 1), padding="same", use_bias=False,
-                          name=f"{name}_time_dw")(y)
+    y = L.DepthwiseConv2D((3, 1), dilation_rate=(dilation, 1), padding="same", use_bias=False, name=f"{name}_time_dw")(
+        y
+    )
     y = batch_norm(f"{name}_bn")(y)
     y = L.Activation("swish", name=f"{name}_swish")(y)
     y = L.Conv2D(channels, 1, use_bias=False, name=f"{name}_pw")(y)
@@ -115,12 +114,14 @@ def build(
     inputs = waveform_input()
     x = features(inputs, frontend, spec_augment)
     x = L.Reshape((settings.frames, settings.features, 1), name="to_image")(x)
-    x = conv_bn_relu(x, L.Conv2D(int(16 * width), 5, strides=(1, 2), padding="same", use_bias=False,
-                                 name="conv0"), "conv0")
+    x = conv_bn_relu(
+        x, L.Conv2D(int(16 * width), 5, strides=(1, 2), padding="same", use_bias=False, name="conv0"), "conv0"
+    )
     for stage, (n, c, s, d) in enumerate(zip(blocks, channels, freq_strides, dilations), start=1):
         for i in range(n):
-            x = _block(x, max(1, int(round(c * width))), s if i == 0 else 1, d, sub_bands, dropout,
-                       f"stage{stage}_{i + 1}")
+            x = _block(
+                x, max(1, int(round(c * width))), s if i == 0 else 1, d, sub_bands, dropout, f"stage{stage}_{i + 1}"
+            )
     freq = x.shape[2]
     x = L.ZeroPadding2D(((2, 2), (0, 0)), name="head_pad")(x)
     x = L.DepthwiseConv2D((5, freq), padding="valid", use_bias=False, name="head_dw")(x)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import keras
 
+from kws_research.contract import CLIP_SAMPLES
 from kws_research.models import blocks
-from kws_research.models.registry import NUM_SAMPLES, waveform_input
+from kws_research.models.registry import waveform_input
 
 L = keras.layers
 POOLINGS = ("avg", "max", "flatten")
@@ -35,7 +36,7 @@ def build(
     if global_pooling not in POOLINGS:
         raise ValueError(f"global_pooling {global_pooling!r} is not one of {POOLINGS}")
     inputs = waveform_input()
-    x = L.Reshape((NUM_SAMPLES, 1), name="reshape")(inputs)
+    x = L.Reshape((CLIP_SAMPLES, 1), name="reshape")(inputs)
     for i, (n, s) in enumerate(zip(filters, strides), start=1):
         x = L.Conv1D(n, kernel_size, strides=s, padding="same", use_bias=not batch_norm, name=f"conv{i}")(x)
         if batch_norm:
@@ -46,7 +47,9 @@ def build(
         if dropout:
             x = L.Dropout(dropout, name=f"dropout{i}")(x)
     if x.shape[1] < 1:
-        raise ValueError("the convolutions reduce the 16000 samples to nothing; use fewer layers or smaller strides")
+        raise ValueError(
+            f"the convolutions reduce the {CLIP_SAMPLES} samples to nothing; use fewer layers or smaller strides"
+        )
     if global_pooling == "avg":
         x = L.GlobalAveragePooling1D(name="global_pool")(x)
     elif global_pooling == "max":

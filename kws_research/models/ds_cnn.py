@@ -4,7 +4,7 @@
     -> blocks x (DepthwiseConv2D 3x3 -> BN -> ReLU -> Conv2D 1x1 -> BN -> ReLU)
     -> global average pooling -> dropout -> softmax
 
-Presets (conf/model/ds_cnn_{s,m,l}.yaml) follow the paper's S/M/L widths.
+Presets (conf/model/ds_cnn.yaml = S, ds_cnn_m.yaml, ds_cnn_l.yaml) follow the paper's S/M/L widths.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ def build(
     inputs = waveform_input()
     x = features(inputs, frontend, spec_augment)
     x = L.Reshape((settings.frames, settings.features, 1), name="to_image")(x)
-    x = conv_bn_relu(x, L.Conv2D(filters, tuple(first_kernel), strides=tuple(first_strides), padding="same",
-                                 use_bias=False, name="conv0"), "conv0")
+    x = conv_bn_relu(
+        x,
+        L.Conv2D(
+            filters, tuple(first_kernel), strides=tuple(first_strides), padding="same", use_bias=False, name="conv0"
+        ),
+        "conv0",
+    )
     for i in range(1, blocks + 1):
         x = conv_bn_relu(x, L.DepthwiseConv2D(kernel_size, padding="same", use_bias=False, name=f"dw{i}"), f"dw{i}")
         x = conv_bn_relu(x, L.Conv2D(filters, 1, use_bias=False, name=f"pw{i}"), f"pw{i}")

@@ -28,10 +28,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.errors import ConfigError
-from kws_research.models.layers import register
+from kws_research.serialization import register
 
-SAMPLE_RATE = 16000
 NORMALISATIONS = ("utterance", "none")
 # Core ML runs the model in fp16 on the device. The DFT kernels are scaled by 1/4 and
 # the mel matrix by 256 (powers of two, exact in fp16), so frame values, powers and
@@ -47,15 +47,15 @@ POWER_SCALE = DFT_SCALE**2 * MEL_GAIN
 class FrontendSettings:
     """Keys of a model YAML's ``frontend`` block."""
 
-    kind: str = "logmel"          # logmel | mfcc
+    kind: str = "logmel"  # logmel | mfcc
     window_ms: float = 30.0
     hop_ms: float = 10.0
     n_fft: int = 512
     n_mels: int = 40
     f_min: float = 20.0
     f_max: float = 7600.0
-    log_offset: float = 1e-4       # log floor: 80 dB below a full-scale tone's peak bin
-    n_mfcc: int = 20              # mfcc only
+    log_offset: float = 1e-4  # log floor: 80 dB below a full-scale tone's peak bin
+    n_mfcc: int = 20  # mfcc only
     normalize: str = "utterance"  # utterance: band means over time removed, divided by the clip's std | none
 
     @classmethod
@@ -78,7 +78,7 @@ class FrontendSettings:
 
     @property
     def frames(self) -> int:
-        return 1 + (SAMPLE_RATE - self.window) // self.hop
+        return 1 + (CLIP_SAMPLES - self.window) // self.hop
 
     @property
     def features(self) -> int:
@@ -90,7 +90,9 @@ class FrontendSettings:
         if self.normalize not in NORMALISATIONS:
             raise ConfigError("model.frontend.normalize", f"{self.normalize!r} is not one of {NORMALISATIONS}")
         if not 0 < self.window <= self.n_fft:
-            raise ConfigError("model.frontend.window_ms", f"window of {self.window} samples must be in (0, n_fft={self.n_fft}]")
+            raise ConfigError(
+                "model.frontend.window_ms", f"window of {self.window} samples must be in (0, n_fft={self.n_fft}]"
+            )
         if not 0 < self.hop <= self.window:
             raise ConfigError("model.frontend.hop_ms", "must be > 0 and at most the window")
         if not 0 <= self.f_min < self.f_max <= SAMPLE_RATE / 2:
@@ -148,7 +150,7 @@ def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
 
 @register
 class LogMelSpectrogram(keras.layers.Layer):
-    """Raw waveform ``[B, 16000]`` -> log-mel (or MFCC) features ``[B, frames, features]``."""
+    """Raw waveform ``[B, CLIP_SAMPLES]`` -> log-mel (or MFCC) features ``[B, frames, features]``."""
 
     is_frontend = True
 
@@ -164,8 +166,9 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def build(self, input_shape):
         def fixed(name, value):
-            return self.add_weight(name=name, shape=value.shape, trainable=False,
-                                   initializer=keras.initializers.Constant(value))
+            return self.add_weight(
+                name=name, shape=value.shape, trainable=False, initializer=keras.initializers.Constant(value)
+            )
 
         self.dft = fixed("dft", self._kernel_value)
         self.mel = fixed("mel", self._mel_value)
@@ -204,8 +207,15 @@ class SpecAugment(keras.layers.Layer):
     (an identity in the exported model). Masked values become 0, the mean of
     normalised features."""
 
-    def __init__(self, time_masks: int = 2, time_mask_width: int = 10, freq_masks: int = 2,
-                 freq_mask_width: int = 5, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        time_masks: int = 2,
+        time_mask_width: int = 10,
+        freq_masks: int = 2,
+        freq_mask_width: int = 5,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.time_masks, self.time_mask_width = int(time_masks), int(time_mask_width)
         self.freq_masks, self.freq_mask_width = int(freq_masks), int(freq_mask_width)
@@ -232,8 +242,14 @@ class SpecAugment(keras.layers.Layer):
         return features * keep_t[:, :, None] * keep_f[:, None, :]
 
     def get_config(self):
-        return {**super().get_config(), "time_masks": self.time_masks, "time_mask_width": self.time_mask_width,
-                "freq_masks": self.freq_masks, "freq_mask_width": self.freq_mask_width, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "time_masks": self.time_masks,
+            "time_mask_width": self.time_mask_width,
+            "freq_masks": self.freq_masks,
+            "freq_mask_width": self.freq_mask_width,
+            "seed": self.seed,
+        }
 
 
 def features(inputs, frontend: Mapping | None, spec_augment: Mapping | None = None):

@@ -19,7 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kws_research.models.layers import register
+from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.metrics import command_accuracy
+from kws_research.serialization import register
 
 RULES = ("threshold", "prior")
 METRIC = {"threshold": "gate_threshold", "prior": "gate_unknown_weight"}
@@ -27,15 +29,14 @@ LABEL = {"threshold": "confidence gate", "prior": "unknown prior"}
 
 
 def _indices(classes: list[str]) -> tuple[int, list[int]]:
-    from kws_research.data.task import SILENCE, UNKNOWN
-
     return classes.index(UNKNOWN), [i for i, c in enumerate(classes) if c not in (SILENCE, UNKNOWN)]
 
 
 @register
 class ConfidenceGate(keras.layers.Layer):
-    def __init__(self, threshold: float, unknown_index: int, command_indices: list[int], sharpness: float = 2000.0,
-                 **kwargs):
+    def __init__(
+        self, threshold: float, unknown_index: int, command_indices: list[int], sharpness: float = 2000.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.threshold, self.sharpness = float(threshold), float(sharpness)
         self.unknown_index, self.command_indices = int(unknown_index), [int(i) for i in command_indices]
@@ -55,8 +56,13 @@ class ConfidenceGate(keras.layers.Layer):
         return probabilities - commands * gate + moved * self.unknown_onehot
 
     def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold, "unknown_index": self.unknown_index,
-                "command_indices": self.command_indices, "sharpness": self.sharpness}
+        return {
+            **super().get_config(),
+            "threshold": self.threshold,
+            "unknown_index": self.unknown_index,
+            "command_indices": self.command_indices,
+            "sharpness": self.sharpness,
+        }
 
 
 @register
@@ -81,8 +87,11 @@ class UnknownPrior(keras.layers.Layer):
 def gated(model: keras.Model, rule: str, value: float, classes: list[str]) -> keras.Model:
     """``model`` followed by the calibrated rule (same input, adjusted probabilities)."""
     unknown, commands = _indices(classes)
-    layer = (ConfidenceGate(value, unknown, commands, name="confidence_gate") if rule == "threshold"
-             else UnknownPrior(value, unknown, name="unknown_prior"))
+    layer = (
+        ConfidenceGate(value, unknown, commands, name="confidence_gate")
+        if rule == "threshold"
+        else UnknownPrior(value, unknown, name="unknown_prior")
+    )
     return keras.Model(model.input, layer(model.output), name=f"{model.name}_gated")
 
 
@@ -106,12 +115,11 @@ CANDIDATES = {
 NEUTRAL = {"threshold": 0.0, "prior": 1.0}
 
 
-def calibrate(labels: np.ndarray, probabilities: np.ndarray, classes: list[str], max_drop: float,
-              rule: str = "threshold") -> float:
+def calibrate(
+    labels: np.ndarray, probabilities: np.ndarray, classes: list[str], max_drop: float, rule: str = "threshold"
+) -> float:
     """The strongest setting of ``rule`` that costs at most ``max_drop`` of the validation
     accuracy on command clips (it trades commands it is unsure of for unseen-word rejection)."""
-    from kws_research.training.evaluate import command_accuracy
-
     base = command_accuracy(labels, probabilities, classes)
     best = NEUTRAL[rule]
     for value in CANDIDATES[rule]:

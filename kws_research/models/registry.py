@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 import keras
 
+from kws_research.contract import CLIP_SAMPLES, INPUT_NAME
 from kws_research.errors import ConfigError, KwsError
-
-INPUT_NAME = "audio"
-NUM_SAMPLES = 16000
 
 
 def model_name(model_cfg: Mapping) -> str:
@@ -21,10 +18,9 @@ def model_name(model_cfg: Mapping) -> str:
     return parts[-2] if len(parts) >= 2 else target or "unknown"
 
 
-def build_model(model_cfg: Mapping, num_classes: int, spec_augment: Mapping | None = None) -> keras.Model:
-    """Instantiate the builder named by ``model._target_`` with the YAML's keys.
-
-    ``spec_augment`` goes only to builders that take it (front-end models).
+def build_model(model_cfg: Mapping, num_classes: int) -> keras.Model:
+    """Instantiate the builder named by ``model._target_`` with the YAML's keys (front-end
+    models take ``spec_augment: ${augment.spec_augment}`` from their YAML).
     A builder's ValueError/TypeError becomes a :class:`ConfigError` on ``model``.
     """
     from hydra.errors import InstantiationException
@@ -34,14 +30,11 @@ def build_model(model_cfg: Mapping, num_classes: int, spec_augment: Mapping | No
     if not target:
         raise ConfigError("model._target_", "missing", "every conf/model/*.yaml names its builder")
     try:
-        builder = get_method(str(target))
+        get_method(str(target))  # a clear error for a typo in _target_, before instantiate
     except Exception as exc:
         raise ConfigError("model._target_", f"cannot import {target}") from exc
-    extra = {"num_classes": num_classes}
-    if spec_augment and "spec_augment" in inspect.signature(builder).parameters:
-        extra["spec_augment"] = dict(spec_augment)
     try:
-        model = instantiate(model_cfg, _convert_="all", **extra)
+        model = instantiate(model_cfg, _convert_="all", num_classes=num_classes)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, KwsError):
@@ -60,5 +53,5 @@ def load_model(path: str | Path) -> keras.Model:
 
 
 def waveform_input() -> keras.KerasTensor:
-    """The deployment contract: raw 1 s at 16 kHz, float32 scaled as int16 / 2**15."""
-    return keras.Input(shape=(NUM_SAMPLES,), name=INPUT_NAME, dtype="float32")
+    """The model input of :mod:`kws_research.contract`: raw 1 s at 16 kHz, float32 int16 / 2**15."""
+    return keras.Input(shape=(CLIP_SAMPLES,), name=INPUT_NAME, dtype="float32")

@@ -7,7 +7,7 @@
 
 ``channels`` are the first conv's channels followed by one entry per block,
 already multiplied by the width; TC-ResNet8 = [16, 24, 32, 48], TC-ResNet14 =
-[16, 24, 24, 32, 32, 48, 48] (conf/model/tc_resnet8.yaml, tc_resnet14.yaml).
+[16, 24, 24, 32, 32, 48, 48] (conf/model/tc_resnet.yaml = TC-ResNet8, tc_resnet14.yaml, tc_resnet8_15.yaml).
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import time
 
 from omegaconf import OmegaConf
 
+from kws_research.exporting.stage import export_best
 from kws_research.processes import current_owner
+from kws_research.sweeping.context import open_context
 from kws_research.sweeping.definition import SweepDefinition
-from kws_research.sweeping.objective import check_metrics
 from kws_research.sweeping.report import log_report
-from kws_research.sweeping.runner import open_study, work
-from kws_research.sweeping.space import parse
+from kws_research.sweeping.runner import work
+from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,19 @@ def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float
     workers = int(definition.workers)
     threads = str(max(1, (os.cpu_count() or 2) // workers))
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
-    spec = {"name": definition.name, "config": OmegaConf.to_container(definition.config, resolve=True),
-            "run_overrides": definition.run_overrides, "parent_run_id": parent_run_id, "deadline": deadline}
+    spec = {
+        "name": definition.name,
+        "config": OmegaConf.to_container(definition.config, resolve=True),
+        "run_overrides": definition.run_overrides,
+        "parent_run_id": parent_run_id,
+        "deadline": deadline,
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(spec, handle)
-    processes = [subprocess.Popen([sys.executable, "-m", "kws_research.sweeping.worker", handle.name], env=env)
-                 for _ in range(workers)]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "kws_research.sweeping.worker", handle.name], env=env)
+        for _ in range(workers)
+    ]
     try:
         codes = [p.wait() for p in processes]
     except KeyboardInterrupt:
@@ -55,22 +63,18 @@ def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float
 
 def run_sweep(definition: SweepDefinition) -> dict:
     """Search, report on the parent run, then run the final stage on the best trial."""
-    from kws_research.config import compose
-    from kws_research.data.dataset import prepare
-    from kws_research.tracking import store
-    from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
-
-    space = parse(definition.params)
-    base = compose("train", definition.base_overrides)
-    check_metrics(definition, base)
-    data = prepare(OmegaConf.to_container(base.dataset, resolve=True))  # decode once, before any worker
-    client = store.client_for(base.tracking)
-    experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or data.name)
-    study = open_study(definition, space, client)
+    context = open_context(definition)  # decodes the data once, before any worker
+    data, client, experiment, study = context.data, context.client, context.experiment_id, context.study
     previous = list(study.user_attrs.get("mlflow_parent_runs", []))  # dead ones were ended by client_for
-    tags = {"role": "sweep", "sweep": definition.name, "optuna.study": str(definition.study_name),
-            "optuna.storage": str(definition.storage), "dataset": data.name,
-            "dataset_fingerprint": data.fingerprint, "git_commit": git_commit()}
+    tags = {
+        "role": "sweep",
+        "sweep": definition.name,
+        "optuna.study": str(definition.study_name),
+        "optuna.storage": str(definition.storage),
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint,
+        "git_commit": git_commit(),
+    }
     if previous:
         tags["resumed_from"] = ",".join(p["run_id"] for p in previous)
     deadline = time.time() + float(definition.timeout) if definition.timeout else None
@@ -80,7 +84,7 @@ def run_sweep(definition: SweepDefinition) -> dict:
         log_params(client, parent, {"run_overrides": json.dumps(definition.run_overrides)})
         try:
             if int(definition.workers) == 1:
-                work(definition, parent, deadline)
+                work(context, parent, deadline)
             else:
                 run_workers(definition, parent, deadline)
         finally:
@@ -99,7 +103,7 @@ def final_stage(definition: SweepDefinition, result: dict) -> dict | None:
     options = definition.config.get("export") or {}
     if not options.get("enabled") or not result.get("best_run_id"):
         return None
-    from kws_research.exporting.stage import export_best
 
-    return export_best(result["best_run_id"], OmegaConf.to_container(options, resolve=True),
-                       tracking_uri=result["tracking_uri"])
+    return export_best(
+        result["best_run_id"], OmegaConf.to_container(options, resolve=True), tracking_uri=result["tracking_uri"]
+    )

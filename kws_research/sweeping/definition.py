@@ -17,8 +17,23 @@ from omegaconf import DictConfig, OmegaConf
 from kws_research.errors import ConfigError, KwsError
 from kws_research.paths import SWEEPS_DIR
 
-FIELDS = ("study_name", "storage", "metrics", "directions", "n_trials", "timeout", "workers", "seed",
-          "sampler", "pruner", "constraints", "overrides", "params", "heartbeat_interval", "export")
+FIELDS = (
+    "study_name",
+    "storage",
+    "metrics",
+    "directions",
+    "n_trials",
+    "timeout",
+    "workers",
+    "seed",
+    "sampler",
+    "pruner",
+    "constraints",
+    "overrides",
+    "params",
+    "heartbeat_interval",
+    "export",
+)
 DEFAULTS = {
     "storage": "sqlite:///optuna.db",
     "metrics": ["best_val_accuracy"],
@@ -39,30 +54,57 @@ DEFAULTS = {
 
 @dataclass
 class SweepDefinition:
-    """The resolved sweep: the file's fields with overrides applied, and the extra run overrides."""
+    """The resolved sweep: the file's fields with overrides applied (``config``, kept
+    whole for the parent run's ``sweep.yaml`` and the worker processes), each field
+    as an attribute, and the extra run overrides."""
 
     name: str
     config: DictConfig
     run_overrides: list[str] = field(default_factory=list)
+    study_name: str = field(init=False)
+    storage: str = field(init=False)
+    metrics: list[str] = field(init=False)
+    directions: list[str] = field(init=False)
+    n_trials: int = field(init=False)
+    timeout: float | None = field(init=False)
+    workers: int = field(init=False)
+    seed: int = field(init=False)
+    sampler: DictConfig = field(init=False)
+    pruner: DictConfig = field(init=False)
+    constraints: DictConfig = field(init=False)
+    overrides: list[str] = field(init=False)
+    params: DictConfig = field(init=False)
+    heartbeat_interval: int | None = field(init=False)
+    export: DictConfig = field(init=False)
 
-    def __getattr__(self, item):
-        if item in FIELDS:
-            return self.config[item]
-        raise AttributeError(item)
+    def __post_init__(self) -> None:
+        c = self.config
+        self.study_name, self.storage = str(c.study_name), str(c.storage)
+        self.metrics, self.directions = [str(m) for m in c.metrics], [str(d) for d in c.directions]
+        self.n_trials, self.timeout, self.workers, self.seed = c.n_trials, c.timeout, c.workers, c.seed
+        self.sampler, self.pruner, self.constraints = c.sampler, c.pruner, c.constraints
+        self.overrides = [str(o) for o in c.overrides]
+        self.params, self.heartbeat_interval, self.export = c.params, c.heartbeat_interval, c.export
 
     @property
     def base_overrides(self) -> list[str]:
         """What every trial composes: the file's overrides, then the command line's."""
-        return [str(o) for o in self.config.overrides] + list(self.run_overrides)
+        return [*self.overrides, *self.run_overrides]
 
     @property
     def multi_objective(self) -> bool:
-        return len(self.config.metrics) > 1
+        return len(self.metrics) > 1
 
     def to_yaml(self) -> str:
-        return OmegaConf.to_yaml(OmegaConf.create({
-            "sweep": self.name, **OmegaConf.to_container(self.config, resolve=True),
-            "run_overrides": self.run_overrides}))
+        return OmegaConf.to_yaml(
+            OmegaConf.create(
+                {
+                    "sweep": self.name,
+                    **OmegaConf.to_container(self.config, resolve=True),
+                    "run_overrides": self.run_overrides,
+                }
+            )
+        )
 
 
 def sweep_file(name: str) -> Path:

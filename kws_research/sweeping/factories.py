@@ -12,11 +12,24 @@ from kws_research.sweeping.space import Dimension
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler",
-            "nsga2": "NSGAIISampler", "nsga3": "NSGAIIISampler", "grid": "GridSampler", "qmc": "QMCSampler"}
-PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner",
-           "successive_halving": "SuccessiveHalvingPruner", "hyperband": "HyperbandPruner",
-           "threshold": "ThresholdPruner", "patient": "PatientPruner", "none": "NopPruner"}
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "cmaes": "CmaEsSampler",
+    "nsga2": "NSGAIISampler",
+    "nsga3": "NSGAIIISampler",
+    "grid": "GridSampler",
+    "qmc": "QMCSampler",
+}
+PRUNERS = {
+    "median": "MedianPruner",
+    "percentile": "PercentilePruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "threshold": "ThresholdPruner",
+    "patient": "PatientPruner",
+    "none": "NopPruner",
+}
 
 
 def _kwargs(cfg: Mapping, key: str) -> tuple[str, dict]:
@@ -65,20 +78,19 @@ def pruner(cfg: Mapping, multi_objective: bool):
         raise ConfigError("pruner", f"{PRUNERS[name]}: {exc}") from exc
 
 
-def storage(url: str, heartbeat_interval: int | None,
-            on_stale: Callable | None = None):
+def storage(url: str, heartbeat_interval: int | None, on_stale: Callable | None = None):
     """An Optuna storage for ``url``: an RDB URL (sqlite, postgresql, mysql) with
     heartbeats, or ``journal:<file>`` for a shared file system."""
     import optuna
 
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):]).expanduser()
+        path = Path(url[len("journal:") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///"):]).expanduser().parent
+        folder = Path(url[len("sqlite:///") :]).expanduser().parent
         if str(folder) and not folder.is_dir():
             raise KwsError(f"storage: folder {folder} of {url} does not exist; create it or change storage")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -87,7 +99,9 @@ def storage(url: str, heartbeat_interval: int | None,
         with warnings.catch_warnings():  # heartbeats are marked experimental; we rely on them knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=interval,
                 grace_period=3 * interval if interval else None,
                 heartbeat_stale_trial_callback=on_stale if interval else None,
             )

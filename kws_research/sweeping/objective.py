@@ -22,7 +22,9 @@ from kws_research.errors import ConfigError, KwsError, one_line
 from kws_research.processes import current_owner
 from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.space import Dimension
-from kws_research.training.run import RunHooks, produced_metrics, run_training
+from kws_research.training.result import RunHooks
+from kws_research.training.run import run_training
+from kws_research.training.validation import produced_metrics
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,11 @@ def check_metrics(definition: SweepDefinition, base: DictConfig) -> None:
         raise KwsError(str(exc)) from None
     for metric, kind, _ in bounds:
         if metric not in produced:
-            raise ConfigError(f"constraints.{kind}_{metric}", f"no run of this sweep produces {metric!r}",
-                              f"open-set metrics need dataset.heldout_unknown_words, gated ones openset.gate=true; "
-                              f"produced: {known}")
+            raise ConfigError(
+                f"constraints.{kind}_{metric}",
+                f"no run of this sweep produces {metric!r}",
+                f"open-set metrics need dataset.heldout_unknown_words, gated ones openset.gate=true; produced: {known}",
+            )
 
 
 def violations(bounds: list[tuple[str, str, float]], metrics: dict) -> list[float]:
@@ -111,7 +115,8 @@ def duplicate_of(trial: optuna.Trial) -> int | None:
         if other.number == trial.number or other.params != trial.params:
             continue
         if other.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) or (
-                other.state == TrialState.FAIL and "fail_reason" in other.user_attrs):
+            other.state == TrialState.FAIL and "fail_reason" in other.user_attrs
+        ):
             return other.number
     return None
 
@@ -130,8 +135,15 @@ def size_check(constraints) -> Callable[[object, dict], str | None]:
 class Objective:
     """Callable for ``study.optimize``; ``on_trial_start`` runs once the trial exists."""
 
-    def __init__(self, definition: SweepDefinition, space: list[Dimension], parent_run_id: str | None,
-                 client, experiment_id: str, on_trial_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        definition: SweepDefinition,
+        space: list[Dimension],
+        parent_run_id: str | None,
+        client,
+        experiment_id: str,
+        on_trial_start: Callable[[], None] | None = None,
+    ) -> None:
         self.definition = definition
         self.space = space
         self.parent_run_id = parent_run_id
@@ -166,8 +178,13 @@ class Objective:
             log.info("trial %d: %s", trial.number, " ".join(overrides))
             cfg = compose("train", [*definition.base_overrides, *overrides, "role=trial"])
             callbacks = [] if definition.multi_objective else [PruningCallback(trial)]
-            hooks = RunHooks(on_start=started, check_model=size_check(definition.constraints),
-                             callbacks=callbacks, tags=tags, parent_run_id=self.parent_run_id)
+            hooks = RunHooks(
+                on_start=started,
+                check_model=size_check(definition.constraints),
+                callbacks=callbacks,
+                tags=tags,
+                parent_run_id=self.parent_run_id,
+            )
             result = run_training(cfg, hooks)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
@@ -216,7 +233,6 @@ class Objective:
         all_tags = {**tags, "error" if status == "FAILED" else "stopped": reason}
         if self.parent_run_id:
             all_tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{tags['optuna.trial_number']}",
-                                     tags=all_tags)
+        run = self.client.create_run(self.experiment_id, run_name=f"trial-{tags['optuna.trial_number']}", tags=all_tags)
         self.client.set_terminated(run.info.run_id, status)
         return run.info.run_id

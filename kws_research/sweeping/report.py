@@ -15,6 +15,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from kws_research.sweeping.definition import SweepDefinition  # noqa: E402
+from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,14 @@ def summary(study: optuna.Study, definition: SweepDefinition) -> dict:
         closest = closest_infeasible(study)
         result["closest_trial"] = closest.number
         result["closest_run_id"] = closest.user_attrs.get("mlflow_run_id")
-        log.warning("no trial met the metric constraints %s: the sweep has no best trial and exports nothing; "
-                    "the closest is trial %d (run %s), export it with run_id=%s if you accept that",
-                    dict(zip(closest.user_attrs.get("constraint_names", []), closest.user_attrs.get("constraints", []))),
-                    closest.number, result["closest_run_id"], result["closest_run_id"])
+        log.warning(
+            "no trial met the metric constraints %s: the sweep has no best trial and exports nothing; "
+            "the closest is trial %d (run %s), export it with run_id=%s if you accept that",
+            dict(zip(closest.user_attrs.get("constraint_names", []), closest.user_attrs.get("constraints", []))),
+            closest.number,
+            result["closest_run_id"],
+            result["closest_run_id"],
+        )
     return result
 
 
@@ -117,8 +122,6 @@ def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> li
 
 def log_report(client, parent_run_id: str, study: optuna.Study, definition: SweepDefinition) -> dict:
     """Write the sweep's metrics, tags and artifacts on its parent run; return the summary."""
-    from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
-
     result = summary(study, definition)
     log_metrics(client, parent_run_id, {k: result[k] for k in ("n_complete", "n_pruned", "n_failed")})
     if result["best_value"] is not None:
@@ -131,8 +134,17 @@ def log_report(client, parent_run_id: str, study: optuna.Study, definition: Swee
         client.set_tag(parent_run_id, "closest_run_id", result["closest_run_id"])
     with artifact_dir() as folder:
         (folder / "sweep.yaml").write_text(definition.to_yaml())
-        frame = study.trials_dataframe(attrs=("number", "value" if not definition.multi_objective else "values",
-                                              "state", "params", "user_attrs", "duration", "datetime_start"))
+        frame = study.trials_dataframe(
+            attrs=(
+                "number",
+                "value" if not definition.multi_objective else "values",
+                "state",
+                "params",
+                "user_attrs",
+                "duration",
+                "datetime_start",
+            )
+        )
         frame.to_csv(folder / "trials.csv", index=False)
         result["plots"] = _plots(study, definition, folder)
         log_artifacts(client, parent_run_id, folder)

@@ -20,6 +20,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,7 +30,11 @@ from kws_research.locks import FileLock
 from kws_research.processes import check_interrupted, owner_is_dead
 from kws_research.sweeping import factories
 from kws_research.sweeping.definition import SweepDefinition
-from kws_research.sweeping.space import Dimension, parse
+from kws_research.sweeping.objective import Objective, metric_constraints
+from kws_research.sweeping.space import Dimension
+
+if TYPE_CHECKING:
+    from kws_research.sweeping.context import SweepContext
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +73,17 @@ def end_interrupted_trial(study: optuna.Study, trial: FrozenTrial, client) -> No
 
 
 def fail_dead_local_trials(study: optuna.Study, client) -> None:
+    """RUNNING trials whose worker process on this host is gone end FAIL (through the
+    public ``study.tell``, which any process may call for any trial number)."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if owner_is_dead(trial.user_attrs.get("worker")):
-            try:
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            log.info("trial %d: its worker %s is gone; marking it failed", trial.number, trial.user_attrs["worker"])
-            end_interrupted_trial(study, study._storage.get_trial(trial._trial_id), client)
+        if not owner_is_dead(trial.user_attrs.get("worker")):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        failed = study.get_trials(deepcopy=False)[trial.number]
+        if failed.state != TrialState.FAIL:
+            continue  # it finished in the meantime
+        log.info("trial %d: its worker %s is gone; marking it failed", trial.number, trial.user_attrs["worker"])
+        end_interrupted_trial(study, failed, client)
 
 
 def recover(study: optuna.Study, client) -> None:
@@ -94,9 +102,11 @@ def open_study(definition: SweepDefinition, space: list[Dimension], client) -> o
     # A failing trial is reported in one line by the objective (KWS_DEBUG=1 adds the
     # traceback); Optuna's own report would repeat it with a traceback every time.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = factories.storage(str(definition.storage), definition.heartbeat_interval,
-                                on_stale=lambda study, trial: end_interrupted_trial(study, trial, client))
-    from kws_research.sweeping.objective import metric_constraints
+    storage = factories.storage(
+        str(definition.storage),
+        definition.heartbeat_interval,
+        on_stale=lambda study, trial: end_interrupted_trial(study, trial, client),
+    )
 
     try:
         bounds = metric_constraints(definition.constraints)
@@ -110,14 +120,17 @@ def open_study(definition: SweepDefinition, space: list[Dimension], client) -> o
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
         try:
-            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                       directions=directions)
+            return optuna.create_study(
+                study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions
+            )
         except optuna.exceptions.DuplicatedStudyError:  # a parallel worker created it first
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
-        raise KwsError(f"study_name: study {name!r} in {definition.storage} optimises {existing}, this sweep "
-                       f"{directions}; choose another study_name")
+        raise KwsError(
+            f"study_name: study {name!r} in {definition.storage} optimises {existing}, this sweep "
+            f"{directions}; choose another study_name"
+        )
     return study
 
 
@@ -138,7 +151,7 @@ def storage_identity(url: str) -> str:
     working directory, so ``sqlite:///optuna.db`` in two checkouts are two storages."""
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix):
-            return prefix + str(Path(url[len(prefix):]).expanduser().resolve())
+            return prefix + str(Path(url[len(prefix) :]).expanduser().resolve())
     return url
 
 
@@ -159,25 +172,16 @@ def invocation_seed(seed: int, invocation: int) -> int:
 
 def join_study(study: optuna.Study, definition: SweepDefinition, space: list[Dimension]) -> None:
     """Give this worker its own sampler seed (call under the sweep lock)."""
-    from kws_research.sweeping.objective import metric_constraints
-
     invocation = int(study.user_attrs.get(INVOCATIONS, 0))
     study.set_user_attr(INVOCATIONS, invocation + 1)
     seed = invocation_seed(int(definition.seed), invocation)
     study.sampler = factories.sampler(definition.sampler, seed, space, len(metric_constraints(definition.constraints)))
 
 
-def work(definition: SweepDefinition, parent_run_id: str | None, deadline: float | None) -> int:
+def work(context: SweepContext, parent_run_id: str | None, deadline: float | None) -> int:
     """Run trials until the study's budget is spent (or ``deadline``); returns trials run here."""
-    from kws_research.config import compose
-    from kws_research.sweeping.objective import Objective
-    from kws_research.tracking import store
-
-    space = parse(definition.params)
-    base = compose("train", definition.base_overrides)
-    client = store.client_for(base.tracking)
-    study = open_study(definition, space, client)
-    experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or base.dataset.name)
+    definition, space, study, client = context.definition, context.space, context.study, context.client
+    experiment = context.experiment_id
     lock = lock_for(definition)
     with lock:
         join_study(study, definition, space)

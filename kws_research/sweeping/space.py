@@ -70,7 +70,9 @@ class Dimension:
             count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
             values = [self.low + i * self.step for i in range(count)]
             return [int(v) for v in values] if self.kind == "int" else values
-        raise ConfigError(f"params.{self.name}", "a grid sampler needs choice(...) or range(...) here, not interval(...)")
+        raise ConfigError(
+            f"params.{self.name}", "a grid sampler needs choice(...) or range(...) here, not interval(...)"
+        )
 
 
 def is_group_key(key: str) -> bool:
@@ -124,8 +126,9 @@ def parse(params: Mapping[str, str]) -> list[Dimension]:
             if not values:
                 raise ConfigError(f"params.{key}", f"range({value.start}, {value.stop}, {value.step}) is empty")
             is_int = all(isinstance(v, int) for v in (value.start, value.stop, value.step))
-            dims.append(Dimension(key, "int" if is_int else "float", low=values[0], high=values[-1],
-                                  step=value.step, log=log))
+            dims.append(
+                Dimension(key, "int" if is_int else "float", low=values[0], high=values[-1], step=value.step, log=log)
+            )
         else:
             dims.append(Dimension(key, "fixed", (value,)))
     return sorted(dims, key=lambda d: not d.is_group)

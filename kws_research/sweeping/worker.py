@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from omegaconf import OmegaConf
 
+from kws_research.cli import quiet_native_logs
+from kws_research.processes import install_interrupt_handlers
+from kws_research.sweeping.definition import SweepDefinition
+
 
 def main(path: str) -> None:
-    from kws_research.cli import quiet_native_logs
-    from kws_research.processes import install_interrupt_handlers
-
     quiet_native_logs()
     install_interrupt_handlers()
-    import logging
-
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s", stream=sys.stderr)
-    from kws_research.sweeping.definition import SweepDefinition
+    # TensorFlow loads with these: after its log level is set above.
+    from kws_research.sweeping.context import open_context
     from kws_research.sweeping.runner import work
 
     spec = json.loads(open(path).read())
     definition = SweepDefinition(spec["name"], OmegaConf.create(spec["config"]), spec["run_overrides"])
     try:
-        work(definition, spec["parent_run_id"], spec["deadline"])
+        work(open_context(definition), spec["parent_run_id"], spec["deadline"])
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -41,10 +41,16 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, str]:
 def git_commit() -> str:
     """Commit of the harness code (``+dirty`` when it has uncommitted changes)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR.parent, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PACKAGE_DIR.parent,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PACKAGE_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -56,8 +62,9 @@ def error_text(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def tracked_run(client, experiment_id: str, run_name: str | None, tags: Mapping[str, str],
-                parent_run_id: str | None = None) -> Iterator[str]:
+def tracked_run(
+    client, experiment_id: str, run_name: str | None, tags: Mapping[str, str], parent_run_id: str | None = None
+) -> Iterator[str]:
     """Create a run, yield its id, and always terminate it with the right status."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 

@@ -52,15 +52,17 @@ def check_reachable(uri: str) -> None:
                 "start it (make ui) or set tracking.uri / MLFLOW_TRACKING_URI to a reachable store"
             ) from exc
     elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+        path = Path(uri[len("sqlite:///") :])
         folder = path.parent if str(path.parent) else Path(".")
         if not folder.is_dir():
             raise KwsError(f"tracking.uri: folder {folder} of {uri} does not exist; create it or change tracking.uri")
         if path.exists() and not os.access(path, os.W_OK):
             raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
         if not path.exists() and not os.access(folder, os.W_OK):
-            raise KwsError(f"tracking.uri: cannot create {path} in {folder.resolve()} (not writable); run from a "
-                           "writable folder or set tracking.uri=sqlite:////<writable folder>/mlruns.db")
+            raise KwsError(
+                f"tracking.uri: cannot create {path} in {folder.resolve()} (not writable); run from a "
+                "writable folder or set tracking.uri=sqlite:////<writable folder>/mlruns.db"
+            )
     elif uri.startswith("file:") or "://" not in uri:
         raise KwsError(
             f"tracking.uri: {uri} is MLflow's deprecated file store; use sqlite:///mlruns.db or an http:// server"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kws_research.contract import CLIP_SAMPLES, INT16_SCALE, SAMPLE_RATE
 from kws_research.errors import ConfigError
-
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class AugmentSettings:
 
 
 class WaveformAugmenter:
-    """Applies :class:`AugmentSettings` to float32 batches ``[B, 16000]`` in NumPy.
+    """Applies :class:`AugmentSettings` to float32 batches ``[B, CLIP_SAMPLES]`` in NumPy.
 
     It runs inside the tf.data pipeline's batch loader (``tf.numpy_function``):
     per-row slices and copies cost a fraction of the equivalent TensorFlow
@@ -66,7 +65,7 @@ class WaveformAugmenter:
         self.settings = settings
         self.seed = int(seed)
         self.noise = np.asarray(noise)
-        self.segments = [(a, b) for a, b in segments if b - a > SAMPLE_RATE]
+        self.segments = [(a, b) for a, b in segments if b - a > CLIP_SAMPLES]
         self.use_noise = bool(self.segments) and settings.noise_probability > 0 and settings.noise_volume > 0
 
     def __call__(self, audio: np.ndarray, step: int) -> np.ndarray:
@@ -85,7 +84,7 @@ class WaveformAugmenter:
         out = np.zeros_like(audio)
         for row, shift in enumerate(rng.integers(-limit, limit + 1, size=audio.shape[0])):
             if shift >= 0:
-                out[row, shift:] = audio[row, : SAMPLE_RATE - shift]
+                out[row, shift:] = audio[row, : CLIP_SAMPLES - shift]
             else:
                 out[row, :shift] = audio[row, -shift:]
         return out
@@ -93,8 +92,8 @@ class WaveformAugmenter:
     def _speed(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Resample each clip about its centre (faster = shorter and higher), zero outside."""
         low, high = self.settings.speed_range
-        grid = np.arange(SAMPLE_RATE, dtype=np.float32)
-        centre = (SAMPLE_RATE - 1) / 2.0
+        grid = np.arange(CLIP_SAMPLES, dtype=np.float32)
+        centre = (CLIP_SAMPLES - 1) / 2.0
         out = np.empty_like(audio)
         for row, factor in enumerate(rng.uniform(low, high, size=audio.shape[0])):
             out[row] = np.interp((grid - centre) * factor + centre, grid, audio[row], left=0.0, right=0.0)
@@ -104,10 +103,10 @@ class WaveformAugmenter:
         batch = audio.shape[0]
         which = rng.integers(len(self.segments), size=batch)
         offsets = rng.random(batch)
-        volume = rng.uniform(0.0, self.settings.noise_volume, size=batch).astype(np.float32) / 32768.0
+        volume = rng.uniform(0.0, self.settings.noise_volume, size=batch).astype(np.float32) / INT16_SCALE
         used = rng.random(batch) < self.settings.noise_probability
         for row in np.nonzero(used)[0]:
             start, stop = self.segments[which[row]]
-            begin = start + int(offsets[row] * (stop - start - SAMPLE_RATE))
-            audio[row] += self.noise[begin : begin + SAMPLE_RATE] * volume[row]
+            begin = start + int(offsets[row] * (stop - start - CLIP_SAMPLES))
+            audio[row] += self.noise[begin : begin + CLIP_SAMPLES] * volume[row]
         return audio

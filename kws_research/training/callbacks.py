@@ -11,8 +11,12 @@ from kws_research.processes import check_interrupted
 from kws_research.tracking.runs import log_metrics
 from kws_research.training.optim import current_learning_rate
 
-EPOCH_METRICS = {"loss": "train_loss", "accuracy": "train_accuracy", "val_loss": "val_loss",
-                 "val_accuracy": "val_accuracy"}
+EPOCH_METRICS = {
+    "loss": "train_loss",
+    "accuracy": "train_accuracy",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_accuracy",
+}
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -54,5 +58,7 @@ class NonFiniteLoss(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; lower "
-                                     "optimizer.learning_rate or set optimizer.clipnorm")
+            raise FloatingPointError(
+                f"training loss became {loss} in epoch {epoch + 1}; lower "
+                "optimizer.learning_rate or set optimizer.clipnorm"
+            )

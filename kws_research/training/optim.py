@@ -32,17 +32,22 @@ def validate(cfg: Mapping) -> None:
         raise ConfigError("optimizer.clipnorm", f"{clip!r} must be > 0 or null")
 
 
-def build(cfg: Mapping, steps_per_epoch: int, epochs: int) -> tuple[keras.optimizers.Optimizer,
-                                                                     keras.losses.Loss,
-                                                                     list[keras.callbacks.Callback]]:
+def build(
+    cfg: Mapping, steps_per_epoch: int, epochs: int
+) -> tuple[keras.optimizers.Optimizer, keras.losses.Loss, list[keras.callbacks.Callback]]:
     """The optimiser (with its schedule), the loss, and the schedule's callbacks."""
     from hydra.utils import instantiate
 
     validate(cfg)
     opt_cfg = {k: v for k, v in dict(cfg).items() if k not in RECIPE_KEYS}
     schedule_cfg = cfg.get("schedule") or {"_target_": "kws_research.training.schedules.constant"}
-    learning_rate, callbacks = instantiate(schedule_cfg, learning_rate=float(cfg["learning_rate"]),
-                                           steps_per_epoch=steps_per_epoch, epochs=epochs, _convert_="all")
+    learning_rate, callbacks = instantiate(
+        schedule_cfg,
+        learning_rate=float(cfg["learning_rate"]),
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        _convert_="all",
+    )
     opt_cfg["learning_rate"] = learning_rate
     try:
         optimizer = instantiate(opt_cfg, _convert_="all")

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kws_research.data.audio import INT16_SCALE, SAMPLE_RATE
+from kws_research.contract import CLIP_SAMPLES, INT16_SCALE
 from kws_research.data.cache import SplitArrays
 from kws_research.training.augment import WaveformAugmenter
 
@@ -35,7 +35,7 @@ def _loader(split: SplitArrays, augmenter: WaveformAugmenter | None = None):
 
     def fn(step, index):
         rows, y = tf.numpy_function(load, [step, index], [tf.float32, tf.int32], stateful=False)
-        rows.set_shape([None, SAMPLE_RATE])
+        rows.set_shape([None, CLIP_SAMPLES])
         y.set_shape([None])
         return rows, y
 
@@ -46,8 +46,9 @@ def steps_per_epoch(split: SplitArrays, batch_size: int) -> int:
     return max(1, math.ceil(len(split) / batch_size))
 
 
-def training_dataset(split: SplitArrays, num_classes: int, batch_size: int, seed: int,
-                     augmenter: WaveformAugmenter | None = None) -> tf.data.Dataset:
+def training_dataset(
+    split: SplitArrays, num_classes: int, batch_size: int, seed: int, augmenter: WaveformAugmenter | None = None
+) -> tf.data.Dataset:
     """Infinite, reshuffled each epoch, augmented batches of (float32 audio, one-hot);
     each run of :func:`steps_per_epoch` batches is one pass over the split."""
     ds = tf.data.Dataset.range(len(split)).shuffle(len(split), seed=seed, reshuffle_each_iteration=True)

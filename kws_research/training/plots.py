@@ -15,8 +15,9 @@ from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 def confusion_matrix_png(confusion: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
     size = max(5.0, 0.55 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(confusion, display_labels=classes).plot(ax=ax, cmap="Blues", colorbar=False,
-                                                                   xticks_rotation=45)
+    ConfusionMatrixDisplay(confusion, display_labels=classes).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

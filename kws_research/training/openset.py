@@ -1,0 +1,28 @@
+"""The open-set rule of a run: calibrated on validation, measured on test and held-out words."""
+
+from __future__ import annotations
+
+from kws_research.models import gate
+from kws_research.training import evaluate
+
+
+def gate_metrics(data, probs: dict, classes: list[str], rule: str, max_drop: float) -> tuple[dict, dict]:
+    """Calibrate the open-set rule on validation and measure it (export folds it in);
+    returns the metrics and the gated model's per-class test accuracy."""
+    validation = data.splits["validation"].labels
+    value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule)
+    out = {gate.METRIC[rule]: value}
+    gated_val = gate.apply(probs["validation"], value, classes, rule)
+    out["gated_val_accuracy"] = evaluate.classification(validation, gated_val, classes)["accuracy"]
+    per_class = {}
+    if "test" in probs:
+        adjusted = gate.apply(probs["test"], value, classes, rule)
+        result = evaluate.classification(data.splits["test"].labels, adjusted, classes)
+        out["gated_test_accuracy"] = result["accuracy"]
+        per_class = result["per_class_accuracy"]
+        out["gated_command_accuracy"] = evaluate.command_accuracy(data.splits["test"].labels, adjusted, classes)
+    if "heldout" in probs:
+        for key, metric in evaluate.open_set(gate.apply(probs["heldout"], value, classes, rule), classes).items():
+            if key != "heldout_clips":
+                out[f"gated_{key}"] = metric
+    return out, per_class
