@@ -9,9 +9,11 @@ raised while a finaliser runs, so long loops also ask :func:`check_interrupted`.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import threading
+from pathlib import Path
 
 HOST = socket.gethostname()
 
@@ -37,6 +39,18 @@ def owner_is_dead(owner: str | None) -> bool:
         return False
     host, _, pid = owner.rpartition(":")
     return host == HOST and pid.isdigit() and not pid_alive(int(pid))
+
+
+def remove_dead_temporaries(folder: Path) -> list[Path]:
+    """Remove ``.<name>.<pid>.tmp`` folders (the cache's, the synthetic generator's) whose
+    process is gone: a SIGKILL or a full disk leaves them behind for good otherwise."""
+    removed = []
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
 
 
 _interrupted = threading.Event()

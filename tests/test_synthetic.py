@@ -80,7 +80,7 @@ def test_empty_utterances_are_skipped_and_counted(tmp_path):
     assert len(list((tmp_path / "root" / "yes").glob("*.wav"))) == 3
 
 
-def test_two_first_runs_at_once_generate_the_data_set_once(tmp_path):
+def test_two_first_runs_at_once_generate_the_data_set_once_and_clean_dead_attempts(tmp_path):
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr);"
         "from pathlib import Path;"
@@ -89,6 +89,7 @@ def test_two_first_runs_at_once_generate_the_data_set_once(tmp_path):
         "words=('yes', 'no', 'up', 'down'), noise_seconds=1.0))"
     )
     target = tmp_path / "root"
+    (tmp_path / ".root.99999999.tmp" / "yes").mkdir(parents=True)  # left by a generator that was killed
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]

@@ -25,7 +25,7 @@ from kws_research.contract import INT16_SCALE, SAMPLE_RATE, STORED_DTYPE
 from kws_research.data.layout import Layout
 from kws_research.data.task import NOISE_SPLIT_FRACTIONS
 from kws_research.errors import KwsError
-from kws_research.processes import pid_alive
+from kws_research.processes import remove_dead_temporaries
 
 CACHE_VERSION = 1
 
@@ -57,6 +57,18 @@ def stat_signature(layout: Layout, extra: list[str] = ()) -> str:
     return digest.hexdigest()
 
 
+def test_split_fingerprint(classes: list[str], audio: np.ndarray, labels: np.ndarray) -> str:
+    """Identity of what a comparison on the test split depends on: the classes, the
+    input contract and the test clips' audio and labels. Training-only data options
+    (extra unknown sources, augmentation) leave it unchanged."""
+    digest = hashlib.sha256(
+        json.dumps({"classes": list(classes), "sample_rate": SAMPLE_RATE, "scale": INT16_SCALE}).encode()
+    )
+    digest.update(np.ascontiguousarray(audio).tobytes())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class SplitArrays:
     """One split: int16 audio (memory-mapped), integer labels, and where each row came from."""
@@ -81,20 +93,17 @@ class PreparedData:
     fingerprint: str
     path: Path
     summary: dict = field(default_factory=dict)
+    stored_test_fingerprint: str | None = None  # written by the cache build (meta.json)
 
     @cached_property
     def test_fingerprint(self) -> str:
-        """Identity of what a comparison on the test split depends on: the classes, the
-        input contract and the test clips' audio and labels. Training-only data options
-        (extra unknown sources, augmentation) leave it unchanged."""
+        """See :func:`test_split_fingerprint`; caches built before it was stored hash here."""
+        if self.stored_test_fingerprint:
+            return self.stored_test_fingerprint
         test = self.splits.get("test")
-        digest = hashlib.sha256(
-            json.dumps({"classes": list(self.classes), "sample_rate": SAMPLE_RATE, "scale": INT16_SCALE}).encode()
-        )
-        if test is not None:
-            digest.update(np.ascontiguousarray(test.audio).tobytes())
-            digest.update(np.asarray(test.labels, dtype=np.int64).tobytes())
-        return digest.hexdigest()
+        if test is None:
+            return test_split_fingerprint(self.classes, np.zeros(0, STORED_DTYPE), np.zeros(0, np.int64))
+        return test_split_fingerprint(self.classes, test.audio, test.labels)
 
     def noise_segments(self, split: str = "train") -> list[tuple[int, int]]:
         """(start, stop) of the part of each recording reserved for ``split``."""
@@ -130,6 +139,7 @@ def load(path: Path) -> PreparedData:
         noise=np.load(path / "noise.npy", mmap_mode="r"),
         noise_files=meta["noise_files"],
         fingerprint=meta["fingerprint"],
+        stored_test_fingerprint=meta.get("test_fingerprint"),
         path=path,
         summary=summary,
     )
@@ -140,17 +150,6 @@ SPACE_MARGIN = 1.05  # labels, source lists and JSON on top of the audio
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Temporary cache folders (``.<name>.<pid>.tmp``) left by processes that died."""
-    removed = []
-    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
 
 
 def ensure_space(folder: Path, needed: int, key: str = "dataset.cache_dir") -> None:
@@ -184,7 +183,7 @@ class CacheWriter:
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(path.parent)
+            remove_dead_temporaries(path.parent)
             ensure_space(path.parent, int(needed * SPACE_MARGIN))
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir()

@@ -215,14 +215,17 @@ def _build(
     try:
         class_index = {c: i for i, c in enumerate(plan.classes)}
         written = {}
+        test_fingerprint = None
         for split, items in split_items.items():
             kept = [it for it in items if all(p in decoded for p in it.paths)]
             audio = writer.audio(split, len(kept), CLIP_SAMPLES)
             for row, item in enumerate(kept):
                 audio[row] = _render(item, decoded, noise, noise_files)
             audio.flush()
-            del audio
             labels = np.array([class_index[it.label] for it in kept], dtype=np.int16)
+            if split == "test":
+                test_fingerprint = cache.test_split_fingerprint(plan.classes, audio, labels)
+            del audio
             writer.array(f"{split}.labels", labels)
             sources = [_source_name(it, noise_files) for it in kept]
             writer.json(f"{split}.sources.json", sources)
@@ -237,6 +240,7 @@ def _build(
                 "classes": list(plan.classes),
                 "splits": list(written),
                 "fingerprint": fp,
+                "test_fingerprint": test_fingerprint,
                 "stat_signature": signature,
                 "noise_files": noise_files,
                 "root": str(root),

@@ -32,6 +32,7 @@ from kws_research.data.layout import BACKGROUND_NOISE_DIR, TESTING_LIST, VALIDAT
 from kws_research.data.words import SPEECH_COMMANDS_WORDS
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
+from kws_research.processes import remove_dead_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +301,7 @@ def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
     with FileLock(target.with_name(target.name + ".lock")):
         if marker.is_file():
             return target
+        remove_dead_temporaries(target.parent)
         log.info(
             "generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
             target,
