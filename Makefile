@@ -22,7 +22,7 @@ DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
 endif
 
 .PHONY: install data baseline train sweep export ui test bench bench-data bench-train \
-        bench-accuracy bench-sweep bench-openset lint clean
+        bench-accuracy bench-sweep bench-openset bench-stream evaluate lint clean
 
 install: $(STAMP)
 
@@ -75,11 +75,18 @@ sweep: $(STAMP)
 export: $(STAMP)
 	$(PY) -m kws_research.export run_id=$(RUN_ID) $(ARGS)
 
+evaluate: $(STAMP)
+	$(PY) -m kws_research.evaluate run_id=$(RUN_ID) $(ARGS)
+
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.bench_sweep $(BENCH_ARGS)
 
-bench: bench-data bench-train bench-accuracy bench-sweep bench-openset
+bench: bench-data bench-train bench-accuracy bench-sweep bench-openset bench-stream
 
 bench-openset: $(STAMP)
 	$(PY) -m benchmarks.bench_openset --data $(if $(DATA),$(DATA),$(SUBSET)) \
+		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
+
+bench-stream: $(STAMP)
+	$(PY) -m benchmarks.bench_stream --data $(if $(DATA),$(DATA),$(SUBSET)) \
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)

@@ -47,6 +47,7 @@ TESTED_GROUPS = {
     "experiment",
     "tracking",
     "hydra/job_logging",
+    "stream",
 }
 
 
@@ -158,6 +159,18 @@ def test_every_dataset_config_is_a_valid_task(name):
         assert GeneratorSettings.from_config(cfg.generator, "dataset.generator").speakers >= 3
     if cfg.get("download") is not None and cfg.get("url"):
         assert cfg.url.startswith("https://") and len(cfg.archive_sha256) == 64 and cfg.archive_size > 0
+
+
+@pytest.mark.parametrize("name", options("stream"))
+@pytest.mark.parametrize("stage", ["train", "evaluate", "export"])
+def test_every_stream_config_is_valid_in_every_stage_that_takes_it(name, stage):
+    from kws_research.streaming.settings import StreamSettings
+
+    settings = StreamSettings.from_config(compose(stage, [f"stream={name}"]).stream)
+    assert settings.validation["negatives_minutes"] > 0 and settings.test["mixed_minutes"] > 0
+    assert len(settings.thresholds) >= 50 and settings.target_fa_per_hour > 0
+    if name == "long":  # the final evaluation the benchmark reports
+        assert settings.test["negatives_minutes"] >= 60 and settings.test["mixed_minutes"] >= 30
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))

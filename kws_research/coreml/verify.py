@@ -35,9 +35,24 @@ class Verification:
     verified: bool
     seconds: float
     macos_max_abs_diff: float | None = None
+    stream_seconds: float | None = None  # the streaming check: detections on a short test stream
+    stream_keras_detections: int | None = None
+    stream_mismatches: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def failure(self) -> str:
+        """Why it is not verified, in a few words."""
+        reasons = []
+        if self.max_abs_diff > self.tolerance or (self.macos_max_abs_diff or 0.0) > self.tolerance:
+            reasons.append(f"max |diff| {self.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}")
+        if self.stream_mismatches:
+            reasons.append(
+                f"{self.stream_mismatches} of {self.stream_keras_detections} detections differ on "
+                f"{self.stream_seconds:g} s of test stream"
+            )
+        return f"{self.format} {self.precision}: " + ", ".join(reasons)
 
 
 def macos_predict(path: Path, audio: np.ndarray) -> np.ndarray | None:

@@ -21,6 +21,24 @@ TUTORIAL = {
 }
 
 
+# Streaming rows: (column key, run metric); measured on the test streams at the detector
+# each run calibrated on its validation streams.
+STREAM_ROWS = (
+    ("stream_hit", "stream_hit_rate"),
+    ("stream_fa", "stream_fa_per_hour"),
+    ("stream_miss_1fah", "stream_miss_rate_at_1fah"),
+    ("stream_latency", "stream_latency_ms"),
+)
+
+
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
@@ -51,6 +69,7 @@ def columns(
             "size": None,
             "unseen_unknown": None,
             "unseen_command": None,
+            **{key: None for key, _ in STREAM_ROWS},
         }
     ]
 
@@ -70,6 +89,7 @@ def columns(
             "size": model_size,
             "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
             "unseen_command": m.get(f"{prefix}false_command_rate"),
+            **{key: m.get(metric) for key, metric in STREAM_ROWS},
         }
 
     if baseline is not None:
@@ -103,6 +123,16 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
                 ("unseen words -> a command (held out)", [_pct(c["unseen_command"]) for c in cols]),
             ]
             if held_out
+            else []
+        ),
+        *(
+            [
+                ("stream: commands detected (mixed, test)", [_pct(c["stream_hit"]) for c in cols]),
+                ("stream: false accepts per hour (no commands)", [_rate(c["stream_fa"]) for c in cols]),
+                ("stream: miss rate at 1 false accept per hour", [_pct(c["stream_miss_1fah"]) for c in cols]),
+                ("stream: latency after the word ends", [_ms(c["stream_latency"]) for c in cols]),
+            ]
+            if any(c["stream_hit"] is not None for c in cols)
             else []
         ),
         ("parameters", [_count(c["params"]) for c in cols]),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kws_research.errors import KwsError
+from kws_research.models.gate import METRIC
 
 
 @dataclass
@@ -103,3 +104,29 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
         tags=dict(run.data.tags),
         report=json.loads(report_path.read_text()) if report_path.exists() else None,
     )
+
+
+def source_data(source: SourceRun, stage: str = "export"):
+    """The run's data set, prepared here and checked to be the one it was trained on."""
+    from kws_research.data.dataset import prepare
+
+    try:
+        data = prepare(source.config["dataset"])
+    except KwsError as exc:
+        raise KwsError(
+            f"the data set of run {source.run_id} is not available here ({exc}); {stage} needs its "
+            "validation and test splits, run it where the data is (or from the folder the run was trained in)"
+        ) from exc
+    if data.fingerprint != source.fingerprint:
+        raise KwsError(
+            f"the data under {data.summary.get('root')} changed since run {source.run_id} was trained "
+            f"(fingerprint {data.fingerprint[:12]} != {source.fingerprint[:12]}); restore it to {stage}"
+        )
+    return data
+
+
+def open_set_rule(source: SourceRun, cfg) -> tuple[str, float] | None:
+    """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
+    if cfg.get("gate", "auto") != "auto":
+        return None
+    return next(((rule, float(source.metrics[key])) for rule, key in METRIC.items() if key in source.metrics), None)

@@ -27,13 +27,14 @@ from kws_research.coreml.convert import (
     set_metadata,
 )
 from kws_research.coreml.verify import verify
-from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import compare
 from kws_research.exporting.baseline import baseline_for
-from kws_research.exporting.source import fetch, resolve_run_id
+from kws_research.exporting.source import fetch, open_set_rule, resolve_run_id, source_data
+from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, verify_stream
 from kws_research.models import load_model
-from kws_research.models.gate import METRIC, gated
+from kws_research.models.gate import gated
+from kws_research.models.temperature import tempered_model
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics
 
@@ -49,8 +50,9 @@ def check_options(cfg: Mapping) -> None:
         raise ConfigError("quantize", f"{cfg['quantize']!r} is not int8 or null")
     if cfg["interface"] not in INTERFACES:
         raise ConfigError("interface", f"{cfg['interface']!r} is not one of {INTERFACES}")
-    if cfg.get("gate", "auto") not in ("auto", "off"):
-        raise ConfigError("gate", f"{cfg['gate']!r} is not auto or off")
+    for key in ("gate", "streaming"):
+        if cfg.get(key, "auto") not in ("auto", "off"):
+            raise ConfigError(key, f"{cfg[key]!r} is not auto or off")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
         raise ConfigError(
             "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
@@ -93,32 +95,13 @@ def plan(cfg: Mapping) -> list[tuple[str, str]]:
     ]
 
 
-def _test_clips(source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+def _test_clips(data, source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The test clips (float audio, labels) to verify on, and the test split's fingerprint."""
-    try:
-        data = prepare(source.config["dataset"])
-    except KwsError as exc:
-        raise KwsError(
-            f"the data set of run {source.run_id} is not available here ({exc}); export needs its "
-            "test split, run it where the data is (or from the folder the run was trained in)"
-        ) from exc
-    if data.fingerprint != source.fingerprint:
-        raise KwsError(
-            f"the data under {data.summary.get('root')} changed since run {source.run_id} was trained "
-            f"(fingerprint {data.fingerprint[:12]} != {source.fingerprint[:12]}); restore it to verify"
-        )
     test = data.splits["test"]
     n = len(test) if not limit else min(int(limit), len(test))
     if n == 0:
         raise KwsError(f"run {source.run_id}: its test split is empty, nothing to verify on")
     return to_float(np.asarray(test.audio[:n])), np.asarray(test.labels[:n], dtype=np.int64), data.test_fingerprint
-
-
-def open_set_rule(source, cfg) -> tuple[str, float] | None:
-    """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
-    if cfg.get("gate", "auto") != "auto":
-        return None
-    return next(((rule, float(source.metrics[key])) for rule, key in METRIC.items() if key in source.metrics), None)
 
 
 def _metadata(source, cfg) -> dict:
@@ -139,6 +122,7 @@ def _metadata(source, cfg) -> dict:
         "interface": cfg["interface"],
         "confidence_gate_threshold": rule[1] if rule and rule[0] == "threshold" else None,
         "unknown_prior_weight": rule[1] if rule and rule[0] == "prior" else None,
+        **shipped_detector(source, cfg),
     }
 
 
@@ -234,11 +218,16 @@ def export_run(cfg: Mapping) -> dict:
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")
-        audio, truth, test_fingerprint = _test_clips(source, cfg.get("verify_clips"))
+        data = source_data(source)
+        audio, truth, test_fingerprint = _test_clips(data, source, cfg.get("verify_clips"))
         model = load_model(source.model_path)
         rule = open_set_rule(source, cfg)
+        ensure_evaluated(client, source, model, data, cfg, rule)
         if rule is not None:
             model = gated(model, *rule, source.labels)
+        detector = shipped_detector(source, cfg)
+        if detector.get("temperature", 1.0) != 1.0:
+            model = tempered_model(model, detector["temperature"])
         keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
@@ -250,11 +239,12 @@ def export_run(cfg: Mapping) -> dict:
             path = _convert_one(model, source, cfg, fmt, folder)
             convert_seconds += time.perf_counter() - t0
             files.append(path)
-            checks.append(
-                verify(
-                    path, fmt, precision, source.labels, audio, truth, keras_probs, float(tolerance.get(precision, 0.0))
-                )
+            check = verify(
+                path, fmt, precision, source.labels, audio, truth, keras_probs, float(tolerance.get(precision, 0.0))
             )
+            if detector:
+                verify_stream(check, path, model, data, source, cfg)
+            checks.append(check)
         baseline = baseline_for(
             client,
             source,
@@ -264,6 +254,8 @@ def export_run(cfg: Mapping) -> dict:
             list(cfg.get("baseline_overrides") or []),
             tmp / "baseline",
         )
+        if baseline is not None:
+            ensure_evaluated(client, baseline, load_model(baseline.model_path), None, cfg, None)
         primary = checks[0]
         metrics = _metrics(checks, baseline)
         base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
@@ -303,9 +295,7 @@ def export_run(cfg: Mapping) -> dict:
         }
     if not verified:
         bad = [c for c in checks if not c.verified]
-        details = "; ".join(
-            f"{c.format} {c.precision}: max |diff| {c.max_abs_diff:.3g} > tolerance {c.tolerance:.3g}" for c in bad
-        )
+        details = "; ".join(c.failure() for c in bad)
         raise KwsError(
             f"Core ML verification failed for run {run_id} ({details}); tagged coreml_verified=false "
             "- see coreml/verification.json"

@@ -88,7 +88,8 @@ def check_metrics(definition: SweepDefinition, base: DictConfig) -> None:
     known = ", ".join(sorted(produced))
     for metric in definition.metrics:
         if metric not in produced:
-            raise ConfigError("metrics", f"no run of this sweep produces {metric!r}", f"choose from {known}")
+            hint = "streaming metrics need stream_eval=true; " if metric.startswith(("stream_", "detector_")) else ""
+            raise ConfigError("metrics", f"no run of this sweep produces {metric!r}", f"{hint}choose from {known}")
     try:
         bounds = metric_constraints(definition.constraints)
     except ValueError as exc:
@@ -98,7 +99,8 @@ def check_metrics(definition: SweepDefinition, base: DictConfig) -> None:
             raise ConfigError(
                 f"constraints.{kind}_{metric}",
                 f"no run of this sweep produces {metric!r}",
-                f"open-set metrics need dataset.heldout_unknown_words, gated ones openset.gate=true; produced: {known}",
+                "open-set metrics need dataset.heldout_unknown_words, gated ones openset.gate=true, streaming ones "
+                f"stream_eval=true; produced: {known}",
             )
 
 

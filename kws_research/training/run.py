@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
+from kws_research.models.gate import METRIC
 from kws_research.models.registry import model_name
 from kws_research.tracking import store
 from kws_research.tracking.runs import flatten, git_commit, log_metrics, log_params, tracked_run
@@ -178,7 +179,25 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
             data, probs, classes, str(openset.get("rule", "threshold")), float(openset.get("max_command_drop", 0.01))
         )
         final.update(gated)
-    summary = {**metrics, **final}
     title = f"{cfg.get('model_label') or model.name} on {data.name}"
+    if cfg.get("stream_eval"):
+        final.update(_stream_evaluation(cfg, data, model, client, run_id, final, title))
+    summary = {**metrics, **final}
     log_run_artifacts(client, run_id, resolved, data, model, history, title, test_result, gated_per_class, summary)
     return final
+
+
+def _stream_evaluation(cfg, data, model, client, run_id: str, final: dict, title: str) -> dict:
+    """``stream_eval=true``: the streaming evaluation of the model as export ships it."""
+    from kws_research.streaming.evaluation import log_evaluation
+    from kws_research.streaming.runs import evaluate_model
+
+    openset = cfg.get("openset") or {}
+    rule = None
+    if openset.get("gate"):
+        name = str(openset.get("rule", "threshold"))
+        rule = (name, float(final[METRIC[name]]))
+    dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+    evaluation = evaluate_model(model, data, dataset, OmegaConf.to_container(cfg.stream, resolve=True), rule)
+    log_evaluation(client, run_id, evaluation, title)
+    return evaluation.metrics

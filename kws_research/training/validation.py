@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from kws_research.errors import ConfigError
 from kws_research.models.gate import METRIC, RULES
+from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
 from kws_research.training import optim
 from kws_research.training.augment import AugmentSettings
 
@@ -35,6 +36,8 @@ def produced_metrics(cfg: DictConfig) -> set[str]:
         names.update({METRIC[str(openset.get("rule", "threshold"))], *GATED_METRICS})
         if heldout:
             names.update(f"gated_{key}" for key in OPEN_SET_METRICS if key != "heldout_clips")
+    if cfg.get("stream_eval"):
+        names.update(STREAM_METRICS)
     return names
 
 
@@ -52,6 +55,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("seed", f"{cfg.seed!r} must be an integer")
     optim.validate(cfg.optimizer)
     AugmentSettings.from_config(cfg.augment)
+    if cfg.get("stream_eval"):
+        StreamSettings.from_config(cfg.get("stream"))
     openset = cfg.get("openset") or {}
     if openset.get("rule", "threshold") not in RULES:
         raise ConfigError("openset.rule", f"{openset.get('rule')!r} is not one of {', '.join(RULES)}")

@@ -1,0 +1,96 @@
+"""What export ships from the streaming evaluation, and its check on the deployable file.
+
+The run (and its baseline) is evaluated on streams unless it already was with these
+stream settings and open-set rule; the calibrated detector and temperature go into
+the Core ML metadata (the temperature also into the graph); the saved file must give
+the same detections as Keras on a short test stream.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kws_research.coreml import runtime
+from kws_research.streaming import streams
+from kws_research.streaming.detector import DetectorSettings, detections
+from kws_research.streaming.evaluation import log_evaluation
+from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
+from kws_research.streaming.scoring import keras_predict, score
+from kws_research.streaming.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+SHIPPED = (
+    "detector_threshold",
+    "detector_window_ms",
+    "detector_suppression_ms",
+    "detector_min_count",
+    "detector_hop_ms",
+    "temperature",
+)
+
+
+def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
+    """Evaluate ``source`` on streams when needed (``streaming=auto``), refreshing its metrics."""
+    if cfg.get("streaming", "auto") != "auto":
+        return
+    if is_evaluated(client.get_run(source.run_id), cfg["stream"], rule):
+        return
+    from kws_research.exporting.source import source_data
+
+    print(f"streaming evaluation of run {source.run_id} ({source.model_label})", flush=True)
+    data = data if data is not None else source_data(source)
+    evaluation = evaluate_model(model, data, source.config["dataset"], cfg["stream"], rule)
+    log_evaluation(client, source.run_id, evaluation, source.model_label)
+    run = client.get_run(source.run_id)
+    source.metrics, source.tags = dict(run.data.metrics), dict(run.data.tags)
+
+
+def shipped_detector(source, cfg) -> dict:
+    """The detector settings and temperature export writes into the model ({} when none)."""
+    if cfg.get("streaming", "auto") != "auto" or "detector_threshold" not in source.metrics:
+        return {}
+    return {key: float(source.metrics[key]) for key in SHIPPED if key in source.metrics}
+
+
+def _settings(shipped: dict) -> DetectorSettings:
+    return DetectorSettings(
+        threshold=shipped["detector_threshold"],
+        window_ms=shipped["detector_window_ms"],
+        suppression_ms=shipped["detector_suppression_ms"],
+        min_count=int(shipped["detector_min_count"]),
+        hop_ms=shipped["detector_hop_ms"],
+    )
+
+
+def mismatches(keras: list, coreml: list, hop_ms: float) -> int:
+    """Detections of one side with no detection of the same label within a hop on the other."""
+
+    def unmatched(a, b) -> int:
+        return sum(not any(x.label == y.label and abs(x.time_ms - y.time_ms) <= hop_ms for y in b) for x in a)
+
+    return unmatched(keras, coreml) + unmatched(coreml, keras)
+
+
+def verify_stream(check, path, model, data, source, cfg) -> None:
+    """Keras (``model``, as shipped) and the saved file on a short test stream: the same detections."""
+    settings = StreamSettings.from_config(cfg["stream"])
+    shipped = shipped_detector(source, cfg)
+    detector = _settings(shipped)
+    stream = streams.load_or_build(
+        stream_source(source.config["dataset"], data, settings),
+        "test",
+        "mixed",
+        settings.verify_seconds,
+        settings,
+        settings.seed + 1,
+    )
+    compiled = runtime.load(path)
+    found = {}
+    for name, predict in (("keras", keras_predict(model)), ("coreml", lambda x: runtime.predict(compiled, x))):
+        times, scores, _ = score(predict, stream.audio, detector.hop_ms, settings.batch_size)
+        found[name] = detections(times, scores, list(source.labels), detector)
+    check.stream_seconds = round(stream.seconds, 2)
+    check.stream_keras_detections = len(found["keras"])
+    check.stream_mismatches = mismatches(found["keras"], found["coreml"], detector.hop_ms)
+    check.verified = check.verified and check.stream_mismatches == 0

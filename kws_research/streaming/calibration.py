@@ -1,0 +1,133 @@
+"""Choosing what ships with the model: a temperature for the probabilities and the
+detector settings for a target false-accept rate, both on validation data only.
+
+* Temperature scaling (Guo et al., 2017) on the validation clips: probabilities
+  become ``softmax(log(p + eps) / T)``, with ``T`` minimising the negative
+  log-likelihood; the expected calibration error (ECE, 15 bins) before and after.
+* Detector: over a grid of averaging windows, suppressions and thresholds, the
+  setting with the highest hit rate on the validation mixed stream whose false
+  accepts on the validation negatives-only stream stay within
+  ``target_fa_per_hour``; without one, the setting with the fewest false accepts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from kws_research.streaming import detector
+from kws_research.streaming.detector import DetectorSettings
+from kws_research.streaming.matching import match
+
+EPSILON = 1e-6  # the same in the Core ML graph (models/temperature.py)
+ECE_BINS = 15
+
+
+def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    logits = np.log(np.asarray(probabilities, np.float64) + EPSILON) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits)
+    return (out / out.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the validation negative log-likelihood."""
+    labels = np.asarray(labels, dtype=np.int64)
+
+    def nll(log_t: float) -> float:
+        p = tempered(probabilities, float(np.exp(log_t)))
+        return float(-np.mean(np.log(p[np.arange(labels.size), labels] + 1e-12)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """ECE and the per-bin confidence/accuracy/count of a reliability diagram."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    conf = np.bincount(which, confidence, minlength=bins) / np.maximum(count, 1)
+    acc = np.bincount(which, correct.astype(float), minlength=bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(acc - conf)) / max(1, count.sum()))
+    return {"ece": ece, "confidence": conf.tolist(), "accuracy": acc.tolist(), "count": count.tolist()}
+
+
+@dataclass
+class Scored:
+    """A stream's scores and ground truth, ready for the detector."""
+
+    times_ms: np.ndarray
+    scores: np.ndarray
+    events: list[dict]
+    hours: float
+
+
+def evaluate(scored: Scored, labels: list[str], settings: DetectorSettings, tolerance_ms: float) -> dict:
+    found = detector.detections(scored.times_ms, scored.scores, labels, settings)
+    return match(found, scored.events, scored.hours, tolerance_ms)
+
+
+def _averaged(mixed: Scored, negatives: Scored, base: DetectorSettings) -> dict:
+    return {
+        name: (detector.average(s.times_ms, s.scores, base.window_ms, base.min_count), s)
+        for name, s in (("mixed", mixed), ("negatives", negatives))
+    }
+
+
+def _points(averaged: dict, labels, suppression_ms: float, thresholds, tolerance_ms: float) -> list[dict]:
+    points = []
+    for threshold in thresholds:
+        on = {
+            name: match(detector.detect(a, labels, float(threshold), suppression_ms), s.events, s.hours, tolerance_ms)
+            for name, (a, s) in averaged.items()
+        }
+        points.append(
+            {
+                "threshold": float(threshold),
+                "hit_rate": on["mixed"]["hit_rate"],
+                "miss_rate": on["mixed"]["miss_rate"],
+                "fa_per_hour": on["negatives"]["fa_per_hour"],
+            }
+        )
+    return points
+
+
+def sweep_thresholds(
+    mixed: Scored, negatives: Scored, labels, base: DetectorSettings, thresholds, tolerance_ms: float
+) -> list[dict]:
+    """Hit/miss rate on ``mixed`` and FA/h on ``negatives`` at each threshold (the DET curve)."""
+    return _points(_averaged(mixed, negatives, base), labels, base.suppression_ms, thresholds, tolerance_ms)
+
+
+def choose(
+    mixed: Scored, negatives: Scored, labels, stream, tolerance_ms: float
+) -> tuple[DetectorSettings, dict, list[dict]]:
+    """The calibrated detector, its validation point, and every point tried."""
+    tried = []
+    for window in stream.window_ms:
+        averaged = _averaged(mixed, negatives, DetectorSettings(window_ms=window, min_count=stream.min_count))
+        for suppression in stream.suppression_ms:
+            for point in _points(averaged, labels, suppression, stream.thresholds, tolerance_ms):
+                tried.append({**point, "window_ms": window, "suppression_ms": suppression})
+    feasible = [p for p in tried if p["fa_per_hour"] <= stream.target_fa_per_hour]
+    pool = feasible or [p for p in tried if p["fa_per_hour"] == min(q["fa_per_hour"] for q in tried)]
+    best = max(pool, key=lambda p: (p["hit_rate"], p["threshold"]))
+    settings = replace(
+        DetectorSettings(),
+        threshold=best["threshold"],
+        window_ms=best["window_ms"],
+        suppression_ms=best["suppression_ms"],
+        min_count=stream.min_count,
+        hop_ms=stream.hop_ms,
+    )
+    return settings, {**best, "target_met": bool(feasible)}, tried
+
+
+def miss_rate_at(points: list[dict], fa_per_hour: float) -> float:
+    """Miss rate at the lowest threshold whose FA/h is within ``fa_per_hour`` (DET operating point)."""
+    within = [p for p in points if p["fa_per_hour"] <= fa_per_hour]
+    return min(p["miss_rate"] for p in within) if within else 1.0

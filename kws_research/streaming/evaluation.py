@@ -1,0 +1,173 @@
+"""The streaming evaluation of one model on one data set, and its record in MLflow.
+
+Order, so that nothing is chosen on the test split: the temperature is fitted on
+the validation clips, the detector calibrated on the validation streams; the test
+streams are then measured at those settings (plus the DET curve, which only
+reports). Metric names (all logged on the run):
+
+* ``stream_hit_rate`` / ``stream_miss_rate`` / ``stream_wrong_rate`` / ``stream_latency_ms``:
+  command words of the test mixed stream at the calibrated detector;
+* ``stream_fa_per_hour`` (``_unknown``, ``_noise``): false accepts per hour on the test
+  negatives-only stream, in all and by cause; ``stream_mixed_fa_per_hour`` on the mixed one;
+* ``stream_miss_rate_at_1fah`` / ``stream_miss_rate_at_0p1fah``: DET operating points on the
+  test streams (``0p1`` = 0.1; a dot would break config keys such as constraints);
+* ``detector_threshold`` / ``_window_ms`` / ``_suppression_ms`` / ``_min_count`` / ``_hop_ms``,
+  ``temperature``, ``stream_target_fa_per_hour``, ``stream_target_met``, ``val_stream_*``;
+* ``ece_before`` / ``ece_after`` (test clips), ``val_ece_before`` / ``val_ece_after``;
+* ``stream_scoring_speed``: seconds of audio scored per second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kws_research.contract import to_float
+from kws_research.streaming import calibration, plots, streams
+from kws_research.streaming.calibration import Scored
+from kws_research.streaming.detector import DetectorSettings
+from kws_research.streaming.scoring import Predict, score
+from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
+
+log = logging.getLogger(__name__)
+__all__ = ["STREAM_METRICS", "Evaluation", "evaluate", "log_evaluation"]
+DIGEST_TAG = "stream_settings"
+FILES = ("streaming.json", "streaming_det.png", "calibration.png")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    detector: DetectorSettings
+    temperature: float
+    report: dict
+    det_curve: list[dict] = field(default_factory=list)
+    rule: tuple[str, float] | None = None
+
+
+def _clip_probabilities(predict: Predict, split, batch: int) -> np.ndarray:
+    audio = split.audio
+    return np.concatenate([predict(to_float(audio[i : i + batch])) for i in range(0, len(split), batch)])
+
+
+def build_streams(stream_data, settings: StreamSettings) -> dict[tuple[str, str], streams.Stream]:
+    """The four streams of an evaluation: validation and test, mixed and negatives-only."""
+    out = {}
+    for split in ("validation", "test"):
+        minutes = getattr(settings, split)
+        for kind in streams.KINDS:
+            out[(split, kind)] = streams.load_or_build(
+                stream_data, split, kind, 60.0 * minutes[f"{kind}_minutes"], settings, settings.seed
+            )
+    return out
+
+
+def evaluate(predict: Predict, data, stream_data, settings: StreamSettings) -> Evaluation:
+    """Calibrate on validation, measure on test (``predict``: float windows -> probabilities)."""
+    labels = list(data.classes)
+    probs = {s: _clip_probabilities(predict, data.splits[s], settings.batch_size) for s in ("validation", "test")}
+    truth = {s: np.asarray(data.splits[s].labels) for s in probs}
+    temperature = calibration.fit_temperature(probs["validation"], truth["validation"]) if settings.temperature else 1.0
+    ece = {
+        s: (
+            calibration.reliability(probs[s], truth[s]),
+            calibration.reliability(calibration.tempered(probs[s], temperature), truth[s]),
+        )
+        for s in probs
+    }
+    scored, speeds = {}, []
+    for key, stream in build_streams(stream_data, settings).items():
+        times, scores, speed = score(predict, stream.audio, settings.hop_ms, settings.batch_size)
+        speeds.append(speed)
+        if temperature != 1.0:
+            scores = calibration.tempered(scores, temperature)
+        scored[key] = Scored(times, scores, stream.events, stream.hours)
+    tolerance = settings.match_tolerance_ms
+    detector, chosen, _ = calibration.choose(
+        scored[("validation", "mixed")], scored[("validation", "negatives")], labels, settings, tolerance
+    )
+    if not chosen["target_met"]:
+        log.warning(
+            "no detector setting reached stream.target_fa_per_hour=%s on the validation streams; "
+            "using the one with the fewest false accepts (%.2f FA/h)",
+            settings.target_fa_per_hour,
+            chosen["fa_per_hour"],
+        )
+    mixed = calibration.evaluate(scored[("test", "mixed")], labels, detector, tolerance)
+    negatives = calibration.evaluate(scored[("test", "negatives")], labels, detector, tolerance)
+    curve = calibration.sweep_thresholds(
+        scored[("test", "mixed")], scored[("test", "negatives")], labels, detector, settings.thresholds, tolerance
+    )
+    hours = negatives["hours"]
+    metrics = {
+        "stream_hit_rate": mixed["hit_rate"],
+        "stream_miss_rate": mixed["miss_rate"],
+        "stream_wrong_rate": mixed["wrong_rate"],
+        "stream_latency_ms": mixed["latency_ms"],
+        "stream_fa_per_hour": negatives["fa_per_hour"],
+        "stream_fa_per_hour_unknown": negatives["false_accepts_by_cause"]["unknown"] / hours,
+        "stream_fa_per_hour_noise": negatives["false_accepts_by_cause"]["noise"] / hours,
+        "stream_mixed_fa_per_hour": mixed["fa_per_hour"],
+        "stream_miss_rate_at_1fah": calibration.miss_rate_at(curve, 1.0),
+        "stream_miss_rate_at_0p1fah": calibration.miss_rate_at(curve, 0.1),
+        "stream_target_met": float(chosen["target_met"]),
+        "stream_target_fa_per_hour": settings.target_fa_per_hour,
+        "val_stream_hit_rate": chosen["hit_rate"],
+        "val_stream_fa_per_hour": chosen["fa_per_hour"],
+        **detector.as_dict(),
+        "temperature": temperature,
+        "ece_before": ece["test"][0]["ece"],
+        "ece_after": ece["test"][1]["ece"],
+        "val_ece_before": ece["validation"][0]["ece"],
+        "val_ece_after": ece["validation"][1]["ece"],
+        "stream_scoring_speed": float(np.median(speeds)),
+    }
+    report = {
+        "settings_digest": settings.digest(),
+        "detector": detector.as_dict(),
+        "temperature": temperature,
+        "validation_point": chosen,
+        "test_mixed": mixed,
+        "test_negatives": negatives,
+        "streams": {
+            f"{split}_{kind}": {"minutes": round(s.hours * 60, 2), "words": len(s.events)}
+            for (split, kind), s in scored.items()
+        },
+        "det_curve": curve,
+        "reliability": {s: {"before": b, "after": a} for s, (b, a) in ece.items()},
+        "metrics": metrics,
+    }
+    return Evaluation(metrics, detector, temperature, report, curve)
+
+
+def write_files(evaluation: Evaluation, folder: Path, title: str) -> list[Path]:
+    """``streaming.json``, ``streaming_det.png`` and ``calibration.png`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "streaming.json").write_text(json.dumps(evaluation.report, indent=1, default=float))
+    chosen = next((p for p in evaluation.det_curve if p["threshold"] == evaluation.detector.threshold), None)
+    plots.det_png({title: evaluation.det_curve}, chosen, folder / "streaming_det.png", f"{title}: test streams")
+    test = evaluation.report["reliability"]["test"]
+    plots.reliability_png(
+        test["before"], test["after"], evaluation.temperature, folder / "calibration.png", f"{title}: test clips"
+    )
+    return [folder / name for name in FILES]
+
+
+def variant(settings_digest: str, rule: tuple[str, float] | None) -> str:
+    """The ``stream_settings`` tag: the stream settings and the open-set rule evaluated with."""
+    return f"{settings_digest}/{rule[0] if rule else 'none'}"
+
+
+def log_evaluation(client, run_id: str, evaluation: Evaluation, title: str) -> None:
+    """Metrics, the settings tag and the ``streaming/`` artifacts on the run."""
+    from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
+
+    log_metrics(client, run_id, {k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
+    client.set_tag(run_id, DIGEST_TAG, variant(evaluation.report["settings_digest"], evaluation.rule))
+    with artifact_dir() as folder:
+        write_files(evaluation, folder, title)
+        log_artifacts(client, run_id, folder, "streaming")

@@ -1,0 +1,76 @@
+"""Detections against the ground truth: hits, misses, wrong commands, false accepts.
+
+A detection at time ``t`` (the end of its window) belongs to the latest word with
+``start <= t <= end + tolerance``. A command word is a **hit** when one of its
+detections has its label, **wrong** when it only has other labels, a **miss** when
+it has none. Every other detection is a **false accept**, by cause: ``unknown``
+(it belongs to a non-command word), ``repeat`` (a second detection of a command
+word) or ``noise`` (it belongs to no word). Latency is detection time minus the
+end of the word.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from kws_research.streaming.detector import Detection
+
+CAUSES = ("unknown", "noise", "repeat")
+
+
+def match(detections: list[Detection], events: list[dict], hours: float, tolerance_ms: float) -> dict:
+    """Counts and rates of one stream at one detector setting."""
+    starts = np.array([e["start"] for e in events]) * 1000.0
+    ends = np.array([e["end"] for e in events]) * 1000.0 + tolerance_ms
+    outcome: dict[int, str] = {}
+    latencies, false = [], Counter()
+    for d in detections:
+        i = int(np.searchsorted(starts, d.time_ms, side="right")) - 1
+        if i < 0 or d.time_ms > ends[i]:  # words are in time order, so are their ends: no earlier word either
+            false["noise"] += 1
+            continue
+        event = events[i]
+        if event["kind"] != "command":
+            false["unknown"] += 1
+        elif outcome.get(i) == "hit":
+            false["repeat"] += 1
+        elif d.label == event["label"]:
+            outcome[i] = "hit"
+            latencies.append(d.time_ms - event["end"] * 1000.0)
+        else:
+            outcome[i] = "wrong"
+    commands = [i for i, e in enumerate(events) if e["kind"] == "command"]
+    hits = sum(outcome.get(i) == "hit" for i in commands)
+    wrong = sum(outcome.get(i) == "wrong" for i in commands)
+    per_command = _hit_rates(commands, outcome, [e["label"] for e in events])
+    by_snr = _hit_rates(commands, outcome, [f"{float(e['snr_db']):g}" for e in events])
+    n = max(1, len(commands))
+    false_total = sum(false.values())
+    return {
+        "commands": len(commands),
+        "hits": hits,
+        "wrong": wrong,
+        "misses": len(commands) - hits - wrong,
+        "hit_rate": hits / n if commands else float("nan"),
+        "miss_rate": 1 - hits / n if commands else float("nan"),
+        "wrong_rate": wrong / n if commands else float("nan"),
+        "false_accepts": false_total,
+        "false_accepts_by_cause": {c: false[c] for c in CAUSES},
+        "fa_per_hour": false_total / hours if hours > 0 else float("nan"),
+        "latency_ms": float(np.mean(latencies)) if latencies else float("nan"),
+        "per_command_hit_rate": per_command,
+        "hit_rate_by_snr": by_snr,
+        "hours": hours,
+    }
+
+
+def _hit_rates(commands: list[int], outcome: dict[int, str], keys: list[str]) -> dict[str, float]:
+    """Hit rate of the command words grouped by ``keys[i]`` (their label, their SNR)."""
+    tally: dict[str, list[int]] = {}
+    for i in commands:
+        counts = tally.setdefault(keys[i], [0, 0])
+        counts[0] += outcome.get(i) == "hit"
+        counts[1] += 1
+    return {k: h / t for k, (h, t) in sorted(tally.items())}

@@ -1,0 +1,118 @@
+"""The ``stream`` config group as typed settings, checked with one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from kws_research.errors import ConfigError
+
+SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
+# Every metric a streaming evaluation logs (see kws_research/streaming/evaluation.py).
+STREAM_METRICS = (
+    "stream_hit_rate",
+    "stream_miss_rate",
+    "stream_wrong_rate",
+    "stream_latency_ms",
+    "stream_fa_per_hour",
+    "stream_fa_per_hour_unknown",
+    "stream_fa_per_hour_noise",
+    "stream_mixed_fa_per_hour",
+    "stream_miss_rate_at_1fah",
+    "stream_miss_rate_at_0p1fah",
+    "stream_target_met",
+    "stream_target_fa_per_hour",
+    "val_stream_hit_rate",
+    "val_stream_fa_per_hour",
+    "detector_threshold",
+    "detector_window_ms",
+    "detector_suppression_ms",
+    "detector_min_count",
+    "detector_hop_ms",
+    "temperature",
+    "ece_before",
+    "ece_after",
+    "val_ece_before",
+    "val_ece_after",
+    "stream_scoring_speed",
+)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    validation: dict
+    test: dict
+    snr_db: tuple[float, ...] = (20.0, 10.0, 5.0)
+    unknown_fraction: float = 0.3
+    gap_seconds: tuple[float, float] = (1.0, 3.0)
+    unknown_percentage: float | None = 100.0
+    seed: int = 0
+    hop_ms: float = 100.0
+    min_count: int = 3
+    window_ms: tuple[float, ...] = (250.0, 500.0, 750.0, 1000.0)
+    suppression_ms: tuple[float, ...] = (500.0, 1000.0, 1500.0)
+    thresholds: tuple[float, ...] = tuple(np.round(np.linspace(0.2, 0.995, 160), 4))
+    target_fa_per_hour: float = 1.0
+    match_tolerance_ms: float = 1000.0
+    temperature: bool = True
+    verify_seconds: float = 20.0
+    batch_size: int = 256
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> StreamSettings:
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = dict(cfg or {})
+        known = set(cls.__dataclass_fields__) | {"enabled"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"stream.{unknown[0]}", "no such key", f"keys: {', '.join(sorted(known))}")
+        cfg.pop("enabled", None)
+        for split in ("validation", "test"):
+            part = dict(cfg.get(split) or {})
+            for key in SPLIT_MINUTES:
+                value = part.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ConfigError(f"stream.{split}.{key}", f"{value!r} must be a number of minutes > 0")
+            cfg[split] = {k: float(part[k]) for k in SPLIT_MINUTES}
+        for key in ("snr_db", "window_ms", "suppression_ms", "thresholds", "gap_seconds"):
+            if key in cfg and cfg[key] is not None:
+                values = cfg[key]
+                if not isinstance(values, (list, tuple)) or not values:
+                    raise ConfigError(f"stream.{key}", f"{values!r} must be a non-empty list")
+                cfg[key] = tuple(float(v) for v in values)
+            elif key == "thresholds":
+                cfg.pop(key, None)
+        settings = cls(**cfg)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        low, high = self.gap_seconds if len(self.gap_seconds) == 2 else (-1, -1)
+        if not 0 <= low <= high:
+            raise ConfigError(
+                "stream.gap_seconds", f"{list(self.gap_seconds)} must be [min, max] seconds, 0 <= min <= max"
+            )
+        if not 0 <= self.unknown_fraction <= 1:
+            raise ConfigError("stream.unknown_fraction", f"{self.unknown_fraction!r} must be a fraction in [0, 1]")
+        if not 10 <= self.hop_ms <= 1000:
+            raise ConfigError("stream.hop_ms", f"{self.hop_ms!r} must be between 10 and 1000 ms")
+        if self.target_fa_per_hour <= 0:
+            raise ConfigError("stream.target_fa_per_hour", f"{self.target_fa_per_hour!r} must be > 0")
+        if not all(0 < t < 1 for t in self.thresholds):
+            raise ConfigError("stream.thresholds", "every threshold must be a probability in (0, 1)")
+        if self.min_count < 1:
+            raise ConfigError("stream.min_count", f"{self.min_count!r} must be >= 1")
+
+    def stream_identity(self) -> dict:
+        """What the audio of a stream depends on (detector settings do not)."""
+        return {"snr_db": list(self.snr_db), "unknown_fraction": self.unknown_fraction, "gap": list(self.gap_seconds)}
+
+    def digest(self) -> str:
+        """Identity of an evaluation: a run evaluated with other settings is evaluated again."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]

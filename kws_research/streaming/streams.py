@@ -1,0 +1,202 @@
+"""Long test streams built from one split of a prepared data set, with their ground truth.
+
+A stream is a sequence of words from the split (trimmed to where they are
+audible) separated by random gaps, over the split's own part of the background
+noise. Each word draws an SNR from ``snr_db``; the noise level moves linearly
+from one word's level to the next, so one stream covers every SNR without steps.
+Two kinds: ``mixed`` (command words and, with probability ``unknown_fraction``,
+non-command words, as TensorFlow's streaming test) and ``negatives`` (no command
+word at all, for false accepts per hour). Test streams also use the held-out
+words when the data set has them; validation streams never do.
+
+Streams are seeded and cached next to the data cache (``audio.npy`` int16 and
+``events.json``, written under a temporary name and renamed when complete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kws_research.contract import SAMPLE_RATE, STORED_DTYPE, saturate_int16
+from kws_research.data import cache
+from kws_research.errors import KwsError
+from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.locks import FileLock
+from kws_research.streaming.settings import StreamSettings
+
+KINDS = ("mixed", "negatives")
+STREAM_VERSION = 1
+FRAME = SAMPLE_RATE // 100  # 10 ms frames for finding where a word is audible
+ACTIVE_DB = 30.0  # a frame is part of the word when within this many dB of the clip's loudest frame
+
+
+@dataclass
+class Stream:
+    """int16 audio and one event per word: label, kind (command/unknown), start/end seconds,
+    SNR and the clip it came from."""
+
+    audio: np.ndarray
+    events: list[dict]
+    split: str
+    kind: str
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[0] / SAMPLE_RATE
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
+
+
+def active_region(clip: np.ndarray) -> tuple[int, int]:
+    """First and last sample of the frames within ``ACTIVE_DB`` of the loudest one."""
+    frames = clip[: clip.shape[0] // FRAME * FRAME].astype(np.float64).reshape(-1, FRAME)
+    energy = (frames**2).mean(axis=1) + 1e-9
+    loud = np.flatnonzero(10 * np.log10(energy / energy.max()) > -ACTIVE_DB)
+    return int(loud[0] * FRAME), int((loud[-1] + 1) * FRAME)
+
+
+def _pools(data, split: str) -> dict[str, list[tuple[np.ndarray, int, str, str]]]:
+    """(audio rows, row index, label, part) of the command and non-command words of a split."""
+    commands, others = [], []
+    arrays = data.splits[split]
+    silence, unknown = data.classes.index(SILENCE), data.classes.index(UNKNOWN)
+    for row, label in enumerate(np.asarray(arrays.labels)):
+        if label == unknown:
+            others.append((arrays.audio, row, UNKNOWN, split))
+        elif label != silence:
+            commands.append((arrays.audio, row, data.classes[int(label)], split))
+    heldout = data.splits.get("heldout")
+    if split == "test" and heldout is not None:
+        others += [(heldout.audio, row, UNKNOWN, "heldout") for row in range(len(heldout))]
+    return {"command": commands, "unknown": others}
+
+
+def _noise_track(data, split: str) -> np.ndarray:
+    """The split's part of every noise recording, each scaled to unit RMS, end to end."""
+    parts = []
+    for start, stop in data.noise_segments(split):
+        part = np.asarray(data.noise[start:stop], dtype=np.float32)
+        rms = float(np.sqrt(np.mean(part.astype(np.float64) ** 2))) if part.size else 0.0
+        if rms > 0:
+            parts.append(part / rms)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> Stream:
+    """A new stream of about ``seconds`` from ``split`` (see the module docstring)."""
+    if kind not in KINDS:
+        raise ValueError(f"stream kind {kind!r} is not one of {KINDS}")
+    rng = np.random.default_rng([seed, SPLIT_KEYS[split], KINDS.index(kind)])
+    pools = _pools(data, split)
+    if kind == "mixed" and not pools["command"]:
+        raise KwsError(f"stream: the {split} split has no command clips to build a mixed stream from")
+    if not pools["unknown"] and (kind == "negatives" or settings.unknown_fraction > 0):
+        raise KwsError(
+            f"stream: the {split} split has no unknown clips; raise dataset.unknown_percentage "
+            "or set stream.unknown_fraction=0"
+        )
+    total = int(seconds * SAMPLE_RATE)
+    speech = np.zeros(total, np.float32)
+    events, centres, gains = [], [], []
+    cursor = 0
+    low, high = settings.gap_seconds
+    while True:
+        cursor += int(rng.uniform(low, high) * SAMPLE_RATE)
+        use_unknown = kind == "negatives" or rng.random() < settings.unknown_fraction
+        pool = pools["unknown" if use_unknown else "command"]
+        audio, row, label, part = pool[int(rng.integers(len(pool)))]
+        clip = np.asarray(audio[row], dtype=np.float32)
+        a, b = active_region(clip)
+        if cursor + (b - a) > total:
+            break
+        word = clip[a:b]
+        speech[cursor : cursor + b - a] = word
+        snr = float(settings.snr_db[int(rng.integers(len(settings.snr_db)))])
+        power = float(np.mean(word.astype(np.float64) ** 2))
+        centres.append(cursor + (b - a) // 2)
+        gains.append(np.sqrt(power / 10 ** (snr / 10)))
+        events.append(
+            {
+                "label": label,
+                "kind": "unknown" if use_unknown else "command",
+                "start": cursor / SAMPLE_RATE,
+                "end": (cursor + b - a) / SAMPLE_RATE,
+                "snr_db": snr,
+                "clip": [part, row, a, b],  # rows a:b of that split's clip
+            }
+        )
+        cursor += b - a
+    noise = _noise_track(data, split)
+    if noise.size and centres:
+        offset = int(rng.integers(noise.size))
+        looped = np.resize(np.roll(noise, -offset), total)
+        step = 1 << 20
+        for lo in range(0, total, step):
+            idx = np.arange(lo, min(total, lo + step))
+            speech[idx] += looped[idx] * np.interp(idx, centres, gains).astype(np.float32)
+    return Stream(saturate_int16(speech), events, split, kind)
+
+
+SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2}
+
+
+def split_identity(data, split: str) -> str:
+    """What a stream of ``split`` is made of: its clips and labels (held-out words for
+    test) and its noise; runs whose data differ only in training options share streams."""
+    h = hashlib.sha256(json.dumps(list(data.classes)).encode())
+    parts = [data.splits[split]] + ([data.splits["heldout"]] if split == "test" and "heldout" in data.splits else [])
+    for part in parts:
+        h.update(np.ascontiguousarray(part.audio).tobytes())
+        h.update(np.asarray(part.labels, dtype=np.int64).tobytes())
+    for start, stop in data.noise_segments(split):
+        h.update(np.ascontiguousarray(data.noise[start:stop]).tobytes())
+    return h.hexdigest()
+
+
+def digest(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> str:
+    identity = {
+        "version": STREAM_VERSION,
+        "data": split_identity(data, split),
+        "split": split,
+        "kind": kind,
+        "seconds": float(seconds),
+        "seed": int(seed),
+        **settings.stream_identity(),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def load_or_build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> Stream:
+    """The cached stream for these settings, built once (under a lock) when missing."""
+    key = digest(data, split, kind, seconds, settings, seed)
+    path = Path(data.path).parent.parent / "streams" / f"{split}-{kind}-{key[:16]}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path.with_name(path.name + ".lock"))
+        lock.acquire()
+    except OSError as exc:
+        raise cache.storage_error(exc, path.parent) from exc
+    with lock:
+        if not (path / "events.json").is_file():
+            stream = build(data, split, kind, seconds, settings, seed)
+            writer = cache.CacheWriter(path, needed=stream.audio.nbytes)
+            try:
+                writer.array("audio", stream.audio)
+                writer.json("events.json", {"split": split, "kind": kind, "events": stream.events})
+                writer.commit()
+            except OSError as exc:
+                writer.abort()
+                raise cache.storage_error(exc, path.parent) from exc
+            return stream
+    audio = np.load(path / "audio.npy", mmap_mode="r")
+    events = json.loads((path / "events.json").read_text())["events"]
+    if audio.dtype != STORED_DTYPE:
+        raise KwsError(f"{path}: not a stream of this version; delete the folder to rebuild it")
+    return Stream(audio, events, split, kind)

@@ -1,0 +1,328 @@
+"""Streaming evaluation: exact stream ground truth, the app's detector, calibration, and the
+whole path through training, the evaluate stage, a sweep objective and export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers.data import tiny_overrides
+from helpers.models import zoo_model
+from helpers.stages import last_json, run_stage
+from helpers.sweeps import data_args, write_sweep
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from kws_research.config import compose
+from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
+from kws_research.data.dataset import prepare
+from kws_research.errors import KwsError
+from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.streaming import calibration, detector, streams
+from kws_research.streaming.detector import DetectorSettings, RecognizeCommands
+from kws_research.streaming.matching import match
+from kws_research.streaming.settings import StreamSettings
+
+LABELS = [SILENCE, UNKNOWN, "yes", "no"]
+TINY_STREAMS = [
+    "stream.validation.mixed_minutes=0.5",
+    "stream.validation.negatives_minutes=0.5",
+    "stream.test.mixed_minutes=0.5",
+    "stream.test.negatives_minutes=0.5",
+    "stream.verify_seconds=10",
+]
+
+
+def one_hot(label: str, p: float = 0.9) -> np.ndarray:
+    scores = np.full(len(LABELS), (1 - p) / (len(LABELS) - 1))
+    scores[LABELS.index(label)] = p
+    return scores
+
+
+def run_recognizer(sequence, settings):
+    recognizer = RecognizeCommands(LABELS, settings)
+    found = [recognizer.process(t, one_hot(label)) for t, label in sequence]
+    return [(d.time_ms, d.label) for d in found if d is not None]
+
+
+def test_detector_matches_hand_computed_sequences():
+    settings = DetectorSettings(threshold=0.6, window_ms=500, suppression_ms=300, min_count=2)
+    sequence = [(t, "yes") for t in range(0, 400, 100)] + [(t, "no") for t in range(400, 1000, 100)]
+    # yes fires at 200 ms (one result is too few at 0, and a 100 ms span < window/4 at 100);
+    # at 600 ms yes and no tie (the first label wins); at 700 ms "no" has 4 of the 6 results in
+    # the window: (4 * 0.9 + 2 * 0.1 / 3) / 6 = 0.611 > 0.6, 500 ms after yes.
+    assert run_recognizer(sequence, settings) == [(200, "yes"), (700, "no")]
+    longer = DetectorSettings(threshold=0.6, window_ms=500, suppression_ms=1000, min_count=2)
+    sequence += [(t, "no") for t in range(1000, 1500, 100)]
+    assert run_recognizer(sequence, longer) == [(200, "yes"), (1300, "no")]  # first result > 200 + 1000 ms
+    # the same command again only after another top label (silence lifts the suppression)
+    again = [(t, "yes") for t in range(0, 500, 100)] + [(t, "silence") for t in range(500, 1500, 100)]
+    again += [(t, "yes") for t in range(1500, 2000, 100)]
+    assert run_recognizer(again, settings) == [(200, "yes"), (1800, "yes")]
+    assert run_recognizer([(t, "yes") for t in range(0, 2000, 100)], settings) == [(200, "yes")]
+    recognizer = RecognizeCommands(LABELS, settings)
+    recognizer.process(500, one_hot("yes"))
+    with pytest.raises(ValueError, match="time order"):
+        recognizer.process(400, one_hot("yes"))
+    with pytest.raises(ValueError, match="expected 4 scores"):
+        recognizer.process(600, np.ones(3))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_whole_stream_detection_equals_the_step_by_step_recognizer(seed):
+    rng = np.random.default_rng(seed)
+    n = 600
+    labels = np.repeat(rng.integers(0, len(LABELS), n // 10), 10)  # words that last a while
+    scores = rng.dirichlet(np.ones(len(LABELS)) * 0.3, n)
+    scores[np.arange(n), labels] += rng.uniform(0.5, 2.0, n)
+    scores /= scores.sum(axis=1, keepdims=True)
+    times = np.arange(n) * 100.0
+    settings = DetectorSettings(
+        threshold=float(rng.uniform(0.4, 0.8)),
+        window_ms=float(rng.choice([300, 500, 1000])),
+        suppression_ms=float(rng.choice([200, 500, 1500])),
+        min_count=int(rng.integers(1, 5)),
+    )
+    recognizer = RecognizeCommands(LABELS, settings)
+    expected = [d for d in (recognizer.process(t, s) for t, s in zip(times, scores)) if d is not None]
+    found = detector.detections(times, scores, LABELS, settings)
+    assert [(d.time_ms, d.label) for d in found] == [(d.time_ms, d.label) for d in expected]
+    assert np.allclose([d.score for d in found], [d.score for d in expected])
+    assert found, "a sequence this long should give detections"
+
+
+def stream_settings(**extra) -> StreamSettings:
+    base = {
+        "validation": {"mixed_minutes": 1, "negatives_minutes": 1},
+        "test": {"mixed_minutes": 1, "negatives_minutes": 1},
+        "gap_seconds": [1.5, 3.0],
+    }
+    return StreamSettings.from_config({**base, **extra})
+
+
+def oracle_scores(stream: streams.Stream, labels: list[str], hop_ms: float = 100.0):
+    """A "model" that reads the ground truth: a word's label while the window holds all of it."""
+    hop = int(hop_ms * SAMPLE_RATE / 1000)
+    ends = np.arange(CLIP_SAMPLES, stream.audio.shape[0] + 1, hop) / SAMPLE_RATE
+    scores = np.zeros((ends.size, len(labels)))
+    scores[:, labels.index(SILENCE)] = 1.0
+    for e in stream.events:
+        inside = (ends - 1.0 <= e["start"]) & (e["end"] <= ends)
+        scores[inside] = 0.0
+        scores[inside, labels.index(e["label"])] = 1.0
+    return ends * 1000.0, scores
+
+
+def test_stream_ground_truth_is_exact(tone_cfg):
+    data = prepare(tone_cfg)
+    labels = list(data.classes)
+    settings = stream_settings(snr_db=[60])
+    mixed = streams.build(data, "test", "mixed", 90, settings, seed=0)
+    negatives = streams.build(data, "test", "negatives", 60, settings, seed=0)
+    assert {e["kind"] for e in mixed.events} == {"command", "unknown"}
+    assert {e["kind"] for e in negatives.events} == {"unknown"}
+    for e in mixed.events:  # the audio at each event is its clip's audible part (60 dB above the noise)
+        part, row, a, b = e["clip"]
+        clip = np.asarray(data.splits[part].audio[row][a:b], np.float64)
+        placed = np.asarray(mixed.audio[round(e["start"] * SAMPLE_RATE) : round(e["end"] * SAMPLE_RATE)], np.float64)
+        assert placed.shape == clip.shape
+        assert np.abs(placed - clip).max() <= 0.01 * np.abs(clip).max() + 2
+    oracle = DetectorSettings(threshold=0.7, window_ms=500, suppression_ms=500, min_count=3)
+    times, scores = oracle_scores(mixed, labels)
+    result = match(detector.detections(times, scores, labels, oracle), mixed.events, mixed.hours, 1000)
+    assert result["commands"] > 5 and result["hit_rate"] == 1.0 and result["false_accepts"] == 0
+    assert 0 < result["latency_ms"] < 1000
+    times, scores = oracle_scores(negatives, labels)
+    assert detector.detections(times, scores, labels, oracle) == []
+
+
+def test_the_same_seed_gives_the_same_stream_and_the_cache_keeps_it(tone_cfg):
+    data = prepare(tone_cfg)
+    settings = stream_settings()
+    first = streams.load_or_build(data, "validation", "mixed", 30, settings, seed=3)
+    cached = streams.load_or_build(data, "validation", "mixed", 30, settings, seed=3)
+    rebuilt = streams.build(data, "validation", "mixed", 30, settings, seed=3)
+    other = streams.build(data, "validation", "mixed", 30, settings, seed=4)
+    assert isinstance(cached.audio, np.memmap) and np.array_equal(first.audio, cached.audio)
+    assert np.array_equal(rebuilt.audio, first.audio) and rebuilt.events == cached.events
+    assert not np.array_equal(other.audio, first.audio)
+    validation_clips = {tuple(e["clip"][:2]) for e in first.events}
+    assert {part for part, _ in validation_clips} == {"validation"}
+
+
+def test_temperature_softens_an_over_confident_model_and_lowers_its_calibration_error():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (4000, 4))
+    honest = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(4, p=p) for p in honest])  # calibrated by construction
+    over = calibration.tempered(honest, 1 / 3)  # three times the logits
+    temperature = calibration.fit_temperature(over, labels)
+    assert temperature == pytest.approx(3.0, rel=0.15)
+    before = calibration.reliability(over, labels)["ece"]
+    after = calibration.reliability(calibration.tempered(over, temperature), labels)["ece"]
+    assert after < before / 3
+    import keras
+
+    from kws_research.models.temperature import Temperature
+
+    inputs = keras.Input((4,))
+    layer = keras.Model(inputs, Temperature(temperature)(inputs))
+    assert np.allclose(layer.predict(over[:64], verbose=0), calibration.tempered(over[:64], temperature), atol=1e-6)
+
+
+def test_bad_stream_settings_name_the_key():
+    with pytest.raises(KwsError, match=r"stream\.test\.mixed_minutes"):
+        StreamSettings.from_config({"validation": {"mixed_minutes": 1, "negatives_minutes": 1}, "test": {}})
+    with pytest.raises(KwsError, match=r"stream\.nope: no such key"):
+        stream_settings(nope=1)
+    with pytest.raises(KwsError, match=r"stream\.gap_seconds"):
+        stream_settings(gap_seconds=[3, 1])
+
+
+@pytest.fixture(scope="module")
+def streamed_run(tone_root, tmp_path_factory):
+    """A small TC-ResNet trained with the streaming evaluation inside its run."""
+    from kws_research.train import train
+
+    folder = tmp_path_factory.mktemp("streaming")
+    overrides = tiny_overrides(tone_root, folder, "model=tc_resnet", "trainer.epochs=4", "stream_eval=true")
+    result = train(compose("train", overrides + TINY_STREAMS))
+    return folder, result
+
+
+def test_a_training_run_logs_its_streaming_evaluation(streamed_run):
+    folder, result = streamed_run
+    m = result.metrics
+    for key in ("stream_hit_rate", "stream_fa_per_hour", "stream_miss_rate_at_1fah", "detector_threshold", "ece_after"):
+        assert key in m and np.isfinite(m[key]), key
+    assert 0 <= m["stream_hit_rate"] <= 1 and m["temperature"] > 0
+    assert m["detector_window_ms"] in (250, 500, 750, 1000) and m["detector_hop_ms"] == 100
+    assert m["val_stream_fa_per_hour"] <= m["stream_target_fa_per_hour"] or m["stream_target_met"] == 0
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    names = {a.path for a in client.list_artifacts(result.run_id, "streaming")}
+    assert {f"streaming/{n}" for n in ("streaming.json", "streaming_det.png", "calibration.png")} <= names
+    assert client.get_run(result.run_id).data.metrics["stream_fa_per_hour"] == m["stream_fa_per_hour"]
+
+
+def test_coreml_and_keras_give_the_same_detections_on_a_stream(streamed_run, tmp_path):
+    import json
+
+    from kws_research.coreml import runtime
+    from kws_research.coreml.convert import convert
+    from kws_research.coreml.verify import Verification
+    from kws_research.exporting.streaming import mismatches
+    from kws_research.models import load_model
+    from kws_research.streaming.scoring import keras_predict, score
+
+    folder, result = streamed_run
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    local = client.download_artifacts(result.run_id, "", str(tmp_path))
+    model = load_model(f"{local}/model/model.keras")
+    labels = json.loads(open(f"{local}/labels.json").read())
+    config = OmegaConf.load(f"{local}/config.yaml")
+    path = tmp_path / "m.mlpackage"
+    convert(model, labels, "mlprogram", "fp16").save(str(path))
+    data = prepare(OmegaConf.to_container(config.dataset))
+    stream = streams.build(data, "test", "mixed", 20, stream_settings(snr_db=[30]), seed=0)
+    low = DetectorSettings(threshold=0.2, window_ms=300, suppression_ms=300, min_count=1)
+    compiled = runtime.load(path)
+    found = {}
+    for name, predict in (("keras", keras_predict(model)), ("coreml", lambda x: runtime.predict(compiled, x))):
+        times, scores, _ = score(predict, stream.audio, 100, 64)
+        found[name] = detector.detections(times, scores, labels, low)
+    assert found["keras"], "the low threshold should give detections to compare"
+    assert mismatches(found["keras"], found["coreml"], 100) == 0
+    other = zoo_model("tc_resnet", len(labels))  # another model's detections do not pass for this file's
+    times, scores, _ = score(keras_predict(other), stream.audio, 100, 64)
+    check = Verification(str(path), "mlprogram", "fp16", 1, 0.0, 0.0, 1.0, 1.0, 1.0, 5e-3, True, 0.0)
+    check.stream_seconds, check.stream_keras_detections = 20.0, len(found["keras"])
+    check.stream_mismatches = mismatches(found["coreml"], detector.detections(times, scores, labels, low), 100)
+    assert check.stream_mismatches > 0
+    assert "detections differ on 20 s of test stream" in check.failure()
+
+
+def test_evaluate_stage_and_export_ship_the_calibrated_detector(streamed_run, tmp_path):
+    import coremltools as ct
+
+    from kws_research.exporting.stage import export_run
+
+    folder, result = streamed_run
+    tracking = [f"tracking.uri=sqlite:///{folder}/mlruns.db", f"tracking.artifact_location={folder}/mlartifacts"]
+    evaluated = run_stage("evaluate", f"run_id={result.run_id}", *tracking, *TINY_STREAMS, "stream.seed=1", cwd=folder)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    line = last_json(evaluated.stdout)
+    assert line["run_id"] == result.run_id and "false accepts per hour" in evaluated.stdout
+    bad = run_stage("evaluate", f"run_id={result.run_id}", *tracking, "stream.nope=1", cwd=folder)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: stream.nope")
+
+    cfg = OmegaConf.to_container(
+        compose(
+            "export",
+            [
+                f"run_id={result.run_id}",
+                *tracking,
+                *TINY_STREAMS,
+                "stream.seed=1",
+                f"output_dir={tmp_path}/out",
+                "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']",
+            ],
+        ),
+        resolve=True,
+    )
+    exported = export_run(cfg)
+    assert exported["coreml_verified"] is True
+    assert all(c["stream_mismatches"] == 0 and c["stream_seconds"] == 10 for c in exported["checks"])
+    assert "stream: false accepts per hour (no commands)" in exported["comparison"]
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    run = client.get_run(result.run_id).data
+    assert run.metrics["detector_threshold"] == line["detector_threshold"]  # seed 1: evaluated once, reused
+    meta = ct.models.MLModel(
+        str(tmp_path / "out" / "kws-tc_resnet.mlpackage"), skip_model_load=True
+    ).user_defined_metadata
+    for key in (
+        "detector_threshold",
+        "detector_window_ms",
+        "detector_hop_ms",
+        "detector_suppression_ms",
+        "temperature",
+    ):
+        assert float(meta[key]) == pytest.approx(run.metrics[key]), key
+    baseline = client.get_run(exported["baseline_run_id"]).data
+    assert "stream_hit_rate" in baseline.metrics and baseline.tags["stream_settings"].endswith("/none")
+
+
+def test_a_sweep_can_minimise_a_streaming_metric(tone_root, tmp_path):
+    from kws_research.sweeping.coordinator import run_sweep
+    from kws_research.sweeping.definition import load
+
+    overrides = [
+        "dataset=speech_commands",
+        "dataset.commands=[yes,no,up]",
+        "dataset.unknown_percentage=50",
+        "dataset.silence_percentage=50",
+        "trainer.epochs=1",
+        "trainer.batch_size=16",
+        "trainer.verbose=0",
+        "augment=none",
+        "model=tc_resnet",
+        "stream_eval=true",
+        *TINY_STREAMS,
+    ]
+    sweep = write_sweep(
+        tmp_path,
+        n_trials=2,
+        metrics=["stream_miss_rate_at_1fah"],
+        directions=["minimize"],
+        overrides=overrides,
+        constraints={"max_params": 100000, "max_stream_fa_per_hour": 1000.0},
+        params={"optimizer.learning_rate": "choice(0.001, 0.003)"},
+        pruner={"name": "none"},
+        export={"enabled": False},
+    )
+    result = run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    assert result["n_complete"] == 2, result
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.role = 'trial'")
+    assert all("stream_miss_rate_at_1fah" in r.data.metrics for r in runs) and len(runs) == 2
+    without = write_sweep(tmp_path, metrics=["stream_fa_per_hour"], directions=["minimize"])
+    with pytest.raises(KwsError, match="streaming metrics need stream_eval=true"):
+        run_sweep(load([f"sweep={without}", *data_args(tone_root, tmp_path)]))
