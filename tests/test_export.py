@@ -16,6 +16,9 @@ from kws_research.errors import KwsError
 from kws_research.exporting.stage import export_run
 from kws_research.train import train
 
+# Tests of the module fixture run on one pytest-xdist worker (`--dist loadgroup`), which trains it once.
+same_worker = pytest.mark.xdist_group("export_run")
+
 
 @pytest.fixture(scope="module")
 def trained(tone_root, tmp_path_factory):
@@ -27,11 +30,17 @@ def trained(tone_root, tmp_path_factory):
 def export_cfg(folder, *overrides: str) -> dict:
     cfg = compose(
         "export",
-        [f"tracking.uri=sqlite:///{folder}/mlruns.db", f"tracking.artifact_location={folder}/mlartifacts", *overrides],
+        [
+            f"tracking.uri=sqlite:///{folder}/mlruns.db",
+            f"tracking.artifact_location={folder}/mlartifacts",
+            "streaming=off",  # tests/test_streaming.py exports with it
+            *overrides,
+        ],
     )
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@same_worker
 def test_export_converts_verifies_compares_and_logs(trained):
     folder, run_id = trained
     args = [
@@ -39,6 +48,7 @@ def test_export_converts_verifies_compares_and_logs(trained):
         f"tracking.uri=sqlite:///{folder}/mlruns.db",
         f"tracking.artifact_location={folder}/mlartifacts",
         "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']",
+        "streaming=off",
     ]
     result = run_stage("export", *args, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -84,6 +94,7 @@ def test_export_converts_verifies_compares_and_logs(trained):
     assert len(client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")) == 1
 
 
+@same_worker
 def test_metadata_describes_the_model_for_the_app(trained, tmp_path):
     import coremltools as ct
 
@@ -108,6 +119,7 @@ def test_metadata_describes_the_model_for_the_app(trained, tmp_path):
     assert "16 kHz" in model.short_description and "16000" in model.input_description["audio"]
 
 
+@same_worker
 def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
     folder, run_id = trained
     with pytest.raises(KwsError, match="no MLflow run 'deadbeef'"):
@@ -131,6 +143,7 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
         export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={unfinished}", "format=neuralnetwork"))
 
 
+@same_worker
 @pytest.mark.parametrize("override", ["tolerance.fp32=-1", "tolerance.fp16=abc", "tolerance.int8=2"])
 def test_an_impossible_tolerance_is_refused_before_anything_is_tagged(trained, override):
     folder, run_id = trained
@@ -164,6 +177,7 @@ def test_a_file_with_other_labels_fails_verification_with_one_line(tmp_path):
         )
 
 
+@same_worker
 def test_a_run_with_only_training_data_options_changed_reuses_the_baseline(trained, tone_root):
     folder, first_run = trained
     export_run(
@@ -200,6 +214,7 @@ def test_a_run_with_only_training_data_options_changed_reuses_the_baseline(train
     )
 
 
+@same_worker
 def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_path):
     folder, run_id = trained
     with socket.socket() as sock:
@@ -213,6 +228,7 @@ def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_p
         export_run(export_cfg(folder, f"run_id={run_id}", f"output_dir={blocker}/models"))
 
 
+@same_worker
 def test_run_id_best_is_the_best_trial_of_the_latest_sweep(trained):
     from kws_research.exporting.source import resolve_run_id
 
@@ -226,6 +242,7 @@ def test_run_id_best_is_the_best_trial_of_the_latest_sweep(trained):
     assert resolve_run_id(client, "best", "s1") == run_id
 
 
+@same_worker
 def test_cli_error_is_one_line(trained):
     folder, _ = trained
     result = run_stage("export", "run_id=deadbeef", f"tracking.uri=sqlite:///{folder}/mlruns.db", cwd=folder)

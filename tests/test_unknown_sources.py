@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from helpers.data import tiny_overrides, tone_dataset_cfg, word_clip
+from helpers.stages import TINY_STREAMS
 from mlflow.tracking import MlflowClient
 
 from kws_research.config import compose
@@ -156,6 +157,7 @@ def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
                 f"tracking.artifact_location={tmp_path}/mlartifacts",
                 "baseline=skip",
                 f"output_dir={tmp_path}/out",
+                *TINY_STREAMS,  # the rule, the temperature and the detector shipped together
             ],
         ),
         resolve=True,
@@ -174,6 +176,7 @@ def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
 
     meta = ct.models.MLModel(exported["files"][0], skip_model_load=True).user_defined_metadata
     assert float(meta[meta_key]) == metrics[metric]
+    assert "detector_threshold" in meta and all(c["stream_mismatches"] == 0 for c in exported["checks"])
 
 
 def test_the_unknown_prior_layer_matches_its_numpy_rule_and_calibration_keeps_the_budget():

@@ -35,6 +35,7 @@ from kws_research.exporting.streaming import ensure_evaluated, shipped_detector,
 from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.models.temperature import tempered_model
+from kws_research.streaming.settings import StreamSettings
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics
 
@@ -57,6 +58,8 @@ def check_options(cfg: Mapping) -> None:
         raise ConfigError(
             "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
         )
+    if cfg.get("streaming", "auto") == "auto":
+        StreamSettings.from_config(cfg.get("stream"))
     for precision, value in dict(cfg.get("tolerance") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ConfigError(

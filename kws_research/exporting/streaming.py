@@ -16,18 +16,9 @@ from kws_research.streaming.detector import DetectorSettings, detections
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_predict, score
-from kws_research.streaming.settings import StreamSettings
+from kws_research.streaming.settings import SHIPPED_METRICS, StreamSettings
 
 log = logging.getLogger(__name__)
-
-SHIPPED = (
-    "detector_threshold",
-    "detector_window_ms",
-    "detector_suppression_ms",
-    "detector_min_count",
-    "detector_hop_ms",
-    "temperature",
-)
 
 
 def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
@@ -50,7 +41,7 @@ def shipped_detector(source, cfg) -> dict:
     """The detector settings and temperature export writes into the model ({} when none)."""
     if cfg.get("streaming", "auto") != "auto" or "detector_threshold" not in source.metrics:
         return {}
-    return {key: float(source.metrics[key]) for key in SHIPPED if key in source.metrics}
+    return {key: float(source.metrics[key]) for key in SHIPPED_METRICS if key in source.metrics}
 
 
 def _settings(shipped: dict) -> DetectorSettings:

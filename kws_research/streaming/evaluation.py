@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.contract import to_float
+from kws_research.errors import KwsError
 from kws_research.streaming import calibration, plots, streams
 from kws_research.streaming.calibration import Scored
 from kws_research.streaming.detector import DetectorSettings
@@ -69,6 +70,9 @@ def build_streams(stream_data, settings: StreamSettings) -> dict[tuple[str, str]
 def evaluate(predict: Predict, data, stream_data, settings: StreamSettings) -> Evaluation:
     """Calibrate on validation, measure on test (``predict``: float windows -> probabilities)."""
     labels = list(data.classes)
+    empty = [s for s in ("validation", "test") if not len(data.splits.get(s, ()))]
+    if empty:
+        raise KwsError(f"stream: the {empty[0]} split of {data.name} is empty; streams need validation and test clips")
     probs = {s: _clip_probabilities(predict, data.splits[s], settings.batch_size) for s in ("validation", "test")}
     truth = {s: np.asarray(data.splits[s].labels) for s in probs}
     temperature = calibration.fit_temperature(probs["validation"], truth["validation"]) if settings.temperature else 1.0

@@ -13,6 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from kws_research.errors import ConfigError
 
 SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
+# What export writes into the Core ML model for the app's detector.
+SHIPPED_METRICS = (
+    "detector_threshold",
+    "detector_window_ms",
+    "detector_suppression_ms",
+    "detector_min_count",
+    "detector_hop_ms",
+    "temperature",
+)
 # Every metric a streaming evaluation logs (see kws_research/streaming/evaluation.py).
 STREAM_METRICS = (
     "stream_hit_rate",
@@ -29,12 +38,7 @@ STREAM_METRICS = (
     "stream_target_fa_per_hour",
     "val_stream_hit_rate",
     "val_stream_fa_per_hour",
-    "detector_threshold",
-    "detector_window_ms",
-    "detector_suppression_ms",
-    "detector_min_count",
-    "detector_hop_ms",
-    "temperature",
+    *SHIPPED_METRICS,
     "ece_before",
     "ece_after",
     "val_ece_before",

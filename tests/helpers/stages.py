@@ -9,6 +9,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# Streams of half a minute per split for tests (conf/stream/default.yaml has minutes).
+TINY_STREAMS = [
+    "stream.validation.mixed_minutes=0.5",
+    "stream.validation.negatives_minutes=0.5",
+    "stream.test.mixed_minutes=0.5",
+    "stream.test.negatives_minutes=0.5",
+    "stream.verify_seconds=10",
+]
 
 
 def run_stage(module: str, *overrides: str, cwd: Path, env: dict | None = None, timeout: int = 600):
