@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--stream", default="long", help="conf/stream option")
     parser.add_argument("--snr", type=float, nargs="*", default=[10.0])
-    parser.add_argument("--miss", type=float, nargs="*", default=[0.3, 0.5], help="DET: FA/h at these miss rates")
+    parser.add_argument("--miss", type=float, nargs="*", default=[0.3, 0.5, 0.7], help="DET: FA/h at these miss rates")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
