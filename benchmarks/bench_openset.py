@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
-from kws_research.models.gate import METRIC
+from kws_research.models.gate import calibrated_rule
 
 CONFIGS = {
     "words only (standard, 10%)": ["dataset.unknown_percentage=10"],
@@ -84,7 +84,7 @@ def main() -> None:
         for word in args.heldout:
             for name in args.configs:
                 metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
-                metrics["gate_setting"] = next(metrics[k] for k in METRIC.values() if k in metrics)
+                metrics["gate_setting"] = calibrated_rule(metrics)[1]
                 runs.append(
                     {
                         "heldout": word,

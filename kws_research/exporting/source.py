@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kws_research.errors import KwsError
-from kws_research.models.gate import METRIC
+from kws_research.models.gate import calibrated_rule
 
 
 @dataclass
@@ -129,4 +129,4 @@ def open_set_rule(source: SourceRun, cfg) -> tuple[str, float] | None:
     """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
     if cfg.get("gate", "auto") != "auto":
         return None
-    return next(((rule, float(source.metrics[key])) for rule, key in METRIC.items() if key in source.metrics), None)
+    return calibrated_rule(source.metrics)

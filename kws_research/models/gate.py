@@ -84,6 +84,12 @@ class UnknownPrior(keras.layers.Layer):
         return {**super().get_config(), "weight": self.weight, "unknown_index": self.unknown_index}
 
 
+def calibrated_rule(metrics: dict) -> tuple[str, float] | None:
+    """The rule and value a run calibrated, read from its metrics (``gate_threshold`` or
+    ``gate_unknown_weight``); None when it calibrated none."""
+    return next(((rule, float(metrics[key])) for rule, key in METRIC.items() if key in metrics), None)
+
+
 def gated(model: keras.Model, rule: str, value: float, classes: list[str]) -> keras.Model:
     """``model`` followed by the calibrated rule (same input, adjusted probabilities)."""
     unknown, commands = _indices(classes)

@@ -72,11 +72,10 @@ class StreamSettings:
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
         cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__) | {"enabled"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"stream.{unknown[0]}", "no such key", f"keys: {', '.join(sorted(known))}")
-        cfg.pop("enabled", None)
         for split in ("validation", "test"):
             part = dict(cfg.get(split) or {})
             for key in SPLIT_MINUTES:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
-from kws_research.models.gate import METRIC
+from kws_research.models.gate import calibrated_rule
 from kws_research.models.registry import model_name
 from kws_research.tracking import store
 from kws_research.tracking.runs import flatten, git_commit, log_metrics, log_params, tracked_run
@@ -192,11 +192,7 @@ def _stream_evaluation(cfg, data, model, client, run_id: str, final: dict, title
     from kws_research.streaming.evaluation import log_evaluation
     from kws_research.streaming.runs import evaluate_model
 
-    openset = cfg.get("openset") or {}
-    rule = None
-    if openset.get("gate"):
-        name = str(openset.get("rule", "threshold"))
-        rule = (name, float(final[METRIC[name]]))
+    rule = calibrated_rule(final)  # openset.gate=true: the rule export folds in
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     evaluation = evaluate_model(model, data, dataset, OmegaConf.to_container(cfg.stream, resolve=True), rule)
     log_evaluation(client, run_id, evaluation, title)
