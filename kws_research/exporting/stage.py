@@ -31,7 +31,7 @@ from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import compare
 from kws_research.exporting.baseline import baseline_for
 from kws_research.exporting.source import fetch, open_set_rule, resolve_run_id, source_data
-from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, verify_stream
+from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
 from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.models.temperature import tempered_model
@@ -235,6 +235,7 @@ def export_run(cfg: Mapping) -> dict:
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
         tolerance = dict(cfg.get("tolerance") or {})
+        reference = stream_reference(model, data, source, cfg) if detector else None
         checks, files = [], []
         convert_seconds = 0.0
         for fmt, precision in plan(cfg):
@@ -245,8 +246,8 @@ def export_run(cfg: Mapping) -> dict:
             check = verify(
                 path, fmt, precision, source.labels, audio, truth, keras_probs, float(tolerance.get(precision, 0.0))
             )
-            if detector:
-                verify_stream(check, path, model, data, source, cfg)
+            if reference is not None:
+                verify_stream(check, path, reference)
             checks.append(check)
         baseline = baseline_for(
             client,

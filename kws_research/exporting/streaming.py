@@ -9,10 +9,13 @@ the same detections as Keras on a short test stream.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
 
 from kws_research.coreml import runtime
+from kws_research.exporting.source import source_data
 from kws_research.streaming import streams
-from kws_research.streaming.detector import DetectorSettings, detections
+from kws_research.streaming.detector import Detection, DetectorSettings, detections
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_predict, score
@@ -27,8 +30,6 @@ def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
         return
     if is_evaluated(client.get_run(source.run_id), cfg["stream"], rule):
         return
-    from kws_research.exporting.source import source_data
-
     print(f"streaming evaluation of run {source.run_id} ({source.model_label})", flush=True)
     data = data if data is not None else source_data(source)
     evaluation = evaluate_model(model, data, source.config["dataset"], cfg["stream"], rule)
@@ -63,11 +64,21 @@ def mismatches(keras: list, coreml: list, hop_ms: float) -> int:
     return unmatched(keras, coreml) + unmatched(coreml, keras)
 
 
-def verify_stream(check, path, model, data, source, cfg) -> None:
-    """Keras (``model``, as shipped) and the saved file on a short test stream: the same detections."""
+@dataclass
+class StreamReference:
+    """The verification stream and what Keras (the model as shipped) detects on it."""
+
+    stream: streams.Stream
+    detector: DetectorSettings
+    labels: list[str]
+    keras: list[Detection]
+    batch_size: int
+
+
+def stream_reference(model, data, source, cfg) -> StreamReference:
+    """Built once per export: every saved file is compared with the same Keras detections."""
     settings = StreamSettings.from_config(cfg["stream"])
-    shipped = shipped_detector(source, cfg)
-    detector = _settings(shipped)
+    detector = _settings(shipped_detector(source, cfg))
     stream = streams.load_or_build(
         stream_source(source.config["dataset"], data, settings),
         "test",
@@ -76,12 +87,17 @@ def verify_stream(check, path, model, data, source, cfg) -> None:
         settings,
         settings.seed + 1,
     )
-    compiled = runtime.load(path)
-    found = {}
-    for name, predict in (("keras", keras_predict(model)), ("coreml", lambda x: runtime.predict(compiled, x))):
-        times, scores, _ = score(predict, stream.audio, detector.hop_ms, settings.batch_size)
-        found[name] = detections(times, scores, list(source.labels), detector)
-    check.stream_seconds = round(stream.seconds, 2)
-    check.stream_keras_detections = len(found["keras"])
-    check.stream_mismatches = mismatches(found["keras"], found["coreml"], detector.hop_ms)
+    labels = list(source.labels)
+    times, scores, _ = score(keras_predict(model), stream.audio, detector.hop_ms, settings.batch_size)
+    return StreamReference(stream, detector, labels, detections(times, scores, labels, detector), settings.batch_size)
+
+
+def verify_stream(check, path, reference: StreamReference) -> None:
+    """The saved file on the verification stream: the same detections as Keras."""
+    predict = partial(runtime.predict, runtime.load(path))
+    times, scores, _ = score(predict, reference.stream.audio, reference.detector.hop_ms, reference.batch_size)
+    found = detections(times, scores, reference.labels, reference.detector)
+    check.stream_seconds = round(reference.stream.seconds, 2)
+    check.stream_keras_detections = len(reference.keras)
+    check.stream_mismatches = mismatches(reference.keras, found, reference.detector.hop_ms)
     check.verified = check.verified and check.stream_mismatches == 0

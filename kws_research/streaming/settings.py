@@ -84,13 +84,12 @@ class StreamSettings:
                     raise ConfigError(f"stream.{split}.{key}", f"{value!r} must be a number of minutes > 0")
             cfg[split] = {k: float(part[k]) for k in SPLIT_MINUTES}
         for key in ("snr_db", "window_ms", "suppression_ms", "thresholds", "gap_seconds"):
-            if key in cfg and cfg[key] is not None:
-                values = cfg[key]
-                if not isinstance(values, (list, tuple)) or not values:
-                    raise ConfigError(f"stream.{key}", f"{values!r} must be a non-empty list")
-                cfg[key] = tuple(float(v) for v in values)
-            elif key == "thresholds":
-                cfg.pop(key, None)
+            values = cfg.pop(key, None)
+            if values is None:  # null: the default (thresholds: null in the YAML)
+                continue
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ConfigError(f"stream.{key}", f"{values!r} must be a non-empty list")
+            cfg[key] = tuple(float(v) for v in values)
         settings = cls(**cfg)
         settings.check()
         return settings

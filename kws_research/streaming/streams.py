@@ -24,6 +24,7 @@ import numpy as np
 
 from kws_research.contract import SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache
+from kws_research.data.layout import SPLITS
 from kws_research.errors import KwsError
 from kws_research.labels import SILENCE, UNKNOWN
 from kws_research.locks import FileLock
@@ -93,7 +94,7 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
     """A new stream of about ``seconds`` from ``split`` (see the module docstring)."""
     if kind not in KINDS:
         raise ValueError(f"stream kind {kind!r} is not one of {KINDS}")
-    rng = np.random.default_rng([seed, SPLIT_KEYS[split], KINDS.index(kind)])
+    rng = np.random.default_rng([seed, SPLITS.index(split), KINDS.index(kind)])
     pools = _pools(data, split)
     if kind == "mixed" and not pools["command"]:
         raise KwsError(f"stream: the {split} split has no command clips to build a mixed stream from")
@@ -142,9 +143,6 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
             idx = np.arange(lo, min(total, lo + step))
             speech[idx] += looped[idx] * np.interp(idx, centres, gains).astype(np.float32)
     return Stream(saturate_int16(speech), events, split, kind)
-
-
-SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2}
 
 
 def split_identity(data, split: str) -> str:
