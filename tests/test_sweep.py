@@ -140,9 +140,17 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
     )
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"sweep.yaml", "trials.csv", "optimization_history.png", "intermediate_values.png"} <= artifacts
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("Optuna study `t`: 4 trials") and f"Best trial {best.number}:" in note
+    (dataset,) = parent.inputs.dataset_inputs
+    assert dataset.dataset.digest == parent.data.tags["dataset_fingerprint"][:36]
     for trial in trials:
         if trial.state == TrialState.COMPLETE:
             assert len(trial.intermediate_values) == 2  # reported every epoch
+            run = children[trial.user_attrs["mlflow_run_id"]]
+            assert client.get_logged_model(run.data.tags["logged_model_id"]).source_run_id == run.info.run_id
+        else:
+            assert "logged_model_id" not in children[trial.user_attrs["mlflow_run_id"]].data.tags
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):

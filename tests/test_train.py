@@ -141,6 +141,7 @@ def test_impossible_architecture_fails_the_run_with_the_reason(tone_root, tmp_pa
         ("trainer.epochs=abc", "error: trainer.epochs"),
         ("optimizer.learning_rate=-0.1", "error: optimizer.learning_rate"),
         ("dataset.root=/definitely/missing", "error: dataset.root"),
+        ("trainer.precision=half", "error: trainer.precision: 'half' is not one of float32, mixed_float16"),
     ],
 )
 def test_bad_overrides_give_one_clear_line_and_log_nothing_finished(tone_root, tmp_path, override, line):

@@ -44,6 +44,12 @@ def latest_sweep(client, sweep: str | None):
 
 
 def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
+    """A run id, ``best`` (the latest sweep's best trial) or a registered model version
+    (``models:/<name>@<alias>``, ``models:/<name>/<version>``) -> the run id."""
+    if str(run_id).startswith("models:/"):
+        from kws_research.exporting.registry import run_of_model_uri
+
+        return run_of_model_uri(client, str(run_id))
     if str(run_id) != "best":
         return str(run_id)
     parent = latest_sweep(client, sweep)

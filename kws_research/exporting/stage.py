@@ -29,6 +29,7 @@ from kws_research.coreml.convert import (
 from kws_research.coreml.verify import verify
 from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import compare
+from kws_research.exporting import registry
 from kws_research.exporting.baseline import baseline_for
 from kws_research.exporting.source import fetch, open_set_rule, resolve_run_id, source_data
 from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
@@ -60,6 +61,7 @@ def check_options(cfg: Mapping) -> None:
         )
     if cfg.get("streaming", "auto") == "auto":
         StreamSettings.from_config(cfg.get("stream"))
+    registry.check_options(dict(cfg.get("registry") or {}))
     for precision, value in dict(cfg.get("tolerance") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ConfigError(
@@ -284,11 +286,20 @@ def export_run(cfg: Mapping) -> dict:
         (folder / "comparison.md").write_text(table)
         compare.plot(cols, source.labels, folder / "comparison.png")
         artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
+        options = dict(cfg.get("registry") or {})
+        registered = (
+            registry.register(
+                client, source, options, files, [folder / n for n in REPORTS], metrics, table, audio[:1]
+            )
+            if verified and options.get("register", True)
+            else {}
+        )
         result = {
             "run_id": run_id,
             **metrics,
             "coreml_verified": verified,
             "baseline_run_id": report["baseline_run_id"],
+            **registered,
             "artifacts": artifacts,
             "files": [str(p) for p in files] if output_dir else [],
             "convert_seconds": round(convert_seconds, 2),

@@ -23,7 +23,8 @@ def conv_bn_relu(x, conv: L.Layer, name: str, activation: str = "relu"):
 
 
 def classifier(x, num_classes: int, dropout: float = 0.0, name: str = "probabilities"):
-    """Optional dropout, then the softmax layer every model ends with."""
+    """Optional dropout, then the softmax layer every model ends with (float32 under a mixed
+    precision policy: a float16 softmax loses the small probabilities the loss needs)."""
     if dropout:
         x = L.Dropout(dropout, name="head_dropout")(x)
-    return L.Dense(num_classes, activation="softmax", name=name)(x)
+    return L.Dense(num_classes, activation="softmax", name=name, dtype="float32")(x)

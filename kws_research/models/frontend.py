@@ -253,8 +253,9 @@ class SpecAugment(keras.layers.Layer):
 
 
 def features(inputs, frontend: Mapping | None, spec_augment: Mapping | None = None):
-    """The shared start of every front-end model: waveform -> features [-> SpecAugment]."""
-    x = LogMelSpectrogram(dict(frontend or {}), name="frontend")(inputs)
+    """The shared start of every front-end model: waveform -> features [-> SpecAugment].
+    The front end stays float32 under mixed precision (log of small powers, fixed DFT)."""
+    x = LogMelSpectrogram(dict(frontend or {}), name="frontend", dtype="float32")(inputs)
     if spec_augment:
         x = SpecAugment(**dict(spec_augment), name="spec_augment")(x)
     return x

@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from kws_research.contract import CLIP_SAMPLES
+from kws_research.models.blocks import classifier
 from kws_research.models.registry import waveform_input
 
 
@@ -30,5 +31,5 @@ def build(
     x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(dense_units):
         x = keras.layers.Dense(units, activation="relu", name=f"dense{i + 1}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = classifier(x, num_classes)
     return keras.Model(inputs, outputs, name="seed_cnn1d")

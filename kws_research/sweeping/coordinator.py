@@ -17,8 +17,9 @@ from kws_research.exporting.stage import export_best
 from kws_research.processes import current_owner
 from kws_research.sweeping.context import open_context
 from kws_research.sweeping.definition import SweepDefinition
-from kws_research.sweeping.report import log_report
+from kws_research.sweeping.report import describe, log_report
 from kws_research.sweeping.runner import work
+from kws_research.tracking.datasets import log_dataset_input
 from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def run_sweep(definition: SweepDefinition) -> dict:
         study.set_user_attr("mlflow_parent_runs", previous + [{"run_id": parent, "worker": current_owner()}])
         log_params(client, parent, flatten({"sweep": OmegaConf.to_container(definition.config, resolve=True)}))
         log_params(client, parent, {"run_overrides": json.dumps(definition.run_overrides)})
+        log_dataset_input(client, parent, data)
         try:
             if int(definition.workers) == 1:
                 work(context, parent, deadline)
@@ -94,7 +96,10 @@ def run_sweep(definition: SweepDefinition) -> dict:
                 log.warning("could not write the sweep report: %s", exc)
                 result = {}
     result.update(parent_run_id=parent, experiment_id=experiment, tracking_uri=client.tracking_uri)
-    result["final_stage"] = final_stage(definition, result)
+    try:
+        result["final_stage"] = final_stage(definition, result)
+    finally:
+        describe(client, parent, result)
     return result
 
 

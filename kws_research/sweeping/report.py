@@ -120,6 +120,38 @@ def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> li
     return written
 
 
+def describe(client, parent_run_id: str, result: dict) -> str:
+    """The parent run's description (MLflow's run note): counts, best trial, and the
+    comparison table of the exported model when the final stage ran."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
+    lines = [
+        f"Optuna study `{result.get('study_name')}`: {result.get('n_trials', 0)} trials "
+        f"({result.get('n_complete', 0)} complete, {result.get('n_pruned', 0)} pruned, "
+        f"{result.get('n_failed', 0)} failed)."
+    ]
+    if result.get("best_run_id"):
+        lines.append(
+            f"Best trial {result['best_trial']}: {result['best_values']} (run {result['best_run_id']}), "
+            f"params {result['best_params']}."
+        )
+    elif result.get("closest_run_id"):
+        lines.append(f"No trial met the metric constraints; the closest is run {result['closest_run_id']}.")
+    exported = result.get("final_stage") or {}
+    if exported:
+        verified = "verified" if exported.get("coreml_verified") else "NOT verified"
+        lines.append(f"Exported to Core ML ({verified} against Keras).")
+        if exported.get("registered_model"):
+            lines.append(
+                f"Registered as `{exported['model_uri']}` (alias `{exported['alias']}`: {exported['alias_reason']})."
+            )
+        if exported.get("comparison"):
+            lines += ["", exported["comparison"]]
+    text = "\n".join(lines)
+    client.set_tag(parent_run_id, MLFLOW_RUN_NOTE, text)
+    return text
+
+
 def log_report(client, parent_run_id: str, study: optuna.Study, definition: SweepDefinition) -> dict:
     """Write the sweep's metrics, tags and artifacts on its parent run; return the summary."""
     result = summary(study, definition)

@@ -21,6 +21,9 @@ from kws_research.tracking.runs import end_dead_runs
 log = logging.getLogger(__name__)
 
 DEFAULT_URI = "sqlite:///mlruns.db"
+# MLflow 3 opens an experiment in the view its kind names; without it the UI guesses GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def _quiet_mlflow() -> None:
@@ -88,20 +91,25 @@ def client_for(tracking: Mapping):
 
 
 def experiment_id(client, tracking: Mapping, name: str) -> str:
-    """Get or create experiment ``name`` (artifacts under ``tracking.artifact_location``)."""
+    """Get or create experiment ``name`` (artifacts under ``tracking.artifact_location``),
+    marked as model training for MLflow's UI."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the harness set it
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if not is_remote(client.tracking_uri):
         root = Path(str(tracking.get("artifact_location") or "mlartifacts")).expanduser().resolve()
         location = (root / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException:  # created by a parallel worker in the meantime
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

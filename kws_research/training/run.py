@@ -15,17 +15,23 @@ import time
 from collections.abc import Mapping
 
 import keras
+import numpy as np
 import tensorflow as tf
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
+from kws_research.contract import to_float
 from kws_research.data.dataset import prepare
+from kws_research.devices import device_label
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
 from kws_research.models.gate import calibrated_rule
 from kws_research.models.registry import model_name
 from kws_research.tracking import store
+from kws_research.tracking.datasets import log_dataset_input
+from kws_research.tracking.logged_model import log_keras_model
 from kws_research.tracking.runs import flatten, git_commit, log_metrics, log_params, tracked_run
-from kws_research.training import evaluate, optim, pipeline
+from kws_research.training import evaluate, optim, pipeline, precision
 from kws_research.training.artifacts import log_run_artifacts
 from kws_research.training.augment import AugmentSettings, WaveformAugmenter
 from kws_research.training.callbacks import EpochLogger, InterruptCheck, NonFiniteLoss
@@ -43,6 +49,10 @@ def _verbosity(setting) -> int:
     return int(setting)
 
 
+def model_label(cfg: DictConfig) -> str:
+    return str(cfg.get("model_label") or model_name(cfg.model))
+
+
 def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset`` and record everything in MLflow."""
     hooks = hooks or RunHooks()
@@ -54,24 +64,27 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         )
     client = store.client_for(cfg.tracking)
     experiment = store.experiment_id(client, cfg.tracking, cfg.tracking.get("experiment") or data.name)
-    model_label = str(cfg.get("model_label") or model_name(cfg.model))
+    label = model_label(cfg)
     tags = {
         "role": str(cfg.get("role", "train")),
-        "model": model_label,
+        "model": label,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
         "test_fingerprint": data.test_fingerprint,
         "git_commit": git_commit(),
         "seed": str(cfg.seed),
+        "device": device_label(),
+        "precision": str(cfg.trainer.get("precision", "float32")),
         **hooks.tags,
     }
-    run_name = cfg.tracking.get("run_name") or f"{tags['role']}-{model_label}"
+    run_name = cfg.tracking.get("run_name") or f"{tags['role']}-{label}"
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracked_run(client, experiment, run_name, tags, hooks.parent_run_id) as run_id:
         if hooks.on_start is not None:
             hooks.on_start(run_id)
         log.info("MLflow run %s (%s) in experiment %s", run_id, run_name, experiment)
         log_params(client, run_id, flatten(resolved))
+        log_dataset_input(client, run_id, data)
         with released_custom_gradients():
             return _train_in_run(cfg, resolved, data, client, run_id, hooks)
 
@@ -88,7 +101,8 @@ def fresh_session(seed: int, deterministic: bool = True) -> None:
 def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
     fresh_session(int(cfg.seed), bool(cfg.trainer.get("deterministic", True)))
     num_classes = len(data.classes)
-    model = build_model(cfg.model, num_classes)
+    with precision.policy(str(cfg.trainer.get("precision", "float32"))):
+        model = build_model(cfg.model, num_classes)
     sizes = complexity(model)
     log_metrics(client, run_id, {k: float(v) for k, v in sizes.items()})
     if hooks.check_model is not None:
@@ -145,9 +159,25 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
         client.set_tag(run_id, "stopped", stopped)
         log_metrics(client, run_id, metrics)
         return TrainResult(run_id, metrics, stopped=stopped, intermediate=val_history)
+    model = precision.float32_copy(model, cfg.model, num_classes)
     metrics.update(_evaluate_and_log(cfg, resolved, data, model, client, run_id, history, metrics))
     log_metrics(client, run_id, metrics)
+    example = to_float(np.asarray(data.splits["validation"].audio[:1]))
+    model_id = log_keras_model(client, run_id, model, example, {"dataset": data.name, "model": model_label(cfg)})
+    client.set_tag(run_id, MLFLOW_RUN_NOTE, _description(cfg, data, metrics, model_id))
     return TrainResult(run_id, metrics, intermediate=val_history)
+
+
+def _description(cfg, data, metrics: Mapping, model_id: str) -> str:
+    """The run page's description: what was trained on what, and how well."""
+    test = f", test accuracy {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else ""
+    return (
+        f"{model_label(cfg)} on {data.name} ({len(data.classes)} classes: {', '.join(data.classes)}): "
+        f"best validation accuracy {metrics['best_val_accuracy']:.3f} at epoch {metrics['best_epoch']}{test}; "
+        f"{metrics['params']:,.0f} parameters, {metrics['macs']:,.0f} MACs; "
+        f"{metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f} s. "
+        f"Logged model {model_id}: mlflow.pyfunc.load_model('models:/{model_id}')."
+    )
 
 
 def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, history: dict, metrics: Mapping) -> dict:

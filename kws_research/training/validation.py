@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 from kws_research.errors import ConfigError
 from kws_research.models.gate import METRIC, RULES
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
-from kws_research.training import optim
+from kws_research.training import optim, precision
 from kws_research.training.augment import AugmentSettings
 
 TRAINING_METRICS = (
@@ -51,6 +51,7 @@ def validate(cfg: DictConfig) -> None:
     patience = trainer.get("early_stopping_patience")
     if patience is not None and (not isinstance(patience, int) or patience < 1):
         raise ConfigError("trainer.early_stopping_patience", f"{patience!r} must be an integer >= 1 or null")
+    precision.check(trainer.get("precision", "float32"))
     if not isinstance(cfg.seed, int):
         raise ConfigError("seed", f"{cfg.seed!r} must be an integer")
     optim.validate(cfg.optimizer)
