@@ -3,6 +3,8 @@
 #   make test                        the test suite (TEST_WORKERS=2 pytest-xdist processes)
 #   DATA=<folder>                    any folder in the Speech Commands layout (default: synthetic)
 #   ARGS='<hydra overrides>'         more overrides for the stage, e.g. ARGS='trainer.epochs=5'
+#   make install GPU=1               NVIDIA GPU (Linux): TensorFlow with CUDA instead of tensorflow-cpu;
+#                                    the virtualenv remembers it (.venv/.gpu) for every later target
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,10 +28,25 @@ endif
 
 install: $(STAMP)
 
+# tensorflow-cpu and tensorflow both install the `tensorflow` package: the GPU build replaces it.
+GPU    ?= $(if $(wildcard $(VENV)/.gpu),1,)
+TF_GPU ?= tensorflow[and-cuda]>=2.21,<2.22
+ifneq ($(strip $(GPU)),)
+ifeq ($(wildcard $(VENV)/.gpu),)
+.PHONY: $(STAMP)
+endif
+endif
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[synth,dev]'
+ifneq ($(strip $(GPU)),)
+	$(PY) -m pip uninstall --quiet -y tensorflow-cpu
+	$(PY) -m pip install --quiet '$(TF_GPU)'
+	touch $(VENV)/.gpu
+	$(PY) -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
+endif
 	touch $(STAMP)
 
 data: $(STAMP)

@@ -1,0 +1,122 @@
+"""Real servers on this machine for tests: an MLflow tracking server and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path) -> Iterator[str]:
+    """``mlflow server`` on a free 127.0.0.1 port with proxied artifacts; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            backend_uri,
+            "--artifacts-destination",
+            str(artifacts),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail("mlflow server exited: " + process.stderr.read()[-2000:])
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _os_postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@contextlib.contextmanager
+def postgres(databases: list[str]) -> Iterator[dict[str, str]]:
+    """A PostgreSQL server on a Unix socket (the ``pgserver`` wheel, else the OS package),
+    with ``databases`` created; yields their SQLAlchemy URLs. Skips, with the reason, only
+    when neither can start here."""
+    folder = tempfile.mkdtemp(prefix="kwspg-", dir="/tmp")  # a socket path has to stay under 107 bytes
+    stop = None
+    try:
+        try:
+            import pgserver
+
+            server = pgserver.get_server(folder, cleanup_mode="stop")
+            stop = server.cleanup
+            for name in databases:
+                server.psql(f"CREATE DATABASE {name};")
+            user = "postgres"
+        except ImportError:
+            binaries = _os_postgres_bin()
+            if binaries is None or os.geteuid() == 0:
+                pytest.skip("no PostgreSQL: install the dev extra (pgserver) or the OS package as a non-root user")
+            data = Path(folder) / "data"
+            subprocess.run([binaries / "initdb", "-D", data, "-A", "trust"], check=True, capture_output=True)
+            options = f"-k {folder} -c listen_addresses=''"
+            subprocess.run(
+                [binaries / "pg_ctl", "-D", data, "-o", options, "-w", "start"], check=True, capture_output=True
+            )
+            user = getpass.getuser()
+
+            def stop():
+                subprocess.run([binaries / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
+
+            for name in databases:
+                subprocess.run([binaries / "createdb", "-h", folder, name], check=True, capture_output=True)
+        yield {name: f"postgresql+psycopg2://{user}@/{name}?host={folder}" for name in databases}
+    finally:
+        if stop is not None:
+            stop()
+        shutil.rmtree(folder, ignore_errors=True)
