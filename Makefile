@@ -74,7 +74,7 @@ baseline: $(STAMP)
 
 UI_PORT ?= 5000
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)  (store: sqlite:///mlruns.db, artifacts: ./mlartifacts)"
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning  (store: sqlite:///mlruns.db, artifacts: ./mlartifacts)"
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 

@@ -25,6 +25,8 @@ def main_export(cfg: DictConfig) -> dict:
             f"(tolerance {check['tolerance']:.0e}), agreement {100 * check['agreement']:.2f}%, "
             f"Core ML test accuracy {100 * check['coreml_accuracy']:.2f}% on {check['clips']} clips"
         )
+    if result.get("model_uri"):
+        print(f"registered: {result['model_uri']} @{result['alias']} ({result['alias_reason']})")
     print_json_line(result)
     return result
 

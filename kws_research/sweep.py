@@ -54,6 +54,8 @@ def print_result(result: dict) -> None:
             f"Core ML verified: {final['coreml_verified']} (max |diff| {final['coreml_max_abs_diff']:.2e}, "
             f"agreement {100 * final['coreml_agreement']:.1f}%); artifacts: {final['artifacts'][0]} ..."
         )
+        if final.get("model_uri"):
+            console.print(f"registered: {final['model_uri']} @{final['alias']} ({final['alias_reason']})")
     console.print(f"browse: make ui  (or: mlflow ui --backend-store-uri {result.get('tracking_uri')} --workers 1)")
 
 

@@ -143,6 +143,8 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
     note = parent.data.tags["mlflow.note.content"]
     assert note.startswith("Optuna study `t`: 4 trials") and f"Best trial {best.number}:" in note
     (dataset,) = parent.inputs.dataset_inputs
+    best_model = children[result["best_run_id"]].data.tags["logged_model_id"]
+    assert [o.model_id for o in parent.outputs.model_outputs] == [best_model]
     assert dataset.dataset.digest == parent.data.tags["dataset_fingerprint"][:36]
     for trial in trials:
         if trial.state == TrialState.COMPLETE:

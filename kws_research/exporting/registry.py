@@ -168,6 +168,7 @@ def register(
         )
     else:
         client.update_model_version(name, version.version, description=table)
+    _link_version(client, model_id, name, str(version.version))
     tags = {
         "dataset_fingerprint": source.fingerprint,
         "model": source.model_label,
@@ -188,6 +189,17 @@ def register(
         "model_uri": f"models:/{name}/{version.version}",
         "logged_model_id": model_id,
     }
+
+
+def _link_version(client, model_id: str, name: str, version: str) -> None:
+    """The logged model's ``mlflow.modelVersions`` tag, which the UI reads to show its
+    registered versions (an MLflow server sets it itself; a sqlite store does not)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    entry = {"name": name, "version": version}
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if entry not in listed:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed + [entry])})
 
 
 def _attach(client, model_id: str, paths: list[Path]) -> None:

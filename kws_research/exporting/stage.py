@@ -28,8 +28,7 @@ from kws_research.coreml.convert import (
 )
 from kws_research.coreml.verify import verify
 from kws_research.errors import ConfigError, KwsError
-from kws_research.exporting import compare
-from kws_research.exporting import registry
+from kws_research.exporting import compare, registry
 from kws_research.exporting.baseline import baseline_for
 from kws_research.exporting.source import fetch, open_set_rule, resolve_run_id, source_data
 from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
@@ -288,9 +287,7 @@ def export_run(cfg: Mapping) -> dict:
         artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
         options = dict(cfg.get("registry") or {})
         registered = (
-            registry.register(
-                client, source, options, files, [folder / n for n in REPORTS], metrics, table, audio[:1]
-            )
+            registry.register(client, source, options, files, [folder / n for n in REPORTS], metrics, table, audio[:1])
             if verified and options.get("register", True)
             else {}
         )

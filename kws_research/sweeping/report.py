@@ -15,6 +15,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from kws_research.sweeping.definition import SweepDefinition  # noqa: E402
+from kws_research.tracking.logged_model import logged_model_id  # noqa: E402
 from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,15 @@ def _plots(study: optuna.Study, definition: SweepDefinition, folder: Path) -> li
     return written
 
 
+def link_best_model(client, parent_run_id: str, best_run_id: str) -> None:
+    """The best trial's logged model as an output of the parent run (its Logged models)."""
+    from mlflow.entities import LoggedModelOutput
+
+    model_id = logged_model_id(client, best_run_id)
+    if model_id:
+        client.log_outputs(parent_run_id, models=[LoggedModelOutput(model_id, step=0)])
+
+
 def describe(client, parent_run_id: str, result: dict) -> str:
     """The parent run's description (MLflow's run note): counts, best trial, and the
     comparison table of the exported model when the final stage ran."""
@@ -161,6 +171,7 @@ def log_report(client, parent_run_id: str, study: optuna.Study, definition: Swee
         client.set_tag(parent_run_id, "best_trial", str(result["best_trial"]))
     if result["best_run_id"]:
         client.set_tag(parent_run_id, "best_run_id", result["best_run_id"])
+        link_best_model(client, parent_run_id, result["best_run_id"])
     client.set_tag(parent_run_id, "constraints_met", str(result["constraints_met"]).lower())
     if result.get("closest_run_id"):
         client.set_tag(parent_run_id, "closest_run_id", result["closest_run_id"])

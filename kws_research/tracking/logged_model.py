@@ -63,8 +63,9 @@ def save_model(model, path: str, mlflow_model=None, validate_serving_input: bool
 
 def _load_pyfunc(path: str):
     """``mlflow.pyfunc.load_model``'s entry: register the layers, then MLflow's Keras loader."""
-    import kws_research.models  # noqa: F401  (registers the custom layers for safe mode)
     from mlflow.keras.load import _load_pyfunc as keras_pyfunc
+
+    import kws_research.models  # noqa: F401  (registers the custom layers for safe mode)
 
     return keras_pyfunc(path)
 

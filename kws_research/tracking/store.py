@@ -107,9 +107,7 @@ def experiment_id(client, tracking: Mapping, name: str) -> str:
         root = Path(str(tracking.get("artifact_location") or "mlartifacts")).expanduser().resolve()
         location = (root / name).as_uri()
     try:
-        return client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-        )
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:  # created by a parallel worker in the meantime
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
