@@ -164,7 +164,7 @@ def test_export_registers_versions_and_champion_moves_only_on_improvement(runs, 
     assert version.tags["dataset_fingerprint"] == client.get_run(good.run_id).data.tags["dataset_fingerprint"]
     assert float(version.tags["best_val_accuracy"]) == pytest.approx(good.metrics["best_val_accuracy"], abs=1e-5)
     assert "| parameters |" in version.description
-    logged = client.get_logged_model(version.model_id)
+    logged = client.get_logged_model(better["logged_model_id"])
     assert {"name": name, "version": "2"} in json.loads(logged.tags["mlflow.modelVersions"])  # the UI's link
     import mlflow
 

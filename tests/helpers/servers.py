@@ -82,41 +82,56 @@ def _os_postgres_bin() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
+def _start_pgserver(folder: str, databases: list[str]):
+    """The ``pgserver`` wheel's PostgreSQL; returns (user, stop)."""
+    import pgserver
+
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    for name in databases:
+        server.psql(f"CREATE DATABASE {name};")
+    return "postgres", server.cleanup
+
+
+def _start_os_postgres(folder: str, databases: list[str]):
+    """The OS package's PostgreSQL (initdb refuses to run as root); returns (user, stop)."""
+    binaries = _os_postgres_bin()
+    if binaries is None:
+        raise RuntimeError("no pg_ctl on PATH or under /usr/lib/postgresql")
+    if os.geteuid() == 0:
+        raise RuntimeError("initdb does not run as root")
+    data = Path(folder) / "data"
+    subprocess.run([binaries / "initdb", "-D", data, "-A", "trust"], check=True, capture_output=True)
+    options = f"-k {folder} -c listen_addresses=''"
+    subprocess.run([binaries / "pg_ctl", "-D", data, "-o", options, "-w", "start"], check=True, capture_output=True)
+
+    def stop():
+        subprocess.run([binaries / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
+
+    for name in databases:
+        subprocess.run([binaries / "createdb", "-h", folder, name], check=True, capture_output=True)
+    return getpass.getuser(), stop
+
+
 @contextlib.contextmanager
 def postgres(databases: list[str]) -> Iterator[dict[str, str]]:
     """A PostgreSQL server on a Unix socket (the ``pgserver`` wheel, else the OS package),
-    with ``databases`` created; yields their SQLAlchemy URLs. Skips, with the reason, only
-    when neither can start here."""
+    with ``databases`` created; yields their SQLAlchemy URLs. Skips, with both reasons,
+    only when neither can start here."""
     folder = tempfile.mkdtemp(prefix="kwspg-", dir="/tmp")  # a socket path has to stay under 107 bytes
-    stop = None
-    try:
+    reasons = []
+    started = None
+    for start in (_start_pgserver, _start_os_postgres):
         try:
-            import pgserver
-
-            server = pgserver.get_server(folder, cleanup_mode="stop")
-            stop = server.cleanup
-            for name in databases:
-                server.psql(f"CREATE DATABASE {name};")
-            user = "postgres"
-        except ImportError:
-            binaries = _os_postgres_bin()
-            if binaries is None or os.geteuid() == 0:
-                pytest.skip("no PostgreSQL: install the dev extra (pgserver) or the OS package as a non-root user")
-            data = Path(folder) / "data"
-            subprocess.run([binaries / "initdb", "-D", data, "-A", "trust"], check=True, capture_output=True)
-            options = f"-k {folder} -c listen_addresses=''"
-            subprocess.run(
-                [binaries / "pg_ctl", "-D", data, "-o", options, "-w", "start"], check=True, capture_output=True
-            )
-            user = getpass.getuser()
-
-            def stop():
-                subprocess.run([binaries / "pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
-
-            for name in databases:
-                subprocess.run([binaries / "createdb", "-h", folder, name], check=True, capture_output=True)
+            started = start(folder, databases)
+            break
+        except Exception as exc:
+            reasons.append(f"{start.__name__.removeprefix('_start_')}: {exc}")
+    if started is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip("no PostgreSQL could start (" + "; ".join(reasons) + ")")
+    user, stop = started
+    try:
         yield {name: f"postgresql+psycopg2://{user}@/{name}?host={folder}" for name in databases}
     finally:
-        if stop is not None:
-            stop()
+        stop()
         shutil.rmtree(folder, ignore_errors=True)
