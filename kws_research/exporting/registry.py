@@ -143,9 +143,9 @@ def register(
     client, source, registry: dict, files: list[Path], reports: list[Path], metrics: dict, table: str, example
 ) -> dict:
     """Register the exported run (Core ML files attached) and move the aliases; returns what it did."""
-    name = str(registry.get("name") or registered_name(source))
     from mlflow.exceptions import MlflowException
 
+    name = str(registry.get("name") or registered_name(source))
     model_id = _ensure_logged_model(client, source, example)
     _attach(client, model_id, files + reports)
 
