@@ -66,6 +66,28 @@ def test_spliced_clips_join_two_different_words(tone_root, tmp_path):
         assert spectrum[peak_a] > 0.1 * spectrum.max() and spectrum[peak_b] > 0.1 * spectrum.max()
 
 
+def test_partial_clips_are_the_onset_of_a_command_word_and_silence_after(tone_root, tmp_path):
+    from kws_research.data.unknown import speech_extent
+
+    data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, partial=1.0))
+    assert data.summary["unknown_sources"]["train"]["partial"] > 0
+    assert "partial" not in data.summary["unknown_sources"]["validation"]  # eval keeps the words
+    rows = rows_of(data, "train", "partial:")
+    assert rows and len(rows) == data.summary["unknown_sources"]["train"]["partial"]
+    unknown = data.classes.index("unknown")
+    for index, source in rows:
+        path, fraction = source.split(":", 1)[1].rsplit("@", 1)
+        assert path.split("/")[0] in ("yes", "no", "up")  # a command word, labelled unknown
+        assert data.splits["train"].labels[index] == unknown and 0.4 <= float(fraction) <= 0.6
+        original = sf.read(tone_root / path, dtype="int16")[0]
+        clip = np.asarray(data.splits["train"].audio[index])
+        start, end = speech_extent(original)
+        cut = start + int(round((end - start) * float(fraction)))
+        assert np.array_equal(clip[:cut], original[:cut]) and not clip[cut:].any()
+    again = prepare(sources_cfg(tone_root, tmp_path / "d", words=1.0, partial=1.0))
+    assert again.splits["train"].sources == data.splits["train"].sources  # seeded
+
+
 def test_synthetic_unknowns_never_speak_a_command_a_homophone_or_a_heldout_word(tone_root, tmp_path, monkeypatch):
     words = tmp_path / "words.txt"
     words.write_text("# test vocabulary\nyes\nknow\nwrite\ndog\napple\nriver\nsugar\npaper\n")

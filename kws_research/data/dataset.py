@@ -25,7 +25,7 @@ from kws_research.data.download import ensure_downloaded
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
-from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, splice
+from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, onset, splice
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
 
@@ -133,6 +133,8 @@ def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise
         return decoded[item.paths[0]][::-1].copy()
     if item.kind == "spliced":
         return splice(decoded[item.paths[0]], decoded[item.paths[1]])
+    if item.kind == "partial":
+        return onset(decoded[item.paths[0]], item.gain)  # gain holds the kept fraction
     if item.kind == "silence":
         start = noise_files[item.noise]["start"] + item.offset
         return saturate_int16(noise[start : start + CLIP_SAMPLES].astype(np.float32) * item.gain)
@@ -142,6 +144,8 @@ def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise
 def _source_name(item: Item, noise_files: list[dict]) -> str:
     if item.kind == "silence":
         return f"silence:{noise_files[item.noise]['name']}@{item.offset}x{item.gain}"
+    if item.kind == "partial":
+        return f"partial:{item.paths[0]}@{item.gain}"
     return "+".join(item.paths) if item.kind == "clip" else f"{item.kind}:" + "+".join(item.paths)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES
 from kws_research.data.layout import SPLITS, FileEntry, Layout
-from kws_research.data.unknown import SOURCES, UnknownSettings, split_counts
+from kws_research.data.unknown import PARTIAL_FRACTIONS, SOURCES, UnknownSettings, split_counts
 from kws_research.errors import KwsError
 from kws_research.labels import SILENCE, UNKNOWN
 
@@ -167,6 +167,18 @@ def _spliced(count: int, words: dict[str, list[FileEntry]], heldout: set[str], r
     return items
 
 
+def _partial(
+    count: int, words: dict[str, list[FileEntry]], commands: set[str], rng: np.random.Generator
+) -> list[Item]:
+    """``count`` onsets of command clips, each keeping a seeded fraction of its speech (``gain``)."""
+    clips = [e.path for w, entries in sorted(words.items()) if w in commands for e in entries]
+    if not clips:
+        return []
+    low, high = PARTIAL_FRACTIONS
+    picks = rng.permutation(len(clips))[:count] if count <= len(clips) else rng.integers(len(clips), size=count)
+    return [Item(UNKNOWN, "partial", (clips[int(i)],), gain=round(float(rng.uniform(low, high)), 3)) for i in picks]
+
+
 def plan_task(
     spec: TaskSpec, layout: Layout, noise_lengths: list[int], extra: dict[str, dict[str, list[str]]] | None = None
 ) -> TaskPlan:
@@ -197,6 +209,8 @@ def plan_task(
             rng = _rng(spec.seed, index, SOURCES.index(name))
             if name == "spliced":
                 chosen = _spliced(count, words, heldout_words, rng)
+            elif name == "partial":
+                chosen = _partial(count, words, commands, rng)
             else:
                 pool = pools[name]
                 if count > len(pool):

@@ -10,7 +10,9 @@ auxiliary words unless ``dataset.unknown_sources_in_eval``):
   embedded data set, each synthetic speaker in one split;
 * ``reversed``: time-reversed clips of any word of the split;
 * ``spliced``: the start of one word joined to the end of another word;
-* ``folder``: clips from ``dataset.unknown_folder`` (any layout, split by file hash).
+* ``folder``: clips from ``dataset.unknown_folder`` (any layout, split by file hash);
+* ``partial``: the onset alone of a command clip (the first 40-60% of its speech),
+  against triggers on word fragments.
 
 Command words, their homophones and held-out words never become synthetic unknowns.
 """
@@ -28,7 +30,8 @@ from kws_research.data.layout import SPLITS, scan, which_set
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.errors import KwsError
 
-SOURCES = ("words", "synthetic", "reversed", "spliced", "folder")
+SOURCES = ("words", "synthetic", "reversed", "spliced", "folder", "partial")
+PARTIAL_FRACTIONS = (0.4, 0.6)  # how much of a command word's speech a partial clip keeps
 VOCABULARY = Path(__file__).with_name("unknown_words.txt")
 # Words a listener (or a model) cannot tell from a command word.
 HOMOPHONES = {
@@ -153,6 +156,15 @@ def splice(first: np.ndarray, second: np.ndarray, fade: int = 80) -> np.ndarray:
     joined = joined[: len(first) - start]
     out[start : start + len(joined)] = joined
     return saturate_int16(out)
+
+
+def onset(clip: np.ndarray, fraction: float) -> np.ndarray:
+    """The first ``fraction`` of ``clip``'s speech, in place, and silence after it."""
+    start, end = speech_extent(clip)
+    cut = start + int(round((end - start) * fraction))
+    out = np.zeros_like(clip)
+    out[:cut] = clip[:cut]
+    return out
 
 
 def synthetic_root(spec, cache_dir: Path) -> Path:
