@@ -20,6 +20,7 @@ CONFIGS = {
     "+ synthetic": ["dataset.unknown_percentage=20", "dataset.unknown_sources.synthetic=1.0"],
     "+ reversed": ["dataset.unknown_percentage=20", "dataset.unknown_sources.reversed=1.0"],
     "+ spliced": ["dataset.unknown_percentage=20", "dataset.unknown_sources.spliced=1.0"],
+    "+ partial command words": ["dataset.unknown_percentage=20", "dataset.unknown_sources.partial=1.0"],
     "spliced for half the words (10%)": ["dataset.unknown_percentage=10", "dataset.unknown_sources.spliced=1.0"],
     "spliced for half the words + unknown prior (0.25 pt)": [
         "dataset.unknown_percentage=10",
