@@ -167,9 +167,7 @@ def _spliced(count: int, words: dict[str, list[FileEntry]], heldout: set[str], r
     return items
 
 
-def _partial(
-    count: int, words: dict[str, list[FileEntry]], commands: set[str], rng: np.random.Generator
-) -> list[Item]:
+def _partial(count: int, words: dict[str, list[FileEntry]], commands: set[str], rng: np.random.Generator) -> list[Item]:
     """``count`` onsets of command clips, each keeping a seeded fraction of its speech (``gain``)."""
     clips = [e.path for w, entries in sorted(words.items()) if w in commands for e in entries]
     if not clips:
