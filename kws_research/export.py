@@ -15,6 +15,7 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def main_export(cfg: DictConfig) -> dict:
+    from kws_research.exporting.registry import registered_line
     from kws_research.exporting.stage import export_run
 
     result = export_run(OmegaConf.to_container(cfg, resolve=True))
@@ -25,8 +26,8 @@ def main_export(cfg: DictConfig) -> dict:
             f"(tolerance {check['tolerance']:.0e}), agreement {100 * check['agreement']:.2f}%, "
             f"Core ML test accuracy {100 * check['coreml_accuracy']:.2f}% on {check['clips']} clips"
         )
-    if result.get("model_uri"):
-        print(f"registered: {result['model_uri']} @{result['alias']} ({result['alias_reason']})")
+    if registered := registered_line(result):
+        print(registered)
     print_json_line(result)
     return result
 

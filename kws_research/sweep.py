@@ -31,6 +31,8 @@ def print_result(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from kws_research.exporting.registry import registered_line
+
     console = Console()
     table = Table(
         title=f"sweep {result.get('study_name')}: {result.get('n_complete', 0)} complete, "
@@ -54,8 +56,8 @@ def print_result(result: dict) -> None:
             f"Core ML verified: {final['coreml_verified']} (max |diff| {final['coreml_max_abs_diff']:.2e}, "
             f"agreement {100 * final['coreml_agreement']:.1f}%); artifacts: {final['artifacts'][0]} ..."
         )
-        if final.get("model_uri"):
-            console.print(f"registered: {final['model_uri']} @{final['alias']} ({final['alias_reason']})")
+        if registered := registered_line(final):
+            console.print(registered)
     console.print(f"browse: make ui  (or: mlflow ui --backend-store-uri {result.get('tracking_uri')} --workers 1)")
 
 

@@ -191,6 +191,13 @@ def register(
     }
 
 
+def registered_line(result: dict) -> str | None:
+    """What export, the sweep and the sweep's description say about the registration."""
+    if not result.get("model_uri"):
+        return None
+    return f"registered: {result['model_uri']} @{result['alias']} ({result['alias_reason']})"
+
+
 def _link_version(client, model_id: str, name: str, version: str) -> None:
     """The logged model's ``mlflow.modelVersions`` tag, which the UI reads to show its
     registered versions (an MLflow server sets it itself; a sqlite store does not)."""

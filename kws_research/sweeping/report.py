@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from kws_research.exporting.registry import registered_line  # noqa: E402
 from kws_research.sweeping.definition import SweepDefinition  # noqa: E402
 from kws_research.tracking.logged_model import logged_model_id  # noqa: E402
 from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
@@ -151,10 +152,8 @@ def describe(client, parent_run_id: str, result: dict) -> str:
     if exported:
         verified = "verified" if exported.get("coreml_verified") else "NOT verified"
         lines.append(f"Exported to Core ML ({verified} against Keras).")
-        if exported.get("registered_model"):
-            lines.append(
-                f"Registered as `{exported['model_uri']}` (alias `{exported['alias']}`: {exported['alias_reason']})."
-            )
+        if registered := registered_line(exported):
+            lines.append(registered)
         if exported.get("comparison"):
             lines += ["", exported["comparison"]]
     text = "\n".join(lines)
