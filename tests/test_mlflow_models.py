@@ -19,9 +19,12 @@ from omegaconf import OmegaConf
 from kws_research.config import compose
 from kws_research.contract import to_float
 from kws_research.data.dataset import prepare
+from kws_research.exporting.registry import VERSION_METRICS
 from kws_research.exporting.stage import export_run
 from kws_research.models import load_model
+from kws_research.streaming.settings import STREAM_METRICS
 from kws_research.train import train
+from kws_research.training.validation import OPEN_SET_METRICS, TEST_METRICS, TRAINING_METRICS
 
 same_worker = pytest.mark.xdist_group("mlflow_models")
 
@@ -150,6 +153,9 @@ def test_export_registers_versions_and_champion_moves_only_on_improvement(runs, 
     better = export_run(export_cfg(folder, good.run_id))
     assert (better["registered_model"], better["model_version"], better["alias"]) == (name, 2, "champion")
     assert "beats champion v1" in better["alias_reason"]
+    exported = {m for m in VERSION_METRICS if m.startswith("coreml_")}
+    assert exported <= set(better)  # every version tag names a metric some run or export produces
+    assert set(VERSION_METRICS) - exported <= {*TRAINING_METRICS, *TEST_METRICS, *OPEN_SET_METRICS, *STREAM_METRICS}
 
     worse = export_run(export_cfg(folder, poor.run_id))  # exported again: its version, not a new one
     assert (worse["model_version"], worse["alias"]) == (1, "challenger")

@@ -44,7 +44,8 @@ VERSION_METRICS = (
     "stream_fa_per_hour",
     "stream_miss_rate_at_1fah",
     "stream_latency_ms",
-    "unseen_word_recall",
+    "unseen_unknown_recall",
+    "false_command_rate",
 )
 
 
