@@ -24,7 +24,7 @@ DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
 endif
 
 .PHONY: install data baseline train sweep export ui test bench bench-data bench-train \
-        bench-accuracy bench-sweep bench-openset bench-stream evaluate lint clean
+        bench-accuracy bench-sweep bench-openset bench-stream bench-mining evaluate mine lint clean
 
 install: $(STAMP)
 
@@ -95,13 +95,20 @@ export: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m kws_research.evaluate run_id=$(RUN_ID) $(ARGS)
 
+mine: $(STAMP)
+	$(PY) -m kws_research.mine run_id=$(RUN_ID) $(ARGS)
+
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.bench_sweep $(BENCH_ARGS)
 
-bench: bench-data bench-train bench-accuracy bench-sweep bench-openset bench-stream
+bench: bench-data bench-train bench-accuracy bench-sweep bench-openset bench-stream bench-mining
 
 bench-openset: $(STAMP)
 	$(PY) -m benchmarks.bench_openset --data $(if $(DATA),$(DATA),$(SUBSET)) \
+		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
+
+bench-mining: $(STAMP)
+	$(PY) -m benchmarks.bench_mining --data $(if $(DATA),$(DATA),$(SUBSET)) \
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
 
 bench-stream: $(STAMP)

@@ -1,6 +1,8 @@
 """Open-set unknown: hold each auxiliary word out in turn, train the same compact model
 with the real auxiliary words only and with each added unknown source, and measure how
-many clips of the unseen word end up as `unknown` and how many as a command.
+many clips of the unseen word end up as `unknown` and how many as a command, and how
+often the calibrated detector fires on the negatives-only test stream (held-out word
+among the non-command words, synthetic speech of unseen speakers under them).
 
     make bench-openset [DATA=../shared/data/speech_commands_subset] [BENCH_ARGS='--epochs 15']
 """
@@ -8,11 +10,14 @@ many clips of the unseen word end up as `unknown` and how many as a command.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import tempfile
 from pathlib import Path
 
 from benchmarks import report
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
+from benchmarks.bench_stream import fa_at_miss
 from kws_research.models.gate import calibrated_rule
 
 CONFIGS = {
@@ -21,6 +26,16 @@ CONFIGS = {
     "+ reversed": ["dataset.unknown_percentage=20", "dataset.unknown_sources.reversed=1.0"],
     "+ spliced": ["dataset.unknown_percentage=20", "dataset.unknown_sources.spliced=1.0"],
     "+ partial command words": ["dataset.unknown_percentage=20", "dataset.unknown_sources.partial=1.0"],
+    "+ continuous speech": ["dataset.unknown_percentage=20", "dataset.unknown_sources.speech=1.0"],
+    "open-set recipe (+experiment=openset)": ["+experiment=openset"],
+    "spliced + speech at 15% + prior (1 pt)": [
+        "dataset.unknown_percentage=15",
+        "dataset.unknown_sources.words=0.5",
+        "dataset.unknown_sources.spliced=0.3",
+        "dataset.unknown_sources.speech=0.2",
+        "openset.rule=prior",
+        "openset.max_command_drop=0.01",
+    ],
     "spliced for half the words (10%)": ["dataset.unknown_percentage=10", "dataset.unknown_sources.spliced=1.0"],
     "spliced for half the words + unknown prior (0.25 pt)": [
         "dataset.unknown_percentage=10",
@@ -46,7 +61,22 @@ METRICS = (
     "gated_command_accuracy",
     "gated_unseen_unknown_recall",
     "gated_false_command_rate",
+    "stream_hit_rate",
+    "stream_fa_per_hour",
+    "stream_miss_rate_at_1fah",
 )
+BASE = "words only (standard, 10%)"
+
+
+def same_hit_rate(runs: list[dict]) -> None:
+    """FA/h on the negatives-only test stream of each run and of its words-only twin (same
+    held-out word and seed) at the run's calibrated hit rate on the mixed stream (DET curves)."""
+    base = {(r["heldout"], r["seed"]): r for r in runs if r["config"] == BASE}
+    for r in runs:
+        twin = base.get((r["heldout"], r["seed"]))
+        miss = 1.0 - r["stream_hit_rate"]
+        r["fa_per_hour_at_own_hit"] = fa_at_miss(r.pop("curve"), miss) if "curve" in r else None
+        r["words_only_fa_per_hour_at_same_hit"] = fa_at_miss(twin["det"], miss) if twin else None
 
 
 def main() -> None:
@@ -65,8 +95,12 @@ def main() -> None:
         help="train every (word, config) once per seed; rows average them (training noise is "
         "about +-0.4 points of command accuracy)",
     )
+    parser.add_argument("--stream", default="long", help="conf/stream option of the streaming evaluation")
+    parser.add_argument("--background", default="speech", help="stream.background of the negatives-only streams")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
     args = parser.parse_args()
+    if BASE not in args.configs:
+        args.configs.insert(0, BASE)  # every FA/h comparison is against words-only training
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     common = data_overrides(args.data, args.commands) + [
         f"model={args.model}",
@@ -79,13 +113,22 @@ def main() -> None:
         f"tracking.uri={args.tracking_uri}",
         f"tracking.artifact_location={report.RESULTS}/mlartifacts",
         "tracking.experiment=bench-openset",
+        "stream_eval=true",
+        f"stream={args.stream}",
+        f"stream.background={args.background}",
     ]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(args.tracking_uri)
     runs = []
     for seed in args.seeds:
         for word in args.heldout:
             for name in args.configs:
                 metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
                 metrics["gate_setting"] = calibrated_rule(metrics)[1]
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = client.download_artifacts(metrics["run_id"], "streaming/streaming.json", tmp)
+                    curve = json.loads(Path(path).read_text())["det_curve"]
                 runs.append(
                     {
                         "heldout": word,
@@ -93,15 +136,24 @@ def main() -> None:
                         "config": name,
                         **{k: metrics.get(k) for k in METRICS},
                         "run_id": metrics["run_id"],
+                        "curve": curve,
+                        **({"det": curve} if name == BASE else {}),
                     }
                 )
-                print(runs[-1], flush=True)
+                print({k: v for k, v in runs[-1].items() if k not in ("curve", "det")}, flush=True)
+    same_hit_rate(runs)
+    for r in runs:
+        r.pop("det", None)
     rows = []
+    compared = ("fa_per_hour_at_own_hit", "words_only_fa_per_hour_at_same_hit")
     for name in args.configs:
         mine = [r for r in runs if r["config"] == name]
         row = {"config": name}
-        for key in METRICS:
-            row[key] = round(statistics.mean(r[key] for r in mine), 4)
+        for key in (*METRICS, *compared):
+            values = [r[key] for r in mine if r[key] is not None]
+            row[key] = round(statistics.mean(values), 4) if values else None
+        own, words = row["fa_per_hour_at_own_hit"], row["words_only_fa_per_hour_at_same_hit"]
+        row["fa_cut_x_at_same_hit"] = round(words / own, 2) if own and words is not None else None
         rows.append(row)
     base = rows[0]
     for row in rows:
@@ -109,7 +161,8 @@ def main() -> None:
             row["unseen_unknown_recall"] / max(base["unseen_unknown_recall"], 1e-9), 2
         )
         row["command_acc_change_pts"] = round(100 * (row["command_accuracy"] - base["command_accuracy"]), 2)
-    per_word = report.markdown_table(runs, ["heldout", "seed", "config", *METRICS])
+    columns = [*METRICS, *compared]
+    per_word = report.markdown_table(runs, ["heldout", "seed", "config", *columns])
     notes = (
         f"Data: {Path(args.data)} ({args.commands}); model {args.model}, {args.epochs} epochs, AdamW + cosine, "
         "standard augmentation; mean over held-out words "
@@ -122,7 +175,12 @@ def main() -> None:
         "and test keep the standard unknown composition (auxiliary words), so accuracies compare. gated_*: the "
         "same model with its open-set rule calibrated on validation, as export folds it into the Core ML "
         "model: the confidence gate (threshold) at most 1 point of validation command accuracy unless the "
-        "row names another rule and budget; gate_setting is its threshold or unknown weight.\n\n"
+        "row names another rule and budget; gate_setting is its threshold or unknown weight. "
+        f"stream_*: stream={args.stream} with stream.background={args.background}, detector calibrated on "
+        "validation streams, hit rate on the mixed test stream, FA/h on the negatives-only test stream; "
+        "fa_per_hour_at_own_hit / words_only_fa_per_hour_at_same_hit: FA/h on the DET curves of the run and "
+        "of its words-only twin (same word and seed) at the run's calibrated hit rate (empty: the twin never "
+        "reaches it); fa_cut_x_at_same_hit: their ratio.\n\n"
         "Per held-out word and seed:\n\n" + per_word
     )
     report.write(

@@ -162,7 +162,7 @@ def test_every_dataset_config_is_a_valid_task(name):
 
 
 @pytest.mark.parametrize("name", options("stream"))
-@pytest.mark.parametrize("stage", ["train", "evaluate", "export"])
+@pytest.mark.parametrize("stage", ["train", "evaluate", "export", "mine"])
 def test_every_stream_config_is_valid_in_every_stage_that_takes_it(name, stage):
     from kws_research.streaming.settings import StreamSettings
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
-from kws_research.data import cache
+from kws_research.data import cache, long_audio
 from kws_research.data.audio import ClipError, decode_clip_checked, decode_long
 from kws_research.data.download import ensure_downloaded
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
-from kws_research.data.unknown import UnknownSettings, extra_unknown_clips, onset, splice
+from kws_research.data.unknown import ExtraClips, UnknownSettings, extra_unknown_clips, onset, splice
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
 
@@ -126,9 +126,11 @@ def _decode_noise(layout: Layout) -> tuple[list[np.ndarray], list[dict], dict[st
     return arrays, files, failed
 
 
-def _render(item: Item, decoded: dict[str, np.ndarray], noise: np.ndarray, noise_files: list[dict]) -> np.ndarray:
+def _render(item: Item, decoded: dict, noise: np.ndarray, noise_files: list[dict]) -> np.ndarray:
     if item.kind == "clip":
         return decoded[item.paths[0]]
+    if item.kind == "window":
+        return decoded[(item.paths[0], item.offset)]
     if item.kind == "reversed":
         return decoded[item.paths[0]][::-1].copy()
     if item.kind == "spliced":
@@ -146,6 +148,8 @@ def _source_name(item: Item, noise_files: list[dict]) -> str:
         return f"silence:{noise_files[item.noise]['name']}@{item.offset}x{item.gain}"
     if item.kind == "partial":
         return f"partial:{item.paths[0]}@{item.gain}"
+    if item.kind == "window":
+        return f"window:{item.paths[0]}@{item.offset}"
     return "+".join(item.paths) if item.kind == "clip" else f"{item.kind}:" + "+".join(item.paths)
 
 
@@ -196,16 +200,20 @@ def _build(
     spec: TaskSpec,
     layout: Layout,
     workers: int,
-    extra: dict,
+    extra: ExtraClips,
 ) -> None:
     noise_arrays, noise_files, skipped = _decode_noise(layout)
+    skipped.update(extra.skipped)
     noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=STORED_DTYPE)
-    plan = plan_task(spec, layout, [f["length"] for f in noise_files], extra)
+    plan = plan_task(spec, layout, [f["length"] for f in noise_files], extra.clips)
     split_items = dict(plan.splits)
     if plan.heldout:
         split_items[HELDOUT] = plan.heldout
-    paths = sorted({p for items in split_items.values() for it in items if it.kind != "silence" for p in it.paths})
+    every = [it for items in split_items.values() for it in items]
+    paths = sorted({p for it in every if it.kind not in ("silence", "window") for p in it.paths})
+    windows = sorted({(it.paths[0], it.offset) for it in every if it.kind == "window"})
     decoded, failed, truncated = _decode_all(layout.root, paths, workers)
+    decoded.update(long_audio.cut(windows))
     skipped.update(failed)
     if failed:
         log.warning("skipped %d unreadable clip(s); see the summary", len(failed))
@@ -221,7 +229,7 @@ def _build(
         written = {}
         test_fingerprint = None
         for split, items in split_items.items():
-            kept = [it for it in items if all(p in decoded for p in it.paths)]
+            kept = [it for it in items if it.kind == "window" or all(p in decoded for p in it.paths)]
             audio = writer.audio(split, len(kept), CLIP_SAMPLES)
             for row, item in enumerate(kept):
                 audio[row] = _render(item, decoded, noise, noise_files)
@@ -269,7 +277,7 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
         log.warning("%s has no %s folder: no silence clips or noise augmentation possible", root, BACKGROUND_NOISE_DIR)
     spec = task_spec(cfg)
     check_words(spec, layout)
-    extra, extra_files = extra_unknown_clips(spec, cache_root(cfg))
+    extra = extra_unknown_clips(spec, cache_root(cfg))
     task = spec.__dict__ | {
         "commands": list(spec.commands),
         "heldout_unknown_words": list(spec.heldout_unknown_words),
@@ -279,10 +287,10 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
         "task": task,
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
-        "extra_unknown_files": [f[:2] for f in extra_files],
+        "extra_unknown_files": [f[:2] for f in extra.files],
     }
     fp = cache.fingerprint(layout, settings)
-    signature = cache.stat_signature(layout, [f"{p}:{m}" for p, _, m in extra_files])
+    signature = cache.stat_signature(layout, [f"{p}:{m}" for p, _, m in extra.files])
     path = cache_root(cfg) / "prepared" / f"{name}-{fp[:16]}"
     from_cache = True
     lock = FileLock(path.with_name(path.name + ".lock"))

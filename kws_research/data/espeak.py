@@ -37,8 +37,8 @@ def _loader():
         import espeakng_loader
     except ImportError as exc:
         raise KwsError(
-            "dataset=synthetic needs the optional 'synth' extra (espeak-ng): "
-            "run `make install` or `pip install -e '.[synth]'`"
+            "the espeak-ng speech generator (dataset=synthetic, unknown sources synthetic and speech) needs "
+            "the optional 'synth' extra: run `make install` or `pip install -e '.[synth]'`"
         ) from exc
     return espeakng_loader
 
@@ -122,3 +122,9 @@ def synthesise_word(job: tuple[str, list[tuple]]) -> tuple[int, list[np.ndarray]
             audio = trim(engine.say(word, voice, rate, pitch, pitch_range, seed))
         clips.append(audio)
     return engine.sample_rate, clips
+
+
+def synthesise_sentences(job: list[tuple[str, tuple]]) -> tuple[int, list[np.ndarray]]:
+    """Speak each (sentence, utterance spec) of one speaker (runs in a fresh process)."""
+    engine = Espeak()
+    return engine.sample_rate, [trim(engine.say(text, *spec)) for text, spec in job]

@@ -66,14 +66,23 @@ class GeneratorSettings:
             raise KwsError(f"{key}: {exc}; the keys are {known}") from exc
 
     def identity(self) -> dict:
-        ident = asdict(self)
-        ident.pop("workers")
-        ident["words"] = list(self.words)
-        ident["version"] = GENERATOR_VERSION
-        return ident
+        return generator_identity(self, GENERATOR_VERSION)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+        return identity_digest(self.identity())
+
+
+def generator_identity(settings, version: int) -> dict:
+    """What decides a generator's audio: every setting but ``workers``, and its version."""
+    ident = asdict(settings)
+    ident.pop("workers")
+    ident["words"] = list(settings.words)
+    ident["version"] = version
+    return ident
+
+
+def identity_digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -224,21 +233,24 @@ def assign_speaker_splits(speakers: list[Speaker], settings: GeneratorSettings) 
 def generate(target: Path, settings: GeneratorSettings) -> dict:
     """Write the data set to ``target`` and return its description.
 
-    Written into a temporary folder named after this process and renamed when
-    complete; callers hold the target's lock (see :func:`ensure_generated`).
     Utterances the speech engine returns empty are skipped and counted."""
     if settings.speakers < 3:
         raise ValueError("dataset.generator.speakers must be at least 3 (one per split)")
-    started = time.perf_counter()
     speakers = plan_speakers(settings.speakers, settings.seed, voice_variants(), ENGLISH_VOICES)
     specs = utterances(speakers, settings.repetitions, settings.seed)
     results = run_isolated([(word, specs) for word in settings.words], settings.workers)
+    return write_complete(target, lambda tmp: _write(tmp, settings, speakers, results))
 
+
+def write_complete(target: Path, write) -> dict:
+    """``write(folder)`` into a temporary folder named after this process, renamed to
+    ``target`` when complete (callers hold the target's lock, see :func:`ensure_generated`)."""
+    started = time.perf_counter()
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        description = _write(tmp, settings, speakers, results)
+        description = write(tmp)
         description["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
         shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
@@ -292,9 +304,10 @@ def _write(folder: Path, settings: GeneratorSettings, speakers: list[Speaker], r
     }
 
 
-def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
-    """Generate once, under an inter-process lock: a second process started at the same
-    time waits and then finds the completion marker."""
+def ensure_generated(target: Path, settings, make=None, what: str = "the synthetic data set") -> Path:
+    """Generate once (``make(target, settings)``, default :func:`generate`), under an
+    inter-process lock: a second process started at the same time waits and then finds
+    the completion marker."""
     marker = target / COMPLETE_MARKER
     if marker.is_file():
         return target
@@ -302,14 +315,8 @@ def ensure_generated(target: Path, settings: GeneratorSettings) -> Path:
         if marker.is_file():
             return target
         remove_dead_temporaries(target.parent)
-        log.info(
-            "generating the synthetic data set into %s (%d speakers x %d repetitions x %d words)",
-            target,
-            settings.speakers,
-            settings.repetitions,
-            len(settings.words),
-        )
-        description = generate(target, settings)
+        log.info("generating %s into %s (%d speakers)", what, target, settings.speakers)
+        description = (make or generate)(target, settings)
     skipped = sum(description["empty_utterances"].values())
     log.info(
         "generated %d clips in %.1f s%s",

@@ -70,7 +70,8 @@ class Item:
     """One example of a split: where its audio comes from and its class.
 
     ``kind`` says how to render it: ``clip`` (a file), ``silence`` (a cut of noise
-    file ``noise`` at ``offset`` scaled by ``gain``), or a derived unknown source.
+    file ``noise`` at ``offset`` scaled by ``gain``), ``window`` (1 s of a long
+    recording from sample ``offset``), or a derived unknown source.
     """
 
     label: str
@@ -151,6 +152,11 @@ def _unknown_pools(
         "reversed": [Item(UNKNOWN, "reversed", (e.path,)) for entries in usable.values() for e in entries],
         "synthetic": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("synthetic", {}).get(split, [])],
         "folder": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("folder", {}).get(split, [])],
+        "hard_negatives": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("hard_negatives", {}).get(split, [])],
+        **{
+            source: [Item(UNKNOWN, "window", (p,), offset=o) for p, o in extra.get(source, {}).get(split, [])]
+            for source in ("long_folder", "speech")
+        },
     }
 
 
@@ -182,8 +188,8 @@ def plan_task(
 ) -> TaskPlan:
     """Assign clips to splits and classes; deterministic given ``spec.seed``.
 
-    ``extra`` holds the clips (absolute paths, per split) of the ``synthetic`` and
-    ``folder`` unknown sources.
+    ``extra`` holds the clips (absolute paths, or (path, offset) windows of long
+    recordings, per split) of the unknown sources outside the data root.
     """
     check_words(spec, layout)
     commands = set(spec.commands)

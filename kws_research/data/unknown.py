@@ -12,7 +12,13 @@ auxiliary words unless ``dataset.unknown_sources_in_eval``):
 * ``spliced``: the start of one word joined to the end of another word;
 * ``folder``: clips from ``dataset.unknown_folder`` (any layout, split by file hash);
 * ``partial``: the onset alone of a command clip (the first 40-60% of its speech),
-  against triggers on word fragments.
+  against triggers on word fragments;
+* ``long_folder``: 1 s windows of the long recordings in ``dataset.long_folder``
+  (podcasts, meetings: any WAV/FLAC, any rate; near-silent windows skipped, split by file hash);
+* ``speech``: 1 s windows of continuous synthetic speech (``dataset.synthetic_speech``),
+  sentences without the command words, each synthetic speaker in one split;
+* ``hard_negatives``: windows a run's detector fired on (``python -m kws_research.mine``),
+  from ``dataset.hard_negatives`` (a run id or a folder of clips); training split only.
 
 Command words, their homophones and held-out words never become synthetic unknowns.
 """
@@ -20,17 +26,18 @@ Command words, their homophones and held-out words never become synthetic unknow
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kws_research.contract import saturate_int16
+from kws_research.data import long_audio
 from kws_research.data.layout import SPLITS, scan, which_set
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.errors import KwsError
 
-SOURCES = ("words", "synthetic", "reversed", "spliced", "folder", "partial")
+SOURCES = ("words", "synthetic", "reversed", "spliced", "folder", "partial", "long_folder", "speech", "hard_negatives")
 PARTIAL_FRACTIONS = (0.4, 0.6)  # how much of a command word's speech a partial clip keeps
 VOCABULARY = Path(__file__).with_name("unknown_words.txt")
 # Words a listener (or a model) cannot tell from a command word.
@@ -60,6 +67,10 @@ class UnknownSettings:
     folder: str | None = None
     synthetic: dict = field(default_factory=dict)
     in_eval: bool = False  # validation/test unknowns from the sources too (default: words only)
+    long_folder: str | None = None
+    windows: long_audio.WindowSettings = long_audio.WindowSettings()
+    speech: dict = field(default_factory=dict)
+    hard_negatives: str | None = None
 
     @classmethod
     def from_config(cls, cfg) -> UnknownSettings:
@@ -70,22 +81,34 @@ class UnknownSettings:
         shares = tuple((name, float(raw[name])) for name in SOURCES if float(raw.get(name) or 0) > 0)
         if any(v < 0 for v in raw.values()) or not shares:
             raise KwsError("dataset.unknown_sources: shares must be >= 0 and at least one > 0")
-        folder = cfg.get("unknown_folder")
-        if dict(shares).get("folder") and not folder:
-            raise KwsError(
-                "dataset.unknown_folder: the folder source needs a folder of clips; set dataset.unknown_folder"
-            )
+        paths = {}
+        for source, key, what in (
+            ("folder", "unknown_folder", "a folder of clips"),
+            ("long_folder", "long_folder", "a folder of long .wav/.flac recordings"),
+            ("hard_negatives", "hard_negatives", "a run id mined with `python -m kws_research.mine` or a folder"),
+        ):
+            paths[key] = str(cfg[key]) if cfg.get(key) else None
+            if dict(shares).get(source) and not paths[key]:
+                raise KwsError(f"dataset.{key}: the {source} source needs {what}; set dataset.{key}")
         return cls(
             shares,
-            str(folder) if folder else None,
+            paths["unknown_folder"],
             dict(cfg.get("synthetic_unknown") or {}),
             bool(cfg.get("unknown_sources_in_eval", False)),
+            paths["long_folder"],
+            long_audio.WindowSettings.from_config(cfg.get("long_windows")),
+            dict(cfg.get("synthetic_speech") or {}),
+            paths["hard_negatives"],
         )
 
     def shares_for(self, split: str) -> tuple[tuple[str, float], ...]:
         """Training mixes the sources; validation and test keep the standard task unless
-        ``in_eval``, so accuracies stay comparable across source settings."""
-        return self.shares if split == "train" or self.in_eval else (("words", 1.0),)
+        ``in_eval``, so accuracies stay comparable across source settings. Hard negatives
+        are mined for training and never enter validation or test."""
+        if split == "train":
+            return self.shares
+        kept = tuple((name, s) for name, s in self.shares if name != "hard_negatives")
+        return kept if self.in_eval and kept else (("words", 1.0),)
 
     def share(self, name: str) -> float:
         return dict(self.shares).get(name, 0.0)
@@ -96,6 +119,8 @@ class UnknownSettings:
             "folder": self.folder,
             "synthetic": self.synthetic,
             "in_eval": self.in_eval,
+            **({"windows": asdict(self.windows)} if self.share("long_folder") or self.share("speech") else {}),
+            **({"speech": self.speech} if self.share("speech") else {}),
         }
 
 
@@ -177,30 +202,107 @@ def synthetic_root(spec, cache_dir: Path) -> Path:
     return ensure_generated(cache_dir / "unknown_synthetic" / settings.digest(), settings)
 
 
-def extra_unknown_clips(spec, cache_dir: Path) -> tuple[dict[str, dict[str, list[str]]], list[tuple[str, int, int]]]:
-    """Per-split clips (absolute paths) of the ``synthetic`` and ``folder`` sources of
-    task ``spec``, and their (name, size, mtime) for the fingerprint and the cache."""
-    extra: dict[str, dict[str, list[str]]] = {}
-    files: list[tuple[str, int, int]] = []
+def speech_root(spec, cache_dir: Path) -> Path:
+    """The generated continuous speech for the ``speech`` source and stream background."""
+    from kws_research.data.speech import speech_root as generated
+
+    options = dict(spec.unknown.speech)
+    words = vocabulary(spec.commands, spec.heldout_unknown_words, options.get("vocabulary"))
+    return generated(options, words, cache_dir)
+
+
+def long_recordings(spec, source: str, cache_dir: Path) -> tuple[dict[str, list[Path]], Path]:
+    """The long recordings of ``source`` (``long_folder`` or ``speech``) per split, and their base folder."""
+    if source == "speech":
+        from kws_research.data.speech import split_recordings
+
+        root = speech_root(spec, cache_dir).resolve()
+        return split_recordings(root), root
+    folder = Path(str(spec.unknown.long_folder)).expanduser().resolve()
+    pct = (spec.validation_percentage, spec.testing_percentage)
+    return long_audio.recordings(folder, "dataset.long_folder", *pct), folder
+
+
+def hard_negative_folder(value: str, cache_dir: Path) -> Path:
+    """``dataset.hard_negatives``: a folder of clips, or a run id whose mined windows are in the cache."""
+    folder = Path(value).expanduser()
+    if folder.is_dir():
+        return folder.resolve()
+    mined = cache_dir / "hard_negatives" / value
+    if mined.is_dir():
+        return mined.resolve()
+    raise KwsError(
+        f"dataset.hard_negatives: {value} is neither a folder nor a run with mined windows in {mined.parent}; "
+        f"run `python -m kws_research.mine run_id={value}` first"
+    )
+
+
+@dataclass
+class ExtraClips:
+    """What the sources beyond the data root add: per source and split, clip paths (or
+    (path, offset) windows of long recordings), the files for the fingerprint and the
+    cache, and the long files that could not be read (skipped, counted)."""
+
+    clips: dict[str, dict[str, list]] = field(default_factory=dict)
+    files: list[tuple[str, int, int]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _clip_folder(
+    folder: Path, key: str, split_of, prefix: str | None = None
+) -> tuple[dict[str, list[str]], list[tuple[str, int, int]]]:
+    """The .wav clips of a folder (recursively), split by ``split_of(relative path)``, and
+    their files named ``<prefix>/<relative path>`` (``prefix``: ``key``)."""
+    clips: dict[str, list[str]] = {s: [] for s in SPLITS}
+    files = []
+    for path in sorted(folder.rglob("*.wav")):
+        rel = path.relative_to(folder).as_posix()
+        clips[split_of(rel)].append(str(path))
+        stat = path.stat()
+        files.append((f"{prefix or key}/{rel}", stat.st_size, stat.st_mtime_ns))
+    if not files:
+        raise KwsError(f"dataset.{key}: {folder} holds no .wav clips")
+    return clips, files
+
+
+def extra_unknown_clips(spec, cache_dir: Path) -> ExtraClips:
+    """The clips of the sources of task ``spec`` that live outside the data root."""
+    extra = ExtraClips()
     pct = (spec.validation_percentage, spec.testing_percentage)
     if spec.unknown.share("synthetic"):
         root = synthetic_root(spec, cache_dir).resolve()  # clips are read relative to the data root
         layout = scan(root)
-        extra["synthetic"] = {s: [] for s in SPLITS}
+        extra.clips["synthetic"] = {s: [] for s in SPLITS}
         for entries in layout.words.values():
             for entry in entries:
-                extra["synthetic"][layout.split_of(entry, *pct)].append(str(root / entry.path))
-                files.append((f"synthetic/{entry.path}", entry.size, entry.mtime_ns))
+                extra.clips["synthetic"][layout.split_of(entry, *pct)].append(str(root / entry.path))
+                extra.files.append((f"synthetic/{entry.path}", entry.size, entry.mtime_ns))
     if spec.unknown.share("folder"):
         folder = Path(str(spec.unknown.folder)).expanduser().resolve()
         if not folder.is_dir():
             raise KwsError(f"dataset.unknown_folder: {folder} is not a folder of .wav clips")
-        extra["folder"] = {s: [] for s in SPLITS}
-        for path in sorted(folder.rglob("*.wav")):
-            rel = path.relative_to(folder).as_posix()
-            extra["folder"][which_set(rel, *pct)].append(str(path))
-            stat = path.stat()
-            files.append((f"folder/{rel}", stat.st_size, stat.st_mtime_ns))
-        if not any(extra["folder"].values()):
-            raise KwsError(f"dataset.unknown_folder: {folder} holds no .wav clips")
-    return extra, files
+        extra.clips["folder"], files = _clip_folder(
+            folder, "unknown_folder", lambda rel: which_set(rel, *pct), "folder"
+        )
+        extra.files += files
+    for source in ("long_folder", "speech"):
+        if spec.unknown.share(source):
+            recordings, base = long_recordings(spec, source, cache_dir)
+            windows, failed = long_audio.plan_windows(recordings, spec.unknown.windows, cache_dir / "long_windows")
+            extra.clips[source] = windows
+            extra.files += long_audio.file_stats(recordings, source, base)
+            extra.skipped.update(failed)
+            if not windows["train"]:
+                raise KwsError(
+                    f"dataset.{'synthetic_speech' if source == 'speech' else source}: no window of the training "
+                    "recordings is louder than "
+                    f"dataset.long_windows.min_dbfs={spec.unknown.windows.min_dbfs}; lower it or add recordings"
+                )
+    if spec.unknown.share("hard_negatives"):
+        folder = hard_negative_folder(str(spec.unknown.hard_negatives), cache_dir)
+        # the folder's name (a run id for mined windows) is part of the data set's identity
+        extra.clips["hard_negatives"], files = _clip_folder(
+            folder, "hard_negatives", lambda rel: "train", f"hard_negatives/{folder.name}"
+        )
+        extra.files += files
+    return extra

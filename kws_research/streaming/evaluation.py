@@ -55,19 +55,30 @@ def _clip_probabilities(predict: Predict, split, batch: int) -> np.ndarray:
     return np.concatenate([predict(to_float(audio[i : i + batch])) for i in range(0, len(split), batch)])
 
 
-def build_streams(stream_data, settings: StreamSettings) -> dict[tuple[str, str], streams.Stream]:
-    """The four streams of an evaluation: validation and test, mixed and negatives-only."""
+def build_streams(
+    stream_data, settings: StreamSettings, backgrounds: dict | None = None
+) -> dict[tuple[str, str], streams.Stream]:
+    """The four streams of an evaluation: validation and test, mixed and negatives-only
+    (``backgrounds``: per split, the recordings ``stream.background`` plays under the negatives)."""
     out = {}
     for split in ("validation", "test"):
         minutes = getattr(settings, split)
         for kind in streams.KINDS:
             out[(split, kind)] = streams.load_or_build(
-                stream_data, split, kind, 60.0 * minutes[f"{kind}_minutes"], settings, settings.seed
+                stream_data,
+                split,
+                kind,
+                60.0 * minutes[f"{kind}_minutes"],
+                settings,
+                settings.seed,
+                (backgrounds or {}).get(split),
             )
     return out
 
 
-def evaluate(predict: Predict, data, stream_data, settings: StreamSettings) -> Evaluation:
+def evaluate(
+    predict: Predict, data, stream_data, settings: StreamSettings, backgrounds: dict | None = None
+) -> Evaluation:
     """Calibrate on validation, measure on test (``predict``: float windows -> probabilities)."""
     labels = list(data.classes)
     empty = [s for s in ("validation", "test") if not len(data.splits.get(s, ()))]
@@ -84,7 +95,7 @@ def evaluate(predict: Predict, data, stream_data, settings: StreamSettings) -> E
         for s in probs
     }
     scored, speeds = {}, []
-    for key, stream in build_streams(stream_data, settings).items():
+    for key, stream in build_streams(stream_data, settings, backgrounds).items():
         times, scores, speed = score(predict, stream.audio, settings.hop_ms, settings.batch_size)
         speeds.append(speed)
         if temperature != 1.0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from kws_research.errors import ConfigError
@@ -27,6 +28,24 @@ def stream_source(dataset_cfg: Mapping, data, settings: StreamSettings):
     return prepare({**dict(dataset_cfg), "unknown_percentage": float(share)})
 
 
+def stream_backgrounds(
+    dataset_cfg: Mapping, settings: StreamSettings, splits: tuple[str, ...] = ("validation", "test")
+) -> dict | None:
+    """Per split, the long recordings ``stream.background`` plays under the negatives-only
+    streams (each split's own speakers or files: evaluation never hears training ones)."""
+    if not settings.background:
+        return None
+    from kws_research.data import long_audio
+    from kws_research.data.dataset import cache_root, task_spec
+    from kws_research.data.unknown import long_recordings
+
+    spec = task_spec(dataset_cfg)
+    if settings.background == "long_folder" and not spec.unknown.long_folder:
+        raise ConfigError("stream.background", "long_folder needs dataset.long_folder (a folder of long recordings)")
+    recordings, _ = long_recordings(spec, settings.background, cache_root(dataset_cfg))
+    return {split: long_audio.track(recordings[split]) for split in splits}
+
+
 def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
     """The model as export ships it before the temperature: with its open-set rule."""
     from kws_research.models.gate import gated
@@ -37,7 +56,8 @@ def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
 def evaluate_model(model, data, dataset_cfg: Mapping, stream_cfg: Mapping, rule=None) -> Evaluation:
     settings = StreamSettings.from_config(stream_cfg)
     model = deployed(model, rule, list(data.classes))
-    evaluation = evaluate(keras_predict(model), data, stream_source(dataset_cfg, data, settings), settings)
+    source = stream_source(dataset_cfg, data, settings)
+    evaluation = evaluate(keras_predict(model), data, source, settings, stream_backgrounds(dataset_cfg, settings))
     evaluation.rule = rule
     return evaluation
 
@@ -64,3 +84,62 @@ def evaluate_run(client, run_id: str, stream_cfg: Mapping, gate: str = "auto") -
     log_evaluation(client, run_id, evaluation, source.model_label)
     log.info("streaming evaluation logged on run %s", run_id)
     return evaluation.metrics
+
+
+def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: float, folder: str | None):
+    """What to mine: the training split of a long-recording folder, or a negatives-only
+    stream of the training split (with ``stream.background`` of the training speakers)."""
+    import numpy as np
+
+    from kws_research.data import long_audio
+    from kws_research.data.dataset import task_spec
+
+    spec = task_spec(source_cfg)
+    if folder:
+        files = long_audio.recordings(
+            Path(folder).expanduser(), "folder", spec.validation_percentage, spec.testing_percentage
+        )
+        return long_audio.track(files["train"]), f"folder {folder} (training-split files)"
+    from kws_research.streaming import streams
+
+    background = (stream_backgrounds(source_cfg, settings, ("train",)) or {}).get("train")
+    stream_data = stream_source(source_cfg, data, settings)
+    stream = streams.load_or_build(
+        stream_data, "train", "negatives", 60.0 * minutes, settings, settings.seed, background
+    )
+    return np.asarray(stream.audio), f"{minutes:g} min negatives-only stream of the training split"
+
+
+def mine_run(client, run_id: str, cfg: Mapping) -> dict:
+    """Mine a run's false accepts into ``<cache_dir>/hard_negatives/<run id>`` (and the run's
+    ``hard_negatives/`` artifacts); evaluates the run on streams first when it was not."""
+    from kws_research.data.dataset import cache_root
+    from kws_research.exporting.source import fetch, get_run, open_set_rule, source_data
+    from kws_research.models import load_model
+    from kws_research.streaming import mining
+    from kws_research.tracking.runs import log_artifacts, log_metrics
+
+    stream_cfg = dict(cfg["stream"])
+    settings = StreamSettings.from_config(stream_cfg)
+    minutes = float(cfg.get("minutes") or 0)
+    if minutes <= 0 and not cfg.get("folder"):
+        raise ConfigError("minutes", f"{cfg.get('minutes')!r} must be > 0 minutes of stream to mine")
+    if mining.detector_of(get_run(client, run_id).data.metrics) is None:
+        log.info("run %s has no calibrated detector yet: evaluating it on streams first", run_id)
+        evaluate_run(client, run_id, stream_cfg, str(cfg.get("gate", "auto")))
+    with tempfile.TemporaryDirectory(prefix="kws-mine-") as tmp:
+        source = fetch(client, run_id, Path(tmp) / "source")
+        data = source_data(source, "mine")
+        model = deployed(load_model(source.model_path), open_set_rule(source, cfg), list(data.classes))
+        detector, temperature = mining.detector_of(source.metrics)
+        if cfg.get("threshold") is not None:  # mine near misses too: a lower threshold than the app's
+            detector = replace(detector, threshold=float(cfg["threshold"]))
+        audio, what = mining_audio(source.config["dataset"], data, settings, minutes, cfg.get("folder"))
+        mined = mining.mine(keras_predict(model), audio, list(data.classes), detector, temperature, settings.batch_size)
+    folder = Path(str(cfg.get("output") or cache_root(source.config["dataset"]) / "hard_negatives" / run_id))
+    about = {"run_id": run_id, "mined_from": what, "detector": detector.as_dict(), "temperature": temperature}
+    mining.save(mined, folder, about)
+    metrics = {"mined_windows": float(len(mined.windows)), "mining_fa_per_hour": mined.fa_per_hour}
+    log_metrics(client, run_id, {**metrics, "mining_hours": mined.hours})
+    log_artifacts(client, run_id, folder, "hard_negatives")
+    return {"run_id": run_id, "folder": str(folder), "mined_from": what, **metrics, "mining_hours": mined.hours}

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from kws_research.errors import ConfigError
 
 SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
+BACKGROUNDS = (None, "speech", "long_folder")  # the dataset's long recordings of that unknown source
 # What export writes into the Core ML model for the app's detector.
 SHIPPED_METRICS = (
     "detector_threshold",
@@ -66,6 +67,8 @@ class StreamSettings:
     temperature: bool = True
     verify_seconds: float = 20.0
     batch_size: int = 256
+    background: str | None = None  # speech | long_folder: people talking under the negatives-only streams
+    background_snr_db: float = 10.0  # the background this many dB under the stream's words
 
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> StreamSettings:
@@ -110,10 +113,17 @@ class StreamSettings:
             raise ConfigError("stream.thresholds", "every threshold must be a probability in (0, 1)")
         if self.min_count < 1:
             raise ConfigError("stream.min_count", f"{self.min_count!r} must be >= 1")
+        if self.background not in BACKGROUNDS:
+            raise ConfigError("stream.background", f"{self.background!r} is not one of null, speech, long_folder")
 
     def stream_identity(self) -> dict:
         """What the audio of a stream depends on (detector settings do not)."""
-        return {"snr_db": list(self.snr_db), "unknown_fraction": self.unknown_fraction, "gap": list(self.gap_seconds)}
+        return {
+            "snr_db": list(self.snr_db),
+            "unknown_fraction": self.unknown_fraction,
+            "gap": list(self.gap_seconds),
+            **({"background": self.background, "background_snr_db": self.background_snr_db} if self.background else {}),
+        }
 
     def digest(self) -> str:
         """Identity of an evaluation: a run evaluated with other settings is evaluated again."""

@@ -6,7 +6,9 @@ noise. Each word draws an SNR from ``snr_db``; the noise level moves linearly
 from one word's level to the next, so one stream covers every SNR without steps.
 Two kinds: ``mixed`` (command words and, with probability ``unknown_fraction``,
 non-command words, as TensorFlow's streaming test) and ``negatives`` (no command
-word at all, for false accepts per hour). Test streams also use the held-out
+word at all, for false accepts per hour; with ``stream.background``, the split's
+long recordings, e.g. continuous speech, play under it ``background_snr_db`` below
+the words: people talking near the phone). Test streams also use the held-out
 words when the data set has them; validation streams never do.
 
 Streams are seeded and cached next to the data cache (``audio.npy`` int16 and
@@ -90,8 +92,14 @@ def _noise_track(data, split: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> Stream:
-    """A new stream of about ``seconds`` from ``split`` (see the module docstring)."""
+def _loop(track: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """``track`` from a random offset, repeated to ``total`` samples."""
+    return np.resize(np.roll(track, -int(rng.integers(track.size))), total)
+
+
+def build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int, background=None) -> Stream:
+    """A new stream of about ``seconds`` from ``split`` (see the module docstring);
+    ``background`` (int16 recordings of the split) plays under a negatives-only stream."""
     if kind not in KINDS:
         raise ValueError(f"stream kind {kind!r} is not one of {KINDS}")
     rng = np.random.default_rng([seed, SPLITS.index(split), KINDS.index(kind)])
@@ -105,7 +113,7 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         )
     total = int(seconds * SAMPLE_RATE)
     speech = np.zeros(total, np.float32)
-    events, centres, gains = [], [], []
+    events, centres, gains, powers = [], [], [], []
     cursor = 0
     low, high = settings.gap_seconds
     while True:
@@ -121,6 +129,7 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         speech[cursor : cursor + b - a] = word
         snr = float(settings.snr_db[int(rng.integers(len(settings.snr_db)))])
         power = float(np.mean(word.astype(np.float64) ** 2))
+        powers.append(power)
         centres.append(cursor + (b - a) // 2)
         gains.append(np.sqrt(power / 10 ** (snr / 10)))
         events.append(
@@ -136,12 +145,16 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         cursor += b - a
     noise = _noise_track(data, split)
     if noise.size and centres:
-        offset = int(rng.integers(noise.size))
-        looped = np.resize(np.roll(noise, -offset), total)
+        looped = _loop(noise, total, rng)
         step = 1 << 20
         for lo in range(0, total, step):
             idx = np.arange(lo, min(total, lo + step))
             speech[idx] += looped[idx] * np.interp(idx, centres, gains).astype(np.float32)
+    if kind == "negatives" and background is not None and background.size and gains:
+        talk = _loop(np.asarray(background, dtype=np.float32), total, rng)
+        target = float(np.mean(powers)) / 10 ** (settings.background_snr_db / 10)
+        level = np.sqrt(target / (float(np.mean(talk.astype(np.float64) ** 2)) or 1.0))
+        speech += talk * np.float32(level)
     return Stream(saturate_int16(speech), events, split, kind)
 
 
@@ -158,7 +171,7 @@ def split_identity(data, split: str) -> str:
     return h.hexdigest()
 
 
-def digest(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> str:
+def digest(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int, background=None) -> str:
     identity = {
         "version": STREAM_VERSION,
         "data": split_identity(data, split),
@@ -168,12 +181,16 @@ def digest(data, split: str, kind: str, seconds: float, settings: StreamSettings
         "seed": int(seed),
         **settings.stream_identity(),
     }
+    if kind == "negatives" and background is not None:
+        identity["background_audio"] = hashlib.sha256(np.ascontiguousarray(background).tobytes()).hexdigest()
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def load_or_build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int) -> Stream:
+def load_or_build(
+    data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int, background=None
+) -> Stream:
     """The cached stream for these settings, built once (under a lock) when missing."""
-    key = digest(data, split, kind, seconds, settings, seed)
+    key = digest(data, split, kind, seconds, settings, seed, background)
     path = Path(data.path).parent.parent / "streams" / f"{split}-{kind}-{key[:16]}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +200,7 @@ def load_or_build(data, split: str, kind: str, seconds: float, settings: StreamS
         raise cache.storage_error(exc, path.parent) from exc
     with lock:
         if not (path / "events.json").is_file():
-            stream = build(data, split, kind, seconds, settings, seed)
+            stream = build(data, split, kind, seconds, settings, seed, background)
             writer = cache.CacheWriter(path, needed=stream.audio.nbytes)
             try:
                 writer.array("audio", stream.audio)
