@@ -2,7 +2,7 @@
 negatives-only stream of the training split (people talking under it), train again with
 them as an unknown source; FA/h and hit rate on the test streams per round.
 
-    make bench-mining [DATA=../shared/data/speech_commands_subset] [BENCH_ARGS='--rounds 2']
+    make bench-mining [DATA=../shared/data/speech_commands_subset] [BENCH_ARGS='--rounds 2 --threshold calibrated']
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="mining rounds after the first run")
     parser.add_argument("--share", type=float, default=0.5, help="dataset.unknown_sources.hard_negatives")
     parser.add_argument("--minutes", type=float, default=60.0, help="of training-split stream mined per round")
-    parser.add_argument("--threshold", type=float, default=None, help="mine at this threshold (default: calibrated)")
+    parser.add_argument(
+        "--threshold", default="0.5", help="mine near misses above this score, or 'calibrated': the run's threshold"
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--stream", default="long")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
@@ -66,13 +68,16 @@ def main() -> None:
         *tracking,
         "tracking.experiment=bench-mining",
     ]
-    threshold = [f"threshold={args.threshold}"] if args.threshold is not None else []
+    threshold = [] if args.threshold == "calibrated" else [f"threshold={float(args.threshold)}"]
     client = MlflowClient(args.tracking_uri)
-    rows, previous, first_curve = [], None, None
+    rows, mined_runs, first_curve = [], [], None
     for round_ in range(args.rounds + 1):
         extra = (
-            [f"dataset.unknown_sources.hard_negatives={args.share}", f"dataset.hard_negatives={previous}"]
-            if previous
+            [
+                f"dataset.unknown_sources.hard_negatives={args.share}",
+                "dataset.hard_negatives=[" + ",".join(f"'{r}'" for r in mined_runs) + "]",
+            ]
+            if mined_runs
             else []
         )
         metrics = run(common + extra)
@@ -86,7 +91,7 @@ def main() -> None:
         rows.append(
             {
                 "round": round_,
-                "trained_on_hard_negatives_of": previous or "-",
+                "trained_on_hard_negatives_of": ", ".join(r[:8] for r in mined_runs) or "-",
                 **{k: metrics.get(k) for k in METRICS},
                 "fa_per_hour_at_own_hit": fa_at_miss(curve, miss),
                 "round0_fa_per_hour_at_same_hit": fa_at_miss(first_curve, miss),
@@ -96,17 +101,17 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-        previous = metrics["run_id"]
+        mined_runs.append(metrics["run_id"])  # every round's windows, as a mining loop accumulates them
     notes = (
         f"Data: {Path(args.data)} ({args.commands}), {args.heldout} held out; tc_resnet, {args.epochs} epochs, "
         f"20% unknown (words, then + hard negatives at share {args.share}); stream={args.stream} with "
         "synthetic speech of unseen speakers under the negatives-only streams. Each round mines "
         f"{args.minutes:g} min of a negatives-only stream of the training split (speech of training speakers "
         "under it) at the run's calibrated detector"
-        + (f" with threshold {args.threshold}" if args.threshold is not None else "")
-        + "; the next round trains on those windows. stream_*: test streams at the round's calibrated "
-        "detector; fa_per_hour_at_own_hit / round0_fa_per_hour_at_same_hit: the DET curves of this round and "
-        "of round 0 at this round's hit rate."
+        + (f" with threshold {args.threshold}" if threshold else "")
+        + "; the next round trains on the windows of every round before it. stream_*: test streams at the "
+        "round's calibrated detector; fa_per_hour_at_own_hit / round0_fa_per_hour_at_same_hit: the DET "
+        "curves of this round and of round 0 at this round's hit rate."
     )
     report.write("mining", {"rounds": rows}, rows, "Hard-negative mining rounds", notes)
 

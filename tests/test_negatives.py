@@ -235,7 +235,7 @@ def test_mining_saves_the_windows_the_detector_fires_on_where_no_command_is_said
 
 @same_worker
 def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(mined_run):
-    folder, overrides, result, mined, _, _ = mined_run
+    folder, overrides, result, mined, streamed, _ = mined_run
     cfg = compose(
         "train",
         overrides + ["dataset.unknown_sources.hard_negatives=1.0", f"dataset.hard_negatives={result.run_id}"],
@@ -245,6 +245,10 @@ def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(m
     counts = data.summary["unknown_sources"]
     assert rows and counts["train"]["hard_negatives"] == len(rows) <= mined["mined_windows"]
     assert all("hard_negatives" not in counts[s] for s in ("validation", "test"))
+    rounds = prepare(dict(cfg.dataset, hard_negatives=[result.run_id, str(folder / "s")]))  # a mining loop's rounds
+    mined_too = rounds.summary["unknown_sources"]["train"]["hard_negatives"]
+    assert mined_too == min(counts["train"]["words"], mined["mined_windows"] + streamed["mined_windows"])
+    assert (rounds.fingerprint != data.fingerprint) == (streamed["mined_windows"] > 0)  # a round that found nothing
     with pytest.raises(KwsError, match="python -m kws_research.mine run_id=nope"):
         prepare(dict(cfg.dataset, hard_negatives="nope"))
 
@@ -260,5 +264,5 @@ def test_the_openset_experiment_trains_on_speech_and_is_measured_with_people_tal
     assert calibrated_rule(result.metrics)[0] == "prior"
     assert np.isfinite(result.metrics["stream_fa_per_hour"]) and 0 <= result.metrics["stream_hit_rate"] <= 1
     run = MlflowClient(cfg.tracking.uri).get_run(result.run_id)
-    assert run.data.params["dataset.unknown_sources.speech"] == "0.33"
+    assert run.data.params["dataset.unknown_sources.speech"] == "0.2"
     assert run.data.params["stream.background"] == "speech"

@@ -18,7 +18,8 @@ auxiliary words unless ``dataset.unknown_sources_in_eval``):
 * ``speech``: 1 s windows of continuous synthetic speech (``dataset.synthetic_speech``),
   sentences without the command words, each synthetic speaker in one split;
 * ``hard_negatives``: windows a run's detector fired on (``python -m kws_research.mine``),
-  from ``dataset.hard_negatives`` (a run id or a folder of clips); training split only.
+  from ``dataset.hard_negatives`` (a run id or a folder of clips, or a list of them: the
+  rounds of a mining loop); training split only.
 
 Command words, their homophones and held-out words never become synthetic unknowns.
 """
@@ -38,6 +39,7 @@ from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.errors import KwsError
 
 SOURCES = ("words", "synthetic", "reversed", "spliced", "folder", "partial", "long_folder", "speech", "hard_negatives")
+MINED_FILE = "mined.json"  # what `python -m kws_research.mine` writes next to the windows it saves
 PARTIAL_FRACTIONS = (0.4, 0.6)  # how much of a command word's speech a partial clip keeps
 VOCABULARY = Path(__file__).with_name("unknown_words.txt")
 # Words a listener (or a model) cannot tell from a command word.
@@ -70,7 +72,7 @@ class UnknownSettings:
     long_folder: str | None = None
     windows: long_audio.WindowSettings = long_audio.WindowSettings()
     speech: dict = field(default_factory=dict)
-    hard_negatives: str | None = None
+    hard_negatives: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg) -> UnknownSettings:
@@ -98,7 +100,7 @@ class UnknownSettings:
             paths["long_folder"],
             long_audio.WindowSettings.from_config(cfg.get("long_windows")),
             dict(cfg.get("synthetic_speech") or {}),
-            paths["hard_negatives"],
+            _as_list(cfg.get("hard_negatives")),
         )
 
     def shares_for(self, split: str) -> tuple[tuple[str, float], ...]:
@@ -122,6 +124,13 @@ class UnknownSettings:
             **({"windows": asdict(self.windows)} if self.share("long_folder") or self.share("speech") else {}),
             **({"speech": self.speech} if self.share("speech") else {}),
         }
+
+
+def _as_list(value) -> tuple[str, ...]:
+    """``dataset.hard_negatives``: one run id / folder, or a list of them."""
+    if not value:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def split_counts(total: int, shares: tuple[tuple[str, float], ...]) -> dict[str, int]:
@@ -249,7 +258,7 @@ class ExtraClips:
 
 
 def _clip_folder(
-    folder: Path, key: str, split_of, prefix: str | None = None
+    folder: Path, key: str, split_of, prefix: str | None = None, allow_empty: bool = False
 ) -> tuple[dict[str, list[str]], list[tuple[str, int, int]]]:
     """The .wav clips of a folder (recursively), split by ``split_of(relative path)``, and
     their files named ``<prefix>/<relative path>`` (``prefix``: ``key``)."""
@@ -260,7 +269,7 @@ def _clip_folder(
         clips[split_of(rel)].append(str(path))
         stat = path.stat()
         files.append((f"{prefix or key}/{rel}", stat.st_size, stat.st_mtime_ns))
-    if not files:
+    if not files and not allow_empty:
         raise KwsError(f"dataset.{key}: {folder} holds no .wav clips")
     return clips, files
 
@@ -299,10 +308,14 @@ def extra_unknown_clips(spec, cache_dir: Path) -> ExtraClips:
                     f"dataset.long_windows.min_dbfs={spec.unknown.windows.min_dbfs}; lower it or add recordings"
                 )
     if spec.unknown.share("hard_negatives"):
-        folder = hard_negative_folder(str(spec.unknown.hard_negatives), cache_dir)
-        # the folder's name (a run id for mined windows) is part of the data set's identity
-        extra.clips["hard_negatives"], files = _clip_folder(
-            folder, "hard_negatives", lambda rel: "train", f"hard_negatives/{folder.name}"
-        )
-        extra.files += files
+        extra.clips["hard_negatives"] = {s: [] for s in SPLITS}
+        for value in spec.unknown.hard_negatives:
+            folder = hard_negative_folder(value, cache_dir)
+            # the folder's name (a run id for mined windows) is part of the data set's identity
+            empty_ok = (folder / MINED_FILE).is_file()  # a mining round that found nothing
+            clips, files = _clip_folder(
+                folder, "hard_negatives", lambda rel: "train", f"hard_negatives/{folder.name}", empty_ok
+            )
+            extra.clips["hard_negatives"]["train"] += clips["train"]
+            extra.files += files
     return extra

@@ -25,12 +25,12 @@ import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.audio import write_wav
+from kws_research.data.unknown import MINED_FILE
 from kws_research.streaming import calibration, detector
 from kws_research.streaming.detector import DetectorSettings
 from kws_research.streaming.scoring import Predict, score
 
 log = logging.getLogger(__name__)
-MINED_FILE = "mined.json"
 
 
 @dataclass

@@ -99,6 +99,8 @@ def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: f
         files = long_audio.recordings(
             Path(folder).expanduser(), "folder", spec.validation_percentage, spec.testing_percentage
         )
+        if not files["train"]:
+            raise ConfigError("folder", f"{folder} has no file in the training split (files are split by hash)")
         return long_audio.track(files["train"]), f"folder {folder} (training-split files)"
     from kws_research.streaming import streams
 
