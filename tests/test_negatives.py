@@ -96,8 +96,12 @@ def test_long_recordings_become_loud_one_second_windows_split_by_file(tone_root,
         prepare(dict(cfg, long_folder=str(tmp_path / "nowhere")))
     with pytest.raises(KwsError, match="dataset.long_folder: the long_folder source needs"):
         prepare(dict(cfg, long_folder=None))
-    with pytest.raises(KwsError, match="min_dbfs"):
+    with pytest.raises(KwsError, match="no window of the training recordings is louder than .*min_dbfs=-1"):
         prepare(dict(cfg, long_windows={"min_dbfs": -1}, cache_dir=str(tmp_path / "e")))
+    with pytest.raises(KwsError, match="dataset.long_windows.min_dbfs: 3.0 must be below 0 dBFS"):
+        prepare(dict(cfg, long_windows={"min_dbfs": 3}))
+    with pytest.raises(KwsError, match="dataset.long_windows.hop: no such key"):
+        prepare(dict(cfg, long_windows={"hop": 1}))
 
 
 def test_window_offsets_skip_near_silence_at_the_hop():
