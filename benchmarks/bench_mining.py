@@ -8,13 +8,11 @@ them as an unknown source; FA/h and hit rate on the test streams per round.
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 from pathlib import Path
 
 from benchmarks import report
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
-from benchmarks.bench_stream import fa_at_miss
+from benchmarks.bench_stream import fa_at_miss, streaming_report
 
 METRICS = (
     "command_accuracy",
@@ -81,9 +79,7 @@ def main() -> None:
             else []
         )
         metrics = run(common + extra)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(metrics["run_id"], "streaming/streaming.json", tmp)
-            curve = json.loads(Path(path).read_text())["det_curve"]
+        curve = streaming_report(client, metrics["run_id"])["det_curve"]
         first_curve = first_curve or curve
         mine_cfg = compose("mine", [*stream, *tracking, f"minutes={args.minutes}", *threshold])
         mined = mine_run(client, metrics["run_id"], OmegaConf.to_container(mine_cfg, resolve=True))

@@ -10,14 +10,12 @@ among the non-command words, synthetic speech of unseen speakers under them).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
 from pathlib import Path
 
 from benchmarks import report
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
-from benchmarks.bench_stream import fa_at_miss
+from benchmarks.bench_stream import fa_at_miss, streaming_report
 from kws_research.models.gate import calibrated_rule
 
 CONFIGS = {
@@ -72,12 +70,12 @@ BASE = "words only (standard, 10%)"
 def same_hit_rate(runs: list[dict]) -> None:
     """FA/h on the negatives-only test stream of each run and of its words-only twin (same
     held-out word and seed) at the run's calibrated hit rate on the mixed stream (DET curves)."""
-    base = {(r["heldout"], r["seed"]): r for r in runs if r["config"] == BASE}
+    base = {(r["heldout"], r["seed"]): r["curve"] for r in runs if r["config"] == BASE}
     for r in runs:
         twin = base.get((r["heldout"], r["seed"]))
         miss = 1.0 - r["stream_hit_rate"]
-        r["fa_per_hour_at_own_hit"] = fa_at_miss(r.pop("curve"), miss) if "curve" in r else None
-        r["words_only_fa_per_hour_at_same_hit"] = fa_at_miss(twin["det"], miss) if twin else None
+        r["fa_per_hour_at_own_hit"] = fa_at_miss(r.pop("curve"), miss)
+        r["words_only_fa_per_hour_at_same_hit"] = fa_at_miss(twin, miss) if twin else None
 
 
 def main() -> None:
@@ -127,9 +125,6 @@ def main() -> None:
             for name in args.configs:
                 metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
                 metrics["gate_setting"] = calibrated_rule(metrics)[1]
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = client.download_artifacts(metrics["run_id"], "streaming/streaming.json", tmp)
-                    curve = json.loads(Path(path).read_text())["det_curve"]
                 runs.append(
                     {
                         "heldout": word,
@@ -137,14 +132,11 @@ def main() -> None:
                         "config": name,
                         **{k: metrics.get(k) for k in METRICS},
                         "run_id": metrics["run_id"],
-                        "curve": curve,
-                        **({"det": curve} if name == BASE else {}),
+                        "curve": streaming_report(client, metrics["run_id"])["det_curve"],
                     }
                 )
-                print({k: v for k, v in runs[-1].items() if k not in ("curve", "det")}, flush=True)
+                print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
     same_hit_rate(runs)
-    for r in runs:
-        r.pop("det", None)
     rows = []
     compared = ("fa_per_hour_at_own_hit", "words_only_fa_per_hour_at_same_hit")
     for name in args.configs:

@@ -48,6 +48,12 @@ METRICS = (
 )
 
 
+def streaming_report(client, run_id: str) -> dict:
+    """The ``streaming/streaming.json`` a run's streaming evaluation logged (DET curve included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, "streaming/streaming.json", tmp)).read_text())
+
+
 def fa_at_miss(curve: list[dict], miss: float) -> float | None:
     """The fewest false accepts per hour on the DET curve with a miss rate within ``miss``."""
     within = [p["fa_per_hour"] for p in curve if p["miss_rate"] <= miss]
@@ -84,9 +90,7 @@ def main() -> None:
     rows, curves = [], {}
     for name in args.recipes:
         metrics = run(common + RECIPES[name])
-        with tempfile.TemporaryDirectory() as tmp:
-            path = client.download_artifacts(metrics["run_id"], "streaming/streaming.json", tmp)
-            streaming = json.loads(Path(path).read_text())
+        streaming = streaming_report(client, metrics["run_id"])
         curves[name] = streaming["det_curve"]
         rows.append(
             {
