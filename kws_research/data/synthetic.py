@@ -304,8 +304,8 @@ def _write(folder: Path, settings: GeneratorSettings, speakers: list[Speaker], r
     }
 
 
-def ensure_generated(target: Path, settings, make=None, what: str = "the synthetic data set") -> Path:
-    """Generate once (``make(target, settings)``, default :func:`generate`), under an
+def ensure_generated(target: Path, settings, make=generate, what: str = "the synthetic data set") -> Path:
+    """Generate once (``make(target, settings)``, by default :func:`generate`), under an
     inter-process lock: a second process started at the same time waits and then finds
     the completion marker."""
     marker = target / COMPLETE_MARKER
@@ -316,7 +316,7 @@ def ensure_generated(target: Path, settings, make=None, what: str = "the synthet
             return target
         remove_dead_temporaries(target.parent)
         log.info("generating %s into %s (%d speakers)", what, target, settings.speakers)
-        description = (make or generate)(target, settings)
+        description = make(target, settings)
     skipped = sum(description["empty_utterances"].values())
     log.info(
         "generated %d clips in %.1f s%s",

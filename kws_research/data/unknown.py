@@ -83,21 +83,19 @@ class UnknownSettings:
         shares = tuple((name, float(raw[name])) for name in SOURCES if float(raw.get(name) or 0) > 0)
         if any(v < 0 for v in raw.values()) or not shares:
             raise KwsError("dataset.unknown_sources: shares must be >= 0 and at least one > 0")
-        paths = {}
         for source, key, what in (
             ("folder", "unknown_folder", "a folder of clips"),
             ("long_folder", "long_folder", "a folder of long .wav/.flac recordings"),
             ("hard_negatives", "hard_negatives", "a run id mined with `python -m kws_research.mine` or a folder"),
         ):
-            paths[key] = str(cfg[key]) if cfg.get(key) else None
-            if dict(shares).get(source) and not paths[key]:
+            if dict(shares).get(source) and not cfg.get(key):
                 raise KwsError(f"dataset.{key}: the {source} source needs {what}; set dataset.{key}")
         return cls(
             shares,
-            paths["unknown_folder"],
+            _as_path(cfg.get("unknown_folder")),
             dict(cfg.get("synthetic_unknown") or {}),
             bool(cfg.get("unknown_sources_in_eval", False)),
-            paths["long_folder"],
+            _as_path(cfg.get("long_folder")),
             long_audio.WindowSettings.from_config(cfg.get("long_windows")),
             dict(cfg.get("synthetic_speech") or {}),
             _as_list(cfg.get("hard_negatives")),
@@ -124,6 +122,10 @@ class UnknownSettings:
             **({"windows": asdict(self.windows)} if self.share("long_folder") or self.share("speech") else {}),
             **({"speech": self.speech} if self.share("speech") else {}),
         }
+
+
+def _as_path(value) -> str | None:
+    return str(value) if value else None
 
 
 def _as_list(value) -> tuple[str, ...]:
