@@ -9,11 +9,12 @@ raised while a finaliser runs, so long loops also ask :func:`check_interrupted`.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import threading
 from pathlib import Path
+
+from kws_research import ownership
 
 HOST = socket.gethostname()
 
@@ -42,13 +43,14 @@ def owner_is_dead(owner: str | None) -> bool:
 
 
 def remove_dead_temporaries(folder: Path) -> list[Path]:
-    """Remove ``.<name>.<pid>.tmp`` folders (the cache's, the synthetic generator's) whose
-    process is gone: a SIGKILL or a full disk leaves them behind for good otherwise."""
+    """Remove ``.<name>.<pid>.tmp`` folders (the cache's, the synthetic generator's, an
+    extraction's) whose process is gone: a SIGKILL or a full disk leaves them behind for
+    good otherwise. Only folders carrying the harness's mark are touched."""
     removed = []
     for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
         pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if pid.isdigit() and not pid_alive(int(pid)) and ownership.is_marked(tmp):
+            ownership.discard(tmp)
             removed.append(tmp)
     return removed
 

@@ -13,6 +13,7 @@ import soundfile as sf
 from helpers.data import tone_dataset_cfg, word_clip, write_tone_root
 from helpers.stages import last_json, run_stage
 
+from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, to_float
 from kws_research.data.audio import decode_clip
 from kws_research.data.dataset import prepare
@@ -207,12 +208,13 @@ def test_temporaries_of_dead_processes_are_cleaned_and_space_is_checked_first(tm
     from kws_research.data.cache import ensure_space
 
     prepared = tmp_path / "cache" / "prepared"
-    stale = prepared / ".tones-0123456789abcdef.99999999.tmp"  # no such process
-    stale.mkdir(parents=True)
+    stale = ownership.new_folder(prepared / ".tones-0123456789abcdef.99999999.tmp", "cache")  # no such process
     (stale / "train.audio.npy").write_bytes(b"half written")
-    mine = prepared / f".other.{os.getpid()}.tmp"  # a live process's work in progress
-    mine.mkdir()
+    mine = ownership.new_folder(prepared / f".other.{os.getpid()}.tmp", "cache")  # a live process's work
+    users = prepared / ".notes.99999998.tmp"  # the same shape of name, but not the harness's
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
     prepare(tone_dataset_cfg(tone_root, tmp_path / "cache"))
-    assert not stale.exists() and mine.exists()
+    assert not stale.exists() and mine.exists() and (users / "keep.txt").read_text() == "mine"
     with pytest.raises(KwsError, match=r"^dataset.cache_dir: .* free, the cache needs .*; free some space"):
         ensure_space(tmp_path, 1 << 60)

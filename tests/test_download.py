@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 from helpers.data import tone_dataset_cfg, write_tone_root
+from helpers.stages import run_stage
 
+from kws_research import ownership
 from kws_research.data.dataset import prepare
-from kws_research.data.download import download, safe_extract
+from kws_research.data.download import EXTRACTED_MARKER, download, safe_extract
 from kws_research.errors import KwsError
 
 
@@ -140,3 +142,103 @@ def test_extraction_refuses_members_escaping_the_target(tmp_path):
         safe_extract(evil, tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists()
     assert not (tmp_path / "target").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _plant_user_files(root: Path) -> dict[str, bytes]:
+    (root / "yes").mkdir(parents=True)
+    (root / "notes.txt").write_text("my notes\n")
+    (root / "yes" / "my_recording_nohash_0.wav").write_bytes(b"RIFF mine")
+    return _snapshot(root)
+
+
+def test_download_into_a_folder_with_user_files_is_refused_and_deletes_nothing(tmp_path, archive):
+    root = tmp_path / "mydata"
+    before = _plant_user_files(root)
+    with ArchiveServer({"sc.tar.gz": archive}) as server:
+        result = run_stage(
+            "prepare",
+            "dataset=speech_commands",
+            f"dataset.root={root}",
+            "dataset.download=true",
+            f"dataset.url={server.url('sc.tar.gz')}",
+            f"dataset.cache_dir={tmp_path}/cache",
+            cwd=tmp_path,
+        )
+        assert not server.requests  # refused before any download
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert f"dataset.root: {root} already holds files" in lines[0] and "dataset.root=<a new folder>" in lines[0]
+    assert _snapshot(root) == before
+    assert not (tmp_path / "sc.tar.gz").exists()
+
+
+def test_download_into_an_empty_folder_or_after_an_interrupted_extraction(tmp_path, archive):
+    with ArchiveServer({"sc.tar.gz": archive}) as server:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        data = prepare(tone_dataset_cfg(empty, tmp_path / "cache", download=True, url=server.url("sc.tar.gz")))
+        assert data.summary["counts"]["train"]["yes"] == 2 and (empty / EXTRACTED_MARKER).is_file()
+        # an earlier extraction of the same archive that stopped while moving into place
+        interrupted = tmp_path / "interrupted"
+        ownership.new_folder(interrupted, "download of sc.tar.gz")
+        (interrupted / "yes").mkdir()
+        (interrupted / "yes" / "half.wav").write_bytes(b"partial")
+        prepare(tone_dataset_cfg(interrupted, tmp_path / "cache2", download=True, url=server.url("sc.tar.gz")))
+        assert not (interrupted / "yes" / "half.wav").exists() and (interrupted / EXTRACTED_MARKER).is_file()
+        # the mark of another archive does not make the folder ours to replace
+        other = tmp_path / "other"
+        ownership.new_folder(other, "download of another.tar.gz")
+        (other / "keep.txt").write_text("x")
+        with pytest.raises(KwsError, match="already holds files"):
+            prepare(tone_dataset_cfg(other, tmp_path / "cache3", download=True, url=server.url("sc.tar.gz")))
+        assert (other / "keep.txt").read_text() == "x"
+
+
+def test_a_user_file_where_the_archive_goes_is_not_overwritten(tmp_path, archive):
+    mine = tmp_path / "sc.tar.gz"
+    mine.write_bytes(b"my own file of that name")
+    with ArchiveServer({"sc.tar.gz": archive}) as server:
+        cfg = tone_dataset_cfg(
+            tmp_path / "sc",
+            tmp_path / "cache",
+            download=True,
+            url=server.url("sc.tar.gz"),
+            archive_sha256=hashlib.sha256(archive).hexdigest(),
+        )
+        with pytest.raises(KwsError, match="was not created by kws-research"):
+            prepare(cfg)
+        assert not server.requests
+    assert mine.read_bytes() == b"my own file of that name" and not (tmp_path / "sc").exists()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("{base}/", "does not end in an archive file name"),
+        ("file:///etc/passwd", "is not an http:// or https:// URL"),
+        ("{base}/garbage.tar.gz", "is not a tar archive"),
+        ("{base}/passwd", "is not a tar archive"),
+    ],
+)
+def test_bad_archive_urls_are_one_line_and_leave_nothing_behind(tmp_path, url, message):
+    with ArchiveServer({"garbage.tar.gz": b"\x1f\x8b not really gzip", "passwd": b"root:x:0:0::/root:/bin/sh\n"}) as s:
+        base = s.url("").rstrip("/")
+        result = run_stage(
+            "prepare",
+            "dataset=speech_commands",
+            f"dataset.root={tmp_path / 'data' / 'sc'}",
+            "dataset.download=true",
+            f"dataset.url={url.format(base=base)}",
+            f"dataset.cache_dir={tmp_path}/cache",
+            cwd=tmp_path,
+        )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())

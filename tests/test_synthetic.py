@@ -10,6 +10,7 @@ import numpy as np
 import soundfile as sf
 from helpers.data import tone_dataset_cfg
 
+from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.dataset import prepare
 from kws_research.data.layout import scan, speaker_id
@@ -89,7 +90,8 @@ def test_two_first_runs_at_once_generate_the_data_set_once_and_clean_dead_attemp
         "words=('yes', 'no', 'up', 'down'), noise_seconds=1.0))"
     )
     target = tmp_path / "root"
-    (tmp_path / ".root.99999999.tmp" / "yes").mkdir(parents=True)  # left by a generator that was killed
+    killed = ownership.new_folder(tmp_path / ".root.99999999.tmp", "generated root")  # a killed generator's
+    (killed / "yes").mkdir()
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True) for _ in range(2)
     ]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research import ownership
 from kws_research.contract import INT16_SCALE, SAMPLE_RATE, STORED_DTYPE
 from kws_research.data.layout import Layout
 from kws_research.data.task import NOISE_SPLIT_FRACTIONS
@@ -185,8 +186,8 @@ class CacheWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             remove_dead_temporaries(path.parent)
             ensure_space(path.parent, int(needed * SPACE_MARGIN))
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp.mkdir()
+            ownership.check_replaceable(path, "dataset.cache_dir", "set dataset.cache_dir=<another folder>")
+            ownership.new_folder(self.tmp, f"cache {path.name}")
         except OSError as exc:
             raise storage_error(exc, path.parent) from exc
 
@@ -202,9 +203,9 @@ class CacheWriter:
         (self.tmp / name).write_text(json.dumps(value, indent=1))
 
     def commit(self) -> None:
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        """Make the cache visible, replacing a stale one this harness built (never anything else)."""
+        ownership.remove(self.path, "dataset.cache_dir", "set dataset.cache_dir=<another folder>")
         self.tmp.rename(self.path)
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        ownership.discard(self.tmp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import shutil
+import os
 import tarfile
 import urllib.error
 import urllib.request
@@ -24,7 +24,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from kws_research.errors import KwsError
+from kws_research import ownership
+from kws_research.errors import KwsError, one_line
+from kws_research.processes import remove_dead_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,20 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest``, resuming ``dest.part`` and verifying size/checksum.
 
-    A finished ``dest`` that already verifies is reused without network access.
+    A finished ``dest`` that already verifies is reused without network access; one that
+    does not is replaced only if this harness wrote it (:mod:`kws_research.ownership`).
     """
     dest = Path(dest)
     if dest.is_file() and _verified(dest, sha256, size):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    hint = "move it away or set dataset.root=<another folder>"
+    ownership.check_replaceable(dest, "dataset.url", hint)
+    ownership.check_replaceable(part, "dataset.url", hint)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     start = part.stat().st_size if part.is_file() else 0
     if size is not None and start > size:
-        part.unlink()
+        ownership.remove(part, "dataset.url", hint)
         start = 0
     total = size
     try:
@@ -82,13 +88,14 @@ def download(
     if total is not None and start < total:
         raise KwsError(f"download of {url} stopped at {start} of {total} bytes (kept in {part}); rerun to resume")
     if not _verified(part, sha256, size, complain=True):
-        part.unlink()
+        ownership.remove(part, "dataset.url", hint)
         raise KwsError(
             f"{dest.name}: size or SHA-256 does not match the published value; the partial file "
             "was deleted, rerun to download it again"
         )
-    part.rename(dest)
-    return dest
+    part.replace(dest)
+    ownership.unrecord(part)
+    return ownership.record(dest)
 
 
 def _fetch(
@@ -110,6 +117,7 @@ def _fetch(
         mode = "ab" if start else "wb"
         columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         with open(part, mode) as handle, Progress(*columns, disable=not progress) as bar:
+            ownership.record(part, growing=True)
             task = bar.add_task(part.name, total=total, completed=start)
             for block in iter(lambda: response.read(CHUNK), b""):
                 handle.write(block)
@@ -133,44 +141,106 @@ def _verified(path: Path, sha256: str | None, size: int | None, complain: bool =
     return True
 
 
+class NotAnArchive(KwsError):
+    """The downloaded file is not a tar archive (a wrong URL, an error page)."""
+
+
+def archive_name(url: str) -> str:
+    """The file name an archive URL ends in; other schemes and folder URLs are refused."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https"):
+        raise KwsError(
+            f"dataset.url: {url!r} is not an http:// or https:// URL; for an archive on this machine, "
+            "extract it yourself and set dataset.root=<the extracted folder> with dataset.download=false"
+        )
+    name = rest.split("?", 1)[0].split("#", 1)[0].rpartition("/")[2]
+    if not name or "/" not in rest:
+        raise KwsError(f"dataset.url: {url} does not end in an archive file name (like .../x.tar.gz)")
+    return name
+
+
+def _job(archive_file: str) -> str:
+    return f"download of {archive_file}"
+
+
+def check_target(target: Path, archive_file: str) -> None:
+    """Extract only into a missing or empty folder, or one an earlier, interrupted
+    extraction of the same archive left (it carries the mark written before extraction)."""
+    target = Path(target)
+    if not target.exists() or ownership.marked_as(target) == _job(archive_file):
+        return
+    if not target.is_dir():
+        raise KwsError(f"dataset.root: {target} is a file, not a folder; set dataset.root=<a new folder>")
+    if any(target.iterdir()):
+        raise KwsError(
+            f"dataset.root: {target} already holds files and no finished download of {archive_file}; "
+            "kws-research extracts archives only into a missing or empty folder and never deletes yours: "
+            "set dataset.root=<a new folder>, or dataset.download=false to use the files as they are"
+        )
+
+
 def safe_extract(archive: Path, target: Path) -> Path:
-    """Extract a tar archive into ``target`` without letting any member escape it."""
+    """Extract a tar archive into ``target`` without letting any member escape it, and
+    without touching anything already in ``target`` (see :func:`check_target`)."""
     target = Path(target)
     if (target / EXTRACTED_MARKER).is_file():
         return target
     if not hasattr(tarfile, "data_filter"):
         raise KwsError("safe extraction needs tarfile's data filter: use Python >= 3.10.12 or >= 3.11.4")
-    tmp = target.with_name(f".{target.name}.extracting")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    check_target(target, archive.name)
+    remove_dead_temporaries(target.parent)
+    tmp = ownership.new_folder(target.with_name(f".{target.name}.{os.getpid()}.tmp"), _job(archive.name))
     try:
         with tarfile.open(archive) as tar:
-            try:
-                tar.extractall(tmp, filter="data")
-            except tarfile.FilterError as exc:
-                raise KwsError(
-                    f"{archive}: member {exc.tarinfo.name!r} would be written outside the target "
-                    "folder; refusing to extract this archive"
-                ) from exc
-    except tarfile.TarError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise KwsError(f"{archive}: not a readable tar archive ({exc}); delete it and download again") from exc
-    except KwsError:
-        shutil.rmtree(tmp, ignore_errors=True)
+            tar.extractall(tmp, filter="data")
+    except tarfile.FilterError as exc:
+        ownership.discard(tmp)
+        raise KwsError(
+            f"{archive}: member {exc.tarinfo.name!r} would be written outside the target "
+            "folder; refusing to extract this archive"
+        ) from exc
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        ownership.discard(tmp)
+        raise NotAnArchive(f"{archive}: not a readable tar archive ({one_line(exc, 200)})") from exc
+    except BaseException:
+        ownership.discard(tmp)
         raise
     (tmp / EXTRACTED_MARKER).write_text(archive.name + "\n")
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    _move_into_place(tmp, target, archive.name)
     return target
 
 
+def _move_into_place(tmp: Path, target: Path, archive_file: str) -> None:
+    check_target(target, archive_file)  # again: the folder may have changed while extracting
+    if target.is_dir() and ownership.is_marked(target):
+        ownership.remove(target, "dataset.root", "set dataset.root=<a new folder>")
+    elif target.is_dir():
+        target.rmdir()  # empty: rmdir refuses anything else
+    tmp.rename(target)
+
+
 def ensure_downloaded(url: str, root: Path, sha256: str | None, size: int | None) -> Path:
-    """The extracted archive at ``root``: downloaded and unpacked on first use."""
+    """The extracted archive at ``root``: downloaded and unpacked on first use.
+
+    The archive is kept beside the root (listed as the harness's in that folder's
+    manifest) so a later extraction needs no network; an archive that cannot be
+    extracted is deleted again, so a failed attempt leaves nothing behind."""
+    root = Path(root)
     if (root / EXTRACTED_MARKER).is_file():
         return root
-    archive = root.with_name(url.rsplit("/", 1)[-1])
+    name = archive_name(url)
+    check_target(root, name)
+    archive = root.with_name(name)
     log.info("downloading %s to %s", url, archive)
     download(url, archive, sha256=sha256, size=size)
     log.info("extracting %s to %s", archive, root)
-    return safe_extract(archive, root)
+    try:
+        return safe_extract(archive, root)
+    except NotAnArchive as exc:
+        if not ownership.is_ours(archive):
+            raise
+        ownership.remove(archive, "dataset.url", "")
+        raise NotAnArchive(
+            f"dataset.url: {url} is not a tar archive ({one_line(exc.__cause__, 200)}); "
+            "the downloaded file was deleted, nothing was kept; check dataset.url"
+        ) from None

@@ -16,7 +16,6 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
+from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, to_float, to_int16
 from kws_research.data.audio import resample, write_wav
 from kws_research.data.espeak import ENGLISH_VOICES, synthesise_word, voice_variants
@@ -246,17 +246,17 @@ def write_complete(target: Path, write) -> dict:
     """``write(folder)`` into a temporary folder named after this process, renamed to
     ``target`` when complete (callers hold the target's lock, see :func:`ensure_generated`)."""
     started = time.perf_counter()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    hint = "set dataset.root=<a new folder> or leave it unset"
+    ownership.check_replaceable(target, "dataset.root", hint)
+    tmp = ownership.new_folder(target.with_name(f".{target.name}.{os.getpid()}.tmp"), f"generated {target.name}")
     try:
         description = write(tmp)
         description["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier attempt
+        ownership.remove(target, "dataset.root", hint)  # an incomplete earlier attempt of ours
         tmp.rename(target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ownership.discard(tmp)
         raise
     return description
 

@@ -73,12 +73,19 @@ def get_run(client, run_id: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as exc:
         raise KwsError(
             f"run_id: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
             "`make ui` or the last line of `train`/`sweep`"
         ) from exc
+    if run.info.lifecycle_stage == "deleted":
+        raise KwsError(
+            f"run_id: run {run_id} is deleted (in MLflow's trash); restore it first "
+            f"(`mlflow runs restore --run-id {run_id}` with MLFLOW_TRACKING_URI={client.tracking_uri}) "
+            "or pass another run"
+        )
+    return run
 
 
 def fetch(client, run_id: str, folder: Path) -> SourceRun:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from kws_research import ownership
 from kws_research.config import compose
 from kws_research.contract import NORMALISATION, SAMPLE_RATE, to_float
 from kws_research.coreml.convert import (
@@ -76,9 +75,8 @@ def writable_folder(path: str | None) -> Path | None:
     folder = Path(path).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
+            pass  # a new file of its own: nothing of the user's is touched
     except OSError as exc:
         raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc
     return folder
@@ -151,12 +149,25 @@ def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
         meta.get("version"),
         _metadata(source, cfg),
     )
-    suffix = "-seed" if cfg["interface"] == "seed" else ""
-    path = folder / f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path = folder / model_file_name(source, cfg, fmt)
+    ownership.remove(path, "output_dir", OUTPUT_HINT)
     mlmodel.save(str(path))
-    return path
+    return ownership.record(path)
+
+
+OUTPUT_HINT = "move it away or choose another output_dir"
+
+
+def model_file_name(source, cfg: Mapping, fmt: str) -> str:
+    suffix = "-seed" if cfg["interface"] == "seed" else ""
+    return f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
+
+
+def check_outputs(folder: Path, source, cfg: Mapping) -> None:
+    """Refuse before any conversion when ``output_dir`` holds a file of the same name that
+    this harness did not write (an earlier export's files are replaced)."""
+    for name in [model_file_name(source, cfg, fmt) for fmt, _ in plan(cfg)] + list(REPORTS):
+        ownership.check_replaceable(folder / name, "output_dir", OUTPUT_HINT)
 
 
 def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
@@ -222,6 +233,8 @@ def export_run(cfg: Mapping) -> dict:
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")
+        if output_dir is not None:
+            check_outputs(output_dir, source, cfg)
         data = source_data(source)
         audio, truth, test_fingerprint = _test_clips(data, source, cfg.get("verify_clips"))
         model = load_model(source.model_path)
@@ -284,6 +297,8 @@ def export_run(cfg: Mapping) -> dict:
         (folder / "verification.json").write_text(json.dumps(report, indent=1))
         (folder / "comparison.md").write_text(table)
         compare.plot(cols, source.labels, folder / "comparison.png")
+        for name in REPORTS:
+            ownership.record(folder / name)
         artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
         options = dict(cfg.get("registry") or {})
         registered = (

@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.audio import write_wav
 from kws_research.data.unknown import MINED_FILE
@@ -84,9 +84,9 @@ def mine(
 
 def save(mined: Mined, folder: Path, about: dict) -> Path:
     """The windows as 16 kHz WAV clips plus ``mined.json``, written whole or not at all."""
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    hint = "move it away or set dataset.cache_dir=<another folder>"
+    ownership.check_replaceable(folder, "dataset.cache_dir", hint)
+    tmp = ownership.new_folder(folder.with_name(f".{folder.name}.{os.getpid()}.tmp"), f"mined {folder.name}")
     try:
         for index, (window, record) in enumerate(zip(mined.windows, mined.detections)):
             name = f"hard_{index:05d}_{record['label']}.wav"
@@ -94,9 +94,9 @@ def save(mined: Mined, folder: Path, about: dict) -> Path:
             record["file"] = name
         summary = {**about, "hours": mined.hours, "fa_per_hour": mined.fa_per_hour, "detections": mined.detections}
         (tmp / MINED_FILE).write_text(json.dumps(summary, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
+        ownership.remove(folder, "dataset.cache_dir", hint)  # an earlier mining of the same run
         tmp.rename(folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        ownership.discard(tmp)
         raise
     return folder
