@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from kws_research import schema
 from kws_research.errors import ConfigError
 from kws_research.paths import CONF_DIR
 
 HYDRA_VERSION = "1.3"
 
 
-def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/<config_name>.yaml`` with Hydra command-line style ``overrides``."""
+def _compose(config_name: str, overrides: Sequence[str]) -> tuple[DictConfig, dict]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -25,6 +25,22 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
         del cfg["hydra"]
+    return cfg, choices
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/<config_name>.yaml`` with Hydra command-line style ``overrides``, every value
+    checked against its kind (:mod:`kws_research.schema`)."""
+    cfg, choices = _compose(config_name, overrides)
+    group_choices = [o for o in overrides if _key(o).replace(".", "/") in choices]
+    defaults = cfg if len(group_choices) == len(overrides) else _compose(config_name, group_choices)[0]
+    schema.check_config(
+        config_name, OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(defaults, resolve=True)
+    )
     return apply_choices(cfg, choices)
 
 
@@ -50,6 +66,8 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
                 group or "config", f"no option {option!r}", f"available: {', '.join(exc.options)}"
             ) from None
         raise ConfigError(group or "config", str(exc).splitlines()[0]) from None
+    except ConfigError:
+        raise
     except OverrideParseException as exc:
         raise ConfigError(
             str(exc.override or "override"),
@@ -62,7 +80,7 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError("overrides", first) from None
         key = match.group(1)
-        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+        rest = [o for o in overrides if _key(o) != key]
         hint = _known_keys(config_name, rest, key) + f"; to add a new key use +{key}=..."
         raise ConfigError(key, "no such key", hint) from None
 

@@ -92,6 +92,9 @@ def _plant_bad_clips(root):
     long = np.zeros(3 * SAMPLE_RATE)
     long[SAMPLE_RATE + 1000 : SAMPLE_RATE + 9000] = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(8000) / SAMPLE_RATE)
     sf.write(word / "long3s_nohash_0.wav", long, SAMPLE_RATE, subtype="PCM_16")
+    sf.write(word / "onehz_nohash_0.wav", np.array([0.1, -0.1, 0.1, -0.1]), 1, subtype="PCM_16")
+    with open(os.fsencode(word) + b"/zz_\xff\xfe_nohash_0.wav", "wb") as handle:  # not UTF-8
+        handle.write((word / "long3s_nohash_0.wav").read_bytes())
 
 
 def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
@@ -99,9 +102,17 @@ def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
     _plant_bad_clips(root)
     data = prepare(tone_dataset_cfg(root, tmp_path / "cache"))
     skipped = {row["file"]: row["reason"] for row in data.summary["skipped"]}
-    assert set(skipped) == {"yes/zero_nohash_0.wav", "yes/trunc_nohash_0.wav", "yes/text_nohash_0.wav"}
+    not_utf8 = "yes/zz_\\xff\\xfe_nohash_0.wav"
+    assert set(skipped) == {
+        "yes/zero_nohash_0.wav",
+        "yes/trunc_nohash_0.wav",
+        "yes/text_nohash_0.wav",
+        "yes/onehz_nohash_0.wav",
+        not_utf8,
+    }
     assert "empty" in skipped["yes/zero_nohash_0.wav"]
-    assert data.summary["n_skipped"] == 3
+    assert "below 8000 Hz" in skipped["yes/onehz_nohash_0.wav"] and "UTF-8" in skipped[not_utf8]
+    assert data.summary["n_skipped"] == 5
     sources = [s for split in data.splits.values() for s in split.sources]
     assert "yes/stereo8k_nohash_0.wav" in sources and "yes/long3s_nohash_0.wav" in sources
     assert data.summary["n_truncated"] == 1 and "yes/shortbody_nohash_0.wav" in sources

@@ -13,6 +13,8 @@ from scipy.signal import resample_poly
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, to_int16
 
+MIN_SAMPLE_RATE = 8000  # telephone speech; anything lower has lost the words
+
 
 class ClipError(Exception):
     """A clip that cannot be used; the message is the reason shown in the summary."""
@@ -34,6 +36,8 @@ def read_mono(path: Path | str) -> tuple[np.ndarray, int]:
         raise ClipError(f"not a readable audio file ({reason})") from exc
     if data.shape[0] == 0:
         raise ClipError("no audio frames")
+    if rate < MIN_SAMPLE_RATE:
+        raise ClipError(f"sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz: too low for speech")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(mono)):
         raise ClipError("contains NaN/Inf samples")

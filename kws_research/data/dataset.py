@@ -203,6 +203,7 @@ def _build(
     extra: ExtraClips,
 ) -> None:
     noise_arrays, noise_files, skipped = _decode_noise(layout)
+    skipped.update(layout.unusable_names)
     skipped.update(extra.skipped)
     noise = np.concatenate(noise_arrays) if noise_arrays else np.zeros(0, dtype=STORED_DTYPE)
     plan = plan_task(spec, layout, [f["length"] for f in noise_files], extra.clips)

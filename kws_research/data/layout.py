@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class Layout:
     validation_list: set[str] | None
     testing_list: set[str] | None
     missing_in_lists: list[str] = field(default_factory=list)
+    unusable_names: dict[str, str] = field(default_factory=dict)  # printable path -> why it is skipped
 
     def all_files(self) -> list[FileEntry]:
         files = [f for entries in self.words.values() for f in entries]
@@ -89,12 +91,31 @@ def which_set(path: str, validation_percentage: float, testing_percentage: float
     return "train"
 
 
-def _entries(folder: Path, root: Path) -> list[FileEntry]:
+NOT_UTF8 = "name is not valid UTF-8; rename it to use it"
+
+
+def printable(path: Path, root: Path) -> str:
+    """A relative path that can be written to JSON and a terminal, whatever its bytes."""
+    return os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
+        return False
+    return True
+
+
+def _entries(folder: Path, root: Path, unusable: dict[str, str]) -> list[FileEntry]:
     entries = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
             continue
         if not path.is_file():
+            continue
+        if not _utf8(path.name):
+            unusable[printable(path, root)] = NOT_UTF8
             continue
         stat = path.stat()
         entries.append(FileEntry(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
@@ -123,10 +144,14 @@ def scan(root: Path | str) -> Layout:
     if not root.is_dir():
         raise KwsError(f"dataset.root: {root} is not a folder; point it at the folder that holds the word folders")
     words: dict[str, list[FileEntry]] = {}
+    unusable: dict[str, str] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name.startswith((".", "_")):
             continue
-        entries = _entries(folder, root)
+        if not _utf8(folder.name):
+            unusable[printable(folder, root) + "/"] = NOT_UTF8
+            continue
+        entries = _entries(folder, root, unusable)
         if entries:
             words[folder.name] = entries
     if not words:
@@ -135,7 +160,7 @@ def scan(root: Path | str) -> Layout:
             "layout ROOT/WORD/*.wav"
         )
     noise_dir = root / BACKGROUND_NOISE_DIR
-    noise_files = _entries(noise_dir, root) if noise_dir.is_dir() else []
+    noise_files = _entries(noise_dir, root, unusable) if noise_dir.is_dir() else []
     validation = _read_list(root / VALIDATION_LIST)
     testing = _read_list(root / TESTING_LIST)
     present = {f.path for entries in words.values() for f in entries}
@@ -149,4 +174,6 @@ def scan(root: Path | str) -> Layout:
             root,
             missing[0],
         )
-    return Layout(root, words, noise_files, validation, testing, missing)
+    if unusable:
+        log.warning("skipped %d file(s) whose names are not UTF-8 (first: %s)", len(unusable), next(iter(unusable)))
+    return Layout(root, words, noise_files, validation, testing, missing, unusable)

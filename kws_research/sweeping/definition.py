@@ -16,24 +16,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from kws_research.errors import ConfigError, KwsError
 from kws_research.paths import SWEEPS_DIR
+from kws_research.schema import INT, LIST, NUMBER, Spec, check_value
 
-FIELDS = (
-    "study_name",
-    "storage",
-    "metrics",
-    "directions",
-    "n_trials",
-    "timeout",
-    "workers",
-    "seed",
-    "sampler",
-    "pruner",
-    "constraints",
-    "overrides",
-    "params",
-    "heartbeat_interval",
-    "export",
-)
+# The sweep file's fields: their kinds and ranges (one typed check, kws_research.schema)
+# and their defaults.
+FIELD_SPECS = {
+    "study_name": Spec("str"),
+    "storage": Spec("str"),
+    "metrics": LIST(Spec("str")),
+    "directions": LIST(Spec("str", choices=("maximize", "minimize"))),
+    "n_trials": INT(1),
+    "timeout": NUMBER(0.001, null=True),
+    "workers": INT(1),
+    "seed": INT(),
+    "sampler": Spec("mapping"),
+    "pruner": Spec("mapping"),
+    "constraints": Spec("mapping"),
+    "overrides": LIST(Spec("str")),
+    "params": Spec("mapping"),
+    "heartbeat_interval": INT(1, null=True),
+    "export": Spec("mapping"),
+}
+FIELDS = tuple(FIELD_SPECS)
+CONSTRAINT_SPEC = NUMBER(null=True)  # constraints.max_params, .max_macs, .min_<metric>, .max_<metric>
 DEFAULTS = {
     "storage": "sqlite:///optuna.db",
     "metrics": ["best_val_accuracy"],
@@ -155,9 +160,13 @@ def load(argv: list[str]) -> SweepDefinition:
         if not sep:
             raise KwsError(f"override {arg!r} is not key=value")
         top = key.lstrip("+~").split(".", 1)[0]
+        if top in FIELDS:  # a sweep field: `+field=` and `++field=` set it like `field=`
+            if key.startswith("~"):
+                raise ConfigError(key.lstrip("~"), "a sweep field cannot be deleted", f"set it: {key[1:]}=<value>")
+            key = key.lstrip("+")
         if top == "params" and "." in key:
             config.params[key.split(".", 1)[1]] = raw
-        elif key.lstrip("+~") in SWITCHES and raw != str(config[top].get("name")):
+        elif key in SWITCHES and raw != str(config[top].get("name")):
             # Another sampler/pruner: the file's options belong to the one it named
             # (as choosing another option of a Hydra group replaces the group).
             config[top] = {"name": _parse(arg).value()}
@@ -167,23 +176,20 @@ def load(argv: list[str]) -> SweepDefinition:
         else:
             _parse(arg)  # fail early on syntax errors, in Hydra's words
             run_overrides.append(arg)
-    definition = SweepDefinition(str(path.stem), config, run_overrides)
-    validate(definition)
-    return definition
+    for name in ("metrics", "directions"):  # metrics=best_val_accuracy: a list of one
+        if isinstance(config[name], str):
+            config[name] = [config[name]]
+    validate(config)
+    return SweepDefinition(str(path.stem), config, run_overrides)
 
 
-def validate(definition: SweepDefinition) -> None:
-    c = definition.config
-    if not isinstance(c.n_trials, int) or c.n_trials < 1:
-        raise ConfigError("n_trials", f"{c.n_trials!r} must be an integer >= 1")
-    if not isinstance(c.workers, int) or c.workers < 1:
-        raise ConfigError("workers", f"{c.workers!r} must be an integer >= 1")
+def validate(c: DictConfig) -> None:
+    """The fields' kinds and ranges, then how they fit together; before any store is opened."""
+    for name, spec in FIELD_SPECS.items():
+        check_value(name, OmegaConf.to_container(c)[name] if name in c else None, spec)
+    for name, bound in dict(c.constraints).items():
+        check_value(f"constraints.{name}", bound, CONSTRAINT_SPEC)
     if len(c.metrics) != len(c.directions):
         raise ConfigError("directions", f"{len(c.directions)} direction(s) for {len(c.metrics)} metric(s)")
-    bad = [d for d in c.directions if d not in ("maximize", "minimize")]
-    if bad:
-        raise ConfigError("directions", f"{bad} must be maximize or minimize")
-    if c.timeout is not None and not c.timeout > 0:
-        raise ConfigError("timeout", f"{c.timeout!r} must be a number of seconds > 0 or null")
     if not str(c.study_name).strip():
         raise ConfigError("study_name", "must not be empty")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
+import collections.abc
+import inspect
 import logging
+import typing
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kws_research.errors import ConfigError, KwsError
+from kws_research.schema import check_value, spec_of_annotation
 from kws_research.sweeping.space import Dimension
 
 log = logging.getLogger(__name__)
@@ -38,10 +43,32 @@ def _kwargs(cfg: Mapping, key: str) -> tuple[str, dict]:
     return name, options
 
 
+def check_options(key: str, cls: type, options: Mapping) -> None:
+    """Each option against the type hint of ``cls``'s constructor (``sampler.n_startup_trials=abc``
+    is refused here, not by every trial's sampling)."""
+    parameters = inspect.signature(cls).parameters
+    for name, value in options.items():
+        hint = _hint(parameters[name].annotation) if name in parameters else None
+        if hint is not None:
+            check_value(f"{key}.{name}", value, spec_of_annotation(hint))
+
+
+_HINT_NAMES = {**vars(collections.abc), **vars(typing), **vars(builtins)}
+
+
+def _hint(annotation):
+    """One parameter's annotation as a type (Optuna's are strings, some naming types
+    imported only for type checkers: those are left to the constructor)."""
+    if not isinstance(annotation, str):
+        return None if annotation is inspect.Parameter.empty else annotation
+    try:
+        return eval(annotation, dict(_HINT_NAMES))  # an annotation string of the installed Optuna
+    except Exception:
+        return None
+
+
 def sampler(cfg: Mapping, seed: int, space: list[Dimension], n_constraints: int = 0):
     """The sampler; with metric constraints, samplers that support them learn feasibility."""
-    import inspect
-
     import optuna
 
     name, options = _kwargs(cfg, "sampler")
@@ -54,6 +81,7 @@ def sampler(cfg: Mapping, seed: int, space: list[Dimension], n_constraints: int 
         options["search_space"] = {d.name: d.grid_values() for d in space}
     if name != "grid" or "seed" not in options:
         options.setdefault("seed", seed)
+    check_options("sampler", cls, options)
     try:
         return cls(**options)
     except TypeError as exc:
@@ -71,7 +99,10 @@ def pruner(cfg: Mapping, multi_objective: bool):
         name, options = "none", {}
     if name == "patient":
         inner_name, inner_options = _kwargs(options.pop("wrapped_pruner", {"name": "median"}), "pruner")
-        options["wrapped_pruner"] = getattr(optuna.pruners, PRUNERS[inner_name])(**inner_options)
+        inner = getattr(optuna.pruners, PRUNERS[inner_name])
+        check_options("pruner.wrapped_pruner", inner, inner_options)
+        options["wrapped_pruner"] = inner(**inner_options)
+    check_options("pruner", getattr(optuna.pruners, PRUNERS[name]), options)
     try:
         return getattr(optuna.pruners, PRUNERS[name])(**options)
     except TypeError as exc:

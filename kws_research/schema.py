@@ -1,0 +1,262 @@
+"""One typed check of every configuration value, before any stage starts work.
+
+A value must be of the kind of its shipped default (a number, a string, a flag, a
+list of those, a mapping with the same keys); keys whose default is null or does not
+tell the kind, and the ranges that matter, are declared once in :data:`DECLARED`.
+A key no shipped config has is refused, whatever its prefix: no code would read it.
+The same :class:`Spec` checks the sweep file's fields and the options of Optuna's
+samplers and pruners (from their constructors' type hints).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kws_research.errors import ConfigError
+
+KINDS = ("any", "int", "number", "bool", "str", "list", "mapping")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one value may be: its kind, whether null is allowed, a closed range for
+    numbers (and list items), the kind of list items, and allowed strings."""
+
+    kind: str = "any"
+    nullable: bool = False
+    low: float | None = None
+    high: float | None = None
+    item: Spec | None = None
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "list":
+            text = f"a list of {self.item.describe() if self.item else 'values'}"
+        elif self.choices:
+            text = "one of " + ", ".join(self.choices)
+        else:
+            text = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string"}.get(
+                self.kind, f"a {self.kind}"
+            )
+        if self.low is not None and self.high is not None:
+            text += f" in [{self.low:g}, {self.high:g}]"
+        elif self.low is not None:
+            text += f" >= {self.low:g}"
+        elif self.high is not None:
+            text += f" <= {self.high:g}"
+        return text + (" or null" if self.nullable else "")
+
+
+def INT(low: float | None = None, high: float | None = None, null: bool = False) -> Spec:
+    return Spec("int", null, low, high)
+
+
+def NUMBER(low: float | None = None, high: float | None = None, null: bool = False) -> Spec:
+    return Spec("number", null, low, high)
+
+
+def LIST(item: Spec, null: bool = False) -> Spec:
+    return Spec("list", null, item=item)
+
+
+STR_OR_NULL = Spec("str", nullable=True)
+FRACTION = NUMBER(0, 1)
+PERCENT = NUMBER(0, 100)
+MINUTES = NUMBER(0)
+
+# Keys (relative to the composed stage config) whose default does not tell their kind,
+# or whose range matters; "*" holds the config groups' keys shared by every stage.
+DECLARED: dict[str, dict[str, Spec]] = {
+    "*": {
+        "seed": INT(),
+        "trainer.epochs": INT(1),
+        "trainer.batch_size": INT(1),
+        "trainer.early_stopping_patience": INT(1, null=True),
+        "optimizer.learning_rate": NUMBER(0),
+        "optimizer.weight_decay": NUMBER(0, null=True),
+        "optimizer.clipnorm": NUMBER(0, null=True),
+        "optimizer.label_smoothing": NUMBER(0, 1),
+        "augment.time_shift_ms": NUMBER(0, 1000),
+        "augment.noise_probability": FRACTION,
+        "augment.noise_volume": NUMBER(0, 1),
+        "augment.speed_range": LIST(NUMBER(0.5, 2.0), null=True),
+        "model.strides": LIST(INT(1), null=True),
+        "model.dropout": NUMBER(0, 1),
+        "dataset.root": STR_OR_NULL,
+        "dataset.url": STR_OR_NULL,
+        "dataset.archive_sha256": STR_OR_NULL,
+        "dataset.archive_size": INT(1, null=True),
+        "dataset.unknown_percentage": NUMBER(0),
+        "dataset.silence_percentage": NUMBER(0),
+        "dataset.validation_percentage": PERCENT,
+        "dataset.testing_percentage": PERCENT,
+        "dataset.heldout_unknown_words": LIST(Spec("str")),
+        "dataset.unknown_folder": STR_OR_NULL,
+        "dataset.long_folder": STR_OR_NULL,
+        "dataset.hard_negatives": Spec("any", nullable=True),
+        "dataset.synthetic_unknown.vocabulary": STR_OR_NULL,
+        "dataset.synthetic_speech.vocabulary": STR_OR_NULL,
+        "stream.validation.mixed_minutes": MINUTES,
+        "stream.validation.negatives_minutes": MINUTES,
+        "stream.test.mixed_minutes": MINUTES,
+        "stream.test.negatives_minutes": MINUTES,
+        "stream.snr_db": LIST(NUMBER(-20, 60)),
+        "stream.background_snr_db": NUMBER(-20, 60),
+        "stream.unknown_fraction": FRACTION,
+        "stream.unknown_percentage": NUMBER(0, null=True),
+        "stream.thresholds": LIST(NUMBER(0, 1), null=True),
+        "stream.target_fa_per_hour": NUMBER(0),
+        "stream.hop_ms": INT(1, 1000),
+        "stream.min_count": INT(1),
+        "stream.verify_seconds": NUMBER(0),
+        "stream.batch_size": INT(1),
+        "stream.background": Spec("str", nullable=True, choices=("speech", "long_folder")),
+        "tracking.experiment": STR_OR_NULL,
+        "tracking.run_name": STR_OR_NULL,
+        "model_label": STR_OR_NULL,
+        "sweep": STR_OR_NULL,
+        "run_id": Spec("str"),
+    },
+    "prepare": {"workers": INT(1, null=True)},
+    "export": {
+        "quantize": Spec("str", nullable=True, choices=("int8",)),
+        "output_dir": STR_OR_NULL,
+        "verify_clips": INT(1, null=True),
+        "registry.name": STR_OR_NULL,
+        "metadata.license": STR_OR_NULL,
+        "tolerance.fp32": FRACTION,
+        "tolerance.fp16": FRACTION,
+        "tolerance.int8": FRACTION,
+        "baseline_overrides": LIST(Spec("str")),
+    },
+    "mine": {
+        "minutes": NUMBER(0.01),
+        "folder": STR_OR_NULL,
+        "threshold": NUMBER(0, 1, null=True),
+        "output": STR_OR_NULL,
+    },
+}
+
+
+def _fail(key: str, value: Any, spec: Spec) -> None:
+    raise ConfigError(key, f"{value!r} is not {spec.describe()}")
+
+
+def check_value(key: str, value: Any, spec: Spec) -> None:
+    """Refuse ``value`` for ``key`` unless it fits ``spec`` (booleans are no numbers)."""
+    if value is None:
+        if not spec.nullable and spec.kind != "any":
+            _fail(key, value, spec)
+        return
+    kind = spec.kind
+    if kind == "any":
+        return
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": numeric and math.isfinite(value),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "list": isinstance(value, Sequence) and not isinstance(value, str),
+        "mapping": isinstance(value, Mapping),
+    }[kind]
+    if not ok or (spec.choices and value not in spec.choices):
+        _fail(key, value, spec)
+    if numeric and ((spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high)):
+        _fail(key, value, spec)
+    if kind == "list" and spec.item is not None:
+        for index, item in enumerate(value):
+            check_value(f"{key}[{index}]", item, spec.item)
+
+
+def spec_of_default(default: Any) -> Spec:
+    """The kind a shipped default tells: numbers (int or float) stay numbers."""
+    if default is None:
+        return Spec("any", nullable=True)
+    if isinstance(default, bool):
+        return Spec("bool")
+    if isinstance(default, (int, float)):
+        return Spec("number")
+    if isinstance(default, str):
+        return Spec("str")
+    if isinstance(default, Mapping):
+        return Spec("mapping")
+    if isinstance(default, Sequence):
+        items = [spec_of_default(v) for v in default]
+        kinds = {s.kind for s in items}
+        return LIST(items[0]) if len(kinds) == 1 and items else LIST(Spec("any", nullable=True))
+    return Spec()
+
+
+def spec_of_annotation(annotation: Any) -> Spec:
+    """A :class:`Spec` from a type hint (``int``, ``float | None``, ``Sequence[str]``, ...)."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        nullable = len(rest) < len(args)
+        inner = spec_of_annotation(rest[0]) if len(rest) == 1 else Spec("any")
+        return Spec(inner.kind, nullable or inner.nullable, item=inner.item)
+    if annotation is bool:
+        return Spec("bool")
+    if annotation is int:
+        return Spec("int")
+    if annotation is float:
+        return Spec("number")
+    if annotation is str:
+        return Spec("str")
+    if origin in (list, tuple) or (isinstance(origin, type) and issubclass(origin, Sequence)):
+        return LIST(spec_of_annotation(args[0]) if args else Spec())
+    if origin is dict or (isinstance(origin, type) and issubclass(origin, Mapping)):
+        return Spec("mapping")
+    return Spec()
+
+
+def _walk(node: Any, prefix: str = ""):
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _walk(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+    else:
+        yield prefix, node
+
+
+def _lookup(tree: Any, key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key; a null or non-mapping ancestor counts as found
+    (anything may sit under a null default)."""
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return True, None
+        if part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _keys_of(tree: Any, key: str) -> str:
+    parent = key.rpartition(".")[0]
+    found, node = _lookup(tree, parent) if parent else (True, tree)
+    if found and isinstance(node, Mapping):
+        return f"keys of {parent or 'the config'}: {', '.join(str(k) for k in node)}"
+    return "check the spelling"
+
+
+def check_config(config_name: str, cfg: Mapping, defaults: Mapping) -> None:
+    """Every leaf of ``cfg`` (a plain, resolved container) against its declared spec or
+    the kind of its value in ``defaults`` (the same config with only the group choices)."""
+    declared = {**DECLARED["*"], **DECLARED.get(config_name, {})}
+    for key, value in _walk(cfg):
+        if isinstance(value, str) and value == "???":
+            continue
+        found, default = _lookup(defaults, key)
+        if not found and key not in declared:
+            raise ConfigError(
+                key, "no such key in any shipped config, so no stage would read it", _keys_of(defaults, key)
+            )
+        spec = declared.get(key) or spec_of_default(default)
+        check_value(key, value, spec)
