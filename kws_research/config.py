@@ -88,7 +88,7 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
 def _known_keys(config_name: str, overrides: Sequence[str], key: str) -> str:
     parent = key.rpartition(".")[0]
     try:
-        node = compose(config_name, overrides)
+        node = _compose(config_name, overrides)[0]
         node = OmegaConf.select(node, parent) if parent else node
     except Exception:
         return "check the spelling"

@@ -19,8 +19,6 @@ from typing import Any
 
 from kws_research.errors import ConfigError
 
-KINDS = ("any", "int", "number", "bool", "str", "list", "mapping")
-
 
 @dataclass(frozen=True)
 class Spec:
@@ -33,8 +31,11 @@ class Spec:
     high: float | None = None
     item: Spec | None = None
     choices: tuple[str, ...] = ()
+    options: tuple[Spec, ...] = ()  # kind "union": any one of these
 
     def describe(self) -> str:
+        if self.kind == "union":
+            return " or ".join(option.describe() for option in self.options)
         if self.kind == "list":
             text = f"a list of {self.item.describe() if self.item else 'values'}"
         elif self.choices:
@@ -64,19 +65,25 @@ def LIST(item: Spec, null: bool = False) -> Spec:
     return Spec("list", null, item=item)
 
 
+def ANY_OF(*options: Spec) -> Spec:
+    return Spec("union", any(o.nullable for o in options), options=options)
+
+
 STR_OR_NULL = Spec("str", nullable=True)
 FRACTION = NUMBER(0, 1)
 PERCENT = NUMBER(0, 100)
 MINUTES = NUMBER(0)
 
 # Keys (relative to the composed stage config) whose default does not tell their kind,
-# or whose range matters; "*" holds the config groups' keys shared by every stage.
+# or whose range matters; "*" holds the config groups' keys shared by every stage. A
+# declared key applies where a shipped config has it (a model's keys are its own YAML's).
 DECLARED: dict[str, dict[str, Spec]] = {
     "*": {
         "seed": INT(),
         "trainer.epochs": INT(1),
         "trainer.batch_size": INT(1),
         "trainer.early_stopping_patience": INT(1, null=True),
+        "trainer.verbose": ANY_OF(Spec("str", choices=("auto",)), INT(0, 2)),
         "optimizer.learning_rate": NUMBER(0),
         "optimizer.weight_decay": NUMBER(0, null=True),
         "optimizer.clipnorm": NUMBER(0, null=True),
@@ -85,7 +92,6 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "augment.noise_probability": FRACTION,
         "augment.noise_volume": NUMBER(0, 1),
         "augment.speed_range": LIST(NUMBER(0.5, 2.0), null=True),
-        "model.strides": LIST(INT(1), null=True),
         "model.dropout": NUMBER(0, 1),
         "dataset.root": STR_OR_NULL,
         "dataset.url": STR_OR_NULL,
@@ -156,6 +162,13 @@ def check_value(key: str, value: Any, spec: Spec) -> None:
     kind = spec.kind
     if kind == "any":
         return
+    if kind == "union":
+        for option in spec.options:
+            try:
+                return check_value(key, value, option)
+            except ConfigError:
+                continue
+        _fail(key, value, spec)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -254,7 +267,7 @@ def check_config(config_name: str, cfg: Mapping, defaults: Mapping) -> None:
         if isinstance(value, str) and value == "???":
             continue
         found, default = _lookup(defaults, key)
-        if not found and key not in declared:
+        if not found:
             raise ConfigError(
                 key, "no such key in any shipped config, so no stage would read it", _keys_of(defaults, key)
             )

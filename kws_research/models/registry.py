@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 
 from kws_research.contract import CLIP_SAMPLES, INPUT_NAME
-from kws_research.errors import ConfigError, KwsError
+from kws_research.errors import ConfigError, KwsError, one_line
 
 
 def model_name(model_cfg: Mapping) -> str:
@@ -49,7 +49,16 @@ def build_model(model_cfg: Mapping, num_classes: int) -> keras.Model:
 
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved ``.keras`` model in safe mode (no arbitrary code)."""
-    return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "safe_mode" in str(exc):
+            raise KwsError(
+                f"{path}: the model holds Python code (e.g. a Lambda layer's function) that Keras' safe mode "
+                "will not load, so none of it ran; build it from registered layers (kws_research.models), "
+                "or load it yourself with safe_mode=False only if you trust where it came from"
+            ) from None
+        raise KwsError(f"{path}: not a loadable .keras model ({one_line(exc, 300)})") from None
 
 
 def waveform_input() -> keras.KerasTensor:

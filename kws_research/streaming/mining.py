@@ -82,10 +82,15 @@ def mine(
     return Mined(windows, records, audio.shape[0] / SAMPLE_RATE / 3600.0)
 
 
-def save(mined: Mined, folder: Path, about: dict) -> Path:
+def check_output(folder: Path, key: str) -> None:
+    """A folder of mined windows replaces only an earlier mining's folder."""
+    ownership.check_replaceable(folder, key, f"move it away or set {key}=<another folder>")
+
+
+def save(mined: Mined, folder: Path, about: dict, key: str = "dataset.cache_dir") -> Path:
     """The windows as 16 kHz WAV clips plus ``mined.json``, written whole or not at all."""
-    hint = "move it away or set dataset.cache_dir=<another folder>"
-    ownership.check_replaceable(folder, "dataset.cache_dir", hint)
+    hint = f"move it away or set {key}=<another folder>"
+    check_output(folder, key)
     tmp = ownership.new_folder(folder.with_name(f".{folder.name}.{os.getpid()}.tmp"), f"mined {folder.name}")
     try:
         for index, (window, record) in enumerate(zip(mined.windows, mined.detections)):
@@ -94,7 +99,7 @@ def save(mined: Mined, folder: Path, about: dict) -> Path:
             record["file"] = name
         summary = {**about, "hours": mined.hours, "fa_per_hour": mined.fa_per_hour, "detections": mined.detections}
         (tmp / MINED_FILE).write_text(json.dumps(summary, indent=1))
-        ownership.remove(folder, "dataset.cache_dir", hint)  # an earlier mining of the same run
+        ownership.remove(folder, key, hint)  # an earlier mining of the same run
         tmp.rename(folder)
     except BaseException:
         ownership.discard(tmp)

@@ -46,6 +46,16 @@ def stream_backgrounds(
     return {split: long_audio.track(recordings[split]) for split in splits}
 
 
+def check_streams(data, dataset_cfg: Mapping, stream_cfg: Mapping) -> None:
+    """Everything a streaming evaluation needs, checked before the model exists: the
+    settings, the words of each split's streams and the background recordings."""
+    from kws_research.streaming.streams import check_buildable
+
+    settings = StreamSettings.from_config(stream_cfg)
+    check_buildable(stream_source(dataset_cfg, data, settings), settings)
+    stream_backgrounds(dataset_cfg, settings)
+
+
 def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
     """The model as export ships it before the temperature: with its open-set rule."""
     from kws_research.models.gate import gated
@@ -126,6 +136,11 @@ def mine_run(client, run_id: str, cfg: Mapping) -> dict:
     minutes = float(cfg.get("minutes") or 0)
     if minutes <= 0 and not cfg.get("folder"):
         raise ConfigError("minutes", f"{cfg.get('minutes')!r} must be > 0 minutes of stream to mine")
+    if cfg.get("folder") and not Path(str(cfg["folder"])).expanduser().is_dir():
+        raise ConfigError("folder", f"{cfg['folder']} is not a folder", "point it at long recordings or leave it unset")
+    output_key = "output" if cfg.get("output") else "dataset.cache_dir"
+    if cfg.get("output"):
+        mining.check_output(Path(str(cfg["output"])), output_key)
     if mining.detector_of(get_run(client, run_id).data.metrics) is None:
         log.info("run %s has no calibrated detector yet: evaluating it on streams first", run_id)
         evaluate_run(client, run_id, stream_cfg, str(cfg.get("gate", "auto")))
@@ -140,7 +155,7 @@ def mine_run(client, run_id: str, cfg: Mapping) -> dict:
         mined = mining.mine(keras_predict(model), audio, list(data.classes), detector, temperature, settings.batch_size)
     folder = Path(str(cfg.get("output") or cache_root(source.config["dataset"]) / "hard_negatives" / run_id))
     about = {"run_id": run_id, "mined_from": what, "detector": detector.as_dict(), "temperature": temperature}
-    mining.save(mined, folder, about)
+    mining.save(mined, folder, about, output_key)
     metrics = {"mined_windows": float(len(mined.windows)), "mining_fa_per_hour": mined.fa_per_hour}
     log_metrics(client, run_id, {**metrics, "mining_hours": mined.hours})
     log_artifacts(client, run_id, folder, "hard_negatives")

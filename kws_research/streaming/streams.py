@@ -97,13 +97,7 @@ def _loop(track: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray
     return np.resize(np.roll(track, -int(rng.integers(track.size))), total)
 
 
-def build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int, background=None) -> Stream:
-    """A new stream of about ``seconds`` from ``split`` (see the module docstring);
-    ``background`` (int16 recordings of the split) plays under a negatives-only stream."""
-    if kind not in KINDS:
-        raise ValueError(f"stream kind {kind!r} is not one of {KINDS}")
-    rng = np.random.default_rng([seed, SPLITS.index(split), KINDS.index(kind)])
-    pools = _pools(data, split)
+def _check_pools(pools: dict, split: str, kind: str, settings: StreamSettings) -> None:
     if kind == "mixed" and not pools["command"]:
         raise KwsError(f"stream: the {split} split has no command clips to build a mixed stream from")
     if not pools["unknown"] and (kind == "negatives" or settings.unknown_fraction > 0):
@@ -111,6 +105,24 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
             f"stream: the {split} split has no unknown clips; raise dataset.unknown_percentage "
             "or set stream.unknown_fraction=0"
         )
+
+
+def check_buildable(data, settings: StreamSettings, splits: tuple[str, ...] = ("validation", "test")) -> None:
+    """Refuse streams that cannot be built, before anything is trained or scored."""
+    for split in splits:
+        pools = _pools(data, split)
+        for kind in KINDS:
+            _check_pools(pools, split, kind, settings)
+
+
+def build(data, split: str, kind: str, seconds: float, settings: StreamSettings, seed: int, background=None) -> Stream:
+    """A new stream of about ``seconds`` from ``split`` (see the module docstring);
+    ``background`` (int16 recordings of the split) plays under a negatives-only stream."""
+    if kind not in KINDS:
+        raise ValueError(f"stream kind {kind!r} is not one of {KINDS}")
+    rng = np.random.default_rng([seed, SPLITS.index(split), KINDS.index(kind)])
+    pools = _pools(data, split)
+    _check_pools(pools, split, kind, settings)
     total = int(seconds * SAMPLE_RATE)
     speech = np.zeros(total, np.float32)
     events, centres, gains, powers = [], [], [], []

@@ -18,16 +18,29 @@ from kws_research.processes import current_owner
 from kws_research.sweeping.context import open_context
 from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.report import describe, log_report
-from kws_research.sweeping.runner import work
+from kws_research.sweeping.runner import trial_budget, work
 from kws_research.tracking.datasets import log_dataset_input
 from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
 
 log = logging.getLogger(__name__)
 
 
-def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float | None) -> None:
-    """``definition.workers`` processes on this machine sharing the study."""
-    workers = int(definition.workers)
+def worker_count(definition: SweepDefinition, budget: int) -> int:
+    """``workers``, but never more processes than trials; above the cores a warning
+    (each TensorFlow process then gets one thread and they compete)."""
+    workers = min(int(definition.workers), max(1, budget))
+    if workers < int(definition.workers):
+        log.info("workers=%d capped to %d: the sweep has %d trial(s)", definition.workers, workers, budget)
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        log.warning(
+            "workers=%d is more than the %d CPU core(s) here; trials will run slower, not faster", workers, cores
+        )
+    return workers
+
+
+def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float | None, workers: int) -> None:
+    """``workers`` processes on this machine sharing the study."""
     threads = str(max(1, (os.cpu_count() or 2) // workers))
     env = dict(os.environ, TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
     spec = {
@@ -85,10 +98,11 @@ def run_sweep(definition: SweepDefinition) -> dict:
         log_params(client, parent, {"run_overrides": json.dumps(definition.run_overrides)})
         log_dataset_input(client, parent, data)
         try:
-            if int(definition.workers) == 1:
+            workers = worker_count(definition, trial_budget(definition, context.space))
+            if workers == 1:
                 work(context, parent, deadline)
             else:
-                run_workers(definition, parent, deadline)
+                run_workers(definition, parent, deadline, workers)
         finally:
             try:
                 result = log_report(client, parent, study, definition)

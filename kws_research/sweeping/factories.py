@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from kws_research import databases
 from kws_research.errors import ConfigError, KwsError
 from kws_research.schema import check_value, spec_of_annotation
 from kws_research.sweeping.space import Dimension
@@ -109,21 +110,31 @@ def pruner(cfg: Mapping, multi_objective: bool):
         raise ConfigError("pruner", f"{PRUNERS[name]}: {exc}") from exc
 
 
+def _journal(path: Path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if path.is_dir():
+        raise KwsError(f"storage: journal:{path} is a folder; name a file in it (storage=journal:{path}/optuna.log)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except OSError as exc:
+        raise KwsError(f"storage: cannot open journal:{path} ({exc.strerror or exc}); choose a writable file") from None
+
+
 def storage(url: str, heartbeat_interval: int | None, on_stale: Callable | None = None):
     """An Optuna storage for ``url``: an RDB URL (sqlite, postgresql, mysql) with
     heartbeats, or ``journal:<file>`` for a shared file system."""
     import optuna
 
     if url.startswith("journal:"):
-        path = Path(url[len("journal:") :]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return _journal(Path(url[len("journal:") :]).expanduser())
+    url = databases.with_driver(url)
     if url.startswith("sqlite:///"):
-        folder = Path(url[len("sqlite:///") :]).expanduser().parent
-        if str(folder) and not folder.is_dir():
-            raise KwsError(f"storage: folder {folder} of {url} does not exist; create it or change storage")
+        databases.check_sqlite_file(Path(url[len("sqlite:///") :]).expanduser(), url, "storage")
+    else:
+        databases.check_server(url, "storage")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     interval = int(heartbeat_interval) if heartbeat_interval else None
     try:

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from kws_research import databases
 from kws_research.errors import KwsError
 from kws_research.tracking.runs import end_dead_runs
 
@@ -56,24 +57,24 @@ def check_reachable(uri: str) -> None:
             ) from exc
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise KwsError(f"tracking.uri: folder {folder} of {uri} does not exist; create it or change tracking.uri")
         if path.exists() and not os.access(path, os.W_OK):
             raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
-        if not path.exists() and not os.access(folder, os.W_OK):
-            raise KwsError(
-                f"tracking.uri: cannot create {path} in {folder.resolve()} (not writable); run from a "
-                "writable folder or set tracking.uri=sqlite:////<writable folder>/mlruns.db"
-            )
-    elif uri.startswith("file:") or "://" not in uri:
+        databases.check_sqlite_file(path, uri, "tracking.uri")
+    elif uri.startswith("file:") or (("://" not in uri) and ("/" in uri or Path(uri).is_dir())):
         raise KwsError(
             f"tracking.uri: {uri} is MLflow's deprecated file store; use sqlite:///mlruns.db or an http:// server"
         )
+    elif "://" not in uri:
+        raise KwsError(
+            f"tracking.uri: {uri!r} is not a store URL; use sqlite:///mlruns.db, an http:// server or a "
+            "database URL such as postgresql+psycopg2://user@host/db"
+        )
+    else:
+        databases.check_server(uri, "tracking.uri")
 
 
 def resolve_uri(tracking: Mapping) -> str:
-    return str(tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)
+    return databases.with_driver(str(tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI))
 
 
 def client_for(tracking: Mapping):

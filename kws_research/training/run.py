@@ -62,6 +62,12 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         raise ConfigError(
             "dataset", f"{data.name}: the train or validation split is empty; check the split lists or percentages"
         )
+    if cfg.get("stream_eval"):
+        from kws_research.streaming.runs import check_streams  # streaming loads only when asked for
+
+        check_streams(
+            data, OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.stream, resolve=True)
+        )
     client = store.client_for(cfg.tracking)
     experiment = store.experiment_id(client, cfg.tracking, cfg.tracking.get("experiment") or data.name)
     label = model_label(cfg)

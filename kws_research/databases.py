@@ -1,0 +1,103 @@
+"""Database URLs that MLflow's and Optuna's stores share: the driver, whether the server
+answers, and whether a sqlite file is a healthy database in a folder we can write.
+
+Checked before a store is opened, so a wrong URL is one line in seconds rather than
+SQLAlchemy's minutes of retries and a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from kws_research.errors import KwsError
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# SQLAlchemy 2 maps a bare scheme to this driver module; the harness ships the second one.
+BARE_DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://...`` names psycopg 3 in SQLAlchemy 2; where only psycopg2 (the
+    ``postgres`` extra) is installed, say so in the URL instead of failing to import."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in BARE_DRIVERS:
+        return url
+    default, shipped = BARE_DRIVERS[scheme]
+    if _installed(default) or not _installed(shipped):
+        return url
+    return f"{scheme}+{shipped.lower()}://{rest}"
+
+
+def check_server(url: str, key: str) -> None:
+    """A database server URL whose host does not answer, or whose driver is missing: one line."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise KwsError(f"{key}: {url!r} is not a database URL ({exc})") from None
+    backend = parsed.get_backend_name()
+    try:
+        parsed.get_dialect().import_dbapi()
+    except Exception as exc:  # NoSuchModuleError, or the driver's ImportError
+        raise KwsError(
+            f"{key}: no database driver for {url.split('://')[0]}:// URLs here ({exc}); install it "
+            "(PostgreSQL: the postgres extra, pip install -e '.[postgres]', and postgresql+psycopg2://...)"
+        ) from None
+    if backend == "sqlite" or not parsed.host:
+        return
+    port = parsed.port or DEFAULT_PORTS.get(backend)
+    if port is None:
+        return
+    try:
+        socket.create_connection((parsed.host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise KwsError(
+            f"{key}: database server {parsed.host}:{port} of {parsed.render_as_string(hide_password=True)} is not "
+            f"reachable ({exc.strerror or exc}); start it or point {key} at a reachable store"
+        ) from None
+
+
+def check_sqlite_file(path: Path, url: str, key: str) -> None:
+    """The folder of a sqlite store must take new files (sqlite writes its journal beside
+    the database) and an existing database must read back as one."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise KwsError(f"{key}: folder {folder} of {url} does not exist; create it or change {key}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
+            pass
+    except OSError as exc:
+        raise KwsError(
+            f"{key}: cannot write in {folder.resolve()} ({exc.strerror or exc}), where {path.name} and its journal "
+            f"live; run from a writable folder or set {key}=sqlite:////<writable folder>/{path.name}"
+        ) from None
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # another process is writing: busy, not broken
+            return
+        verdict = str(exc)
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        raise KwsError(
+            f"{key}: {path} is not a readable database ({verdict}); it was left as it is: move it away "
+            f"(or restore a backup) and rerun, or set {key} to another store"
+        )

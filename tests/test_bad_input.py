@@ -1,0 +1,182 @@
+"""The second round of bad input (issue 22): every value typed by one mechanism, sweep
+fields with `+`, stores that cannot work, and refusals before any training."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+
+import pytest
+from helpers.data import tiny_overrides
+from helpers.stages import run_stage
+from helpers.sweeps import data_args, write_sweep
+
+from kws_research.config import compose
+from kws_research.errors import ConfigError, KwsError
+from kws_research.schema import INT, LIST, NUMBER, Spec, check_value, spec_of_annotation
+from kws_research.sweeping import factories
+from kws_research.sweeping.coordinator import run_sweep
+from kws_research.sweeping.definition import load
+from kws_research.tracking import store
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    "config_name, override, message",
+    [
+        ("train", "augment.time_shift_ms=abc", "augment.time_shift_ms: 'abc' is not a number in [0, 1000]"),
+        ("train", "trainer.epochs=true", "trainer.epochs: True is not an integer >= 1"),
+        ("train", "trainer.epochs=2.5", "trainer.epochs: 2.5 is not an integer >= 1"),
+        ("train", "+foo=1", "foo: no such key in any shipped config"),
+        ("train", "+trainer.foo=1", "trainer.foo: no such key in any shipped config"),
+        ("train", "stream.snr_db=[-100,-200]", "stream.snr_db[0]: -100 is not a number in [-20, 60]"),
+        ("train", "dataset.commands=5", "dataset.commands: 5 is not a list of a string"),
+        ("train", "openset.gate=maybe", "openset.gate: 'maybe' is not true or false"),
+        ("mine", "minutes=abc", "minutes: 'abc' is not a number >= 0.01"),
+        ("mine", "threshold=2", "threshold: 2 is not a number in [0, 1] or null"),
+        ("export", "verify_clips=-5", "verify_clips: -5 is not an integer >= 1 or null"),
+        ("export", "tolerance.fp16=abc", "tolerance.fp16: 'abc' is not a number in [0, 1]"),
+        ("prepare", "workers=0", "workers: 0 is not an integer >= 1 or null"),
+    ],
+)
+def test_every_value_is_checked_against_its_kind_when_composed(config_name, override, message):
+    with pytest.raises(ConfigError) as caught:
+        compose(config_name, [override])
+    assert str(caught.value).startswith(message)
+
+
+def test_values_of_the_right_kind_and_group_choices_pass():
+    cfg = compose("train", ["model=ds_cnn", "model.dropout=0.25", "+experiment=openset", "stream.snr_db=[10,0]"])
+    assert cfg.model.dropout == 0.25 and list(cfg.stream.snr_db) == [10, 0]
+    assert compose("mine", ["minutes=0.5", "threshold=0.5"]).minutes == 0.5  # a number where the default is 30
+
+
+def test_specs_from_defaults_and_annotations():
+    check_value("k", 3, INT(1))
+    check_value("k", [0.5, 1], LIST(NUMBER(0, 1)))
+    for value, spec in [
+        (True, INT()),
+        (float("nan"), NUMBER()),
+        ("x", Spec("str", choices=("a",))),
+        ([2], LIST(INT(3))),
+    ]:
+        with pytest.raises(ConfigError):
+            check_value("k", value, spec)
+    assert spec_of_annotation(int | None) == Spec("int", nullable=True)
+    assert spec_of_annotation(list[str]).item == Spec("str")
+
+
+def test_the_train_cli_refuses_bad_values_and_unread_keys_in_one_line(tone_root, tmp_path):
+    for override, message in [("trainer.epochs=true", "trainer.epochs"), ("+foo=1", "foo: no such key")]:
+        result = run_stage("train", *tiny_overrides(tone_root, tmp_path), override, cwd=tmp_path)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert len(_error_lines(result)) == 1 and _error_lines(result)[0].startswith(f"error: {message}")
+    assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_plus_sweep_fields_are_the_plain_fields(tmp_path):
+    sweep = write_sweep(tmp_path)
+    definition = load([f"sweep={sweep}", "+n_trials=1", "++workers=1", "+constraints.max_false_command_rate=0.2"])
+    assert definition.n_trials == 1 and definition.workers == 1
+    assert definition.constraints.max_false_command_rate == 0.2 and "+n_trials" not in definition.config
+    assert load([f"sweep={sweep}", "metrics=test_accuracy"]).metrics == ["test_accuracy"]  # a list of one
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("timeout=abc", "timeout: 'abc' is not a number >= 0.001 or null"),
+        ("n_trials=true", "n_trials: True is not an integer >= 1"),
+        ("constraints.max_params=abc", "constraints.max_params: 'abc' is not a number or null"),
+        ("directions=[up]", "directions[0]: 'up' is not one of maximize, minimize"),
+        ("~n_trials", "n_trials: a sweep field cannot be deleted"),
+    ],
+)
+def test_bad_sweep_fields_are_refused_when_loaded(tmp_path, override, message):
+    with pytest.raises(KwsError) as caught:
+        load([f"sweep={write_sweep(tmp_path)}", override])
+    assert str(caught.value).startswith(message)
+
+
+def test_optuna_options_are_checked_against_their_type_hints():
+    with pytest.raises(ConfigError, match=r"^sampler.n_startup_trials: 'abc' is not an integer"):
+        factories.sampler({"name": "tpe", "n_startup_trials": "abc"}, 0, [])
+    with pytest.raises(ConfigError, match=r"^pruner.n_warmup_steps: 'x' is not an integer"):
+        factories.pruner({"name": "median", "n_warmup_steps": "x"}, False)
+    assert factories.sampler({"name": "tpe", "n_startup_trials": 3}, 0, [])._n_startup_trials == 3
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("+constraints.max_false_command_rate=0.2", "constraints.max_false_command_rate"),
+        ("metrics=abc", "metrics"),
+    ],
+)
+def test_sweep_constraints_and_metrics_given_with_plus_are_checked_before_any_study(tone_root, tmp_path, override, key):
+    with pytest.raises(KwsError, match=f"^{key}: no run of this sweep produces"):
+        run_sweep(load([f"sweep={write_sweep(tmp_path)}", override, *data_args(tone_root, tmp_path)]))
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_bad_optuna_sampler_options_leave_no_study_and_no_run(tone_root, tmp_path):
+    sweep = write_sweep(tmp_path, sampler={"name": "tpe", "n_startup_trials": "abc"})
+    with pytest.raises(ConfigError, match="sampler.n_startup_trials"):
+        run_sweep(load([f"sweep={sweep}", *data_args(tone_root, tmp_path)]))
+    assert not (tmp_path / "mlruns.db").exists()
+    if (tmp_path / "optuna.db").exists():
+        rows = sqlite3.connect(tmp_path / "optuna.db").execute("select count(*) from studies").fetchone()
+        assert rows == (0,)
+
+
+def test_a_journal_storage_that_is_a_folder_is_one_line(tmp_path):
+    with pytest.raises(KwsError, match=r"^storage: journal:.* is a folder; name a file in it"):
+        factories.storage(f"journal:{tmp_path}", None)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_stores_that_cannot_work_are_one_line_each(tmp_path):
+    corrupt = tmp_path / "mlruns.db"
+    connection = sqlite3.connect(corrupt)
+    connection.execute("create table t (x)")
+    connection.executemany("insert into t values (?)", [("x" * 500,)] * 200)
+    connection.commit()
+    connection.close()
+    data = bytearray(corrupt.read_bytes())
+    data[4096:12288] = b"\xff" * 8192  # pages of the table overwritten
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(KwsError, match=r"^tracking.uri: .*mlruns.db is not a readable database"):
+        store.client_for({"uri": f"sqlite:///{corrupt}"})
+    assert corrupt.read_bytes() == bytes(data)  # left as it was
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(KwsError, match="not a readable database"):
+        store.client_for({"uri": f"sqlite:///{garbage}"})
+    port = _closed_port()
+    for uri in (f"postgresql://u@127.0.0.1:{port}/mlflow", f"postgresql+psycopg2://u@127.0.0.1:{port}/mlflow"):
+        with pytest.raises(KwsError, match=rf"^tracking.uri: database server 127.0.0.1:{port} .* is not reachable"):
+            store.client_for({"uri": uri})
+    with pytest.raises(KwsError, match=r"^storage: database server 127.0.0.1"):
+        factories.storage(f"postgresql://u@127.0.0.1:{port}/optuna", None)
+    with pytest.raises(KwsError, match=r"^tracking.uri: 'garbage' is not a store URL"):
+        store.client_for({"uri": "garbage"})
+
+
+def test_a_bare_postgresql_url_uses_the_installed_driver():
+    from kws_research.databases import with_driver
+
+    url = with_driver("postgresql://u@host/db")
+    assert url in ("postgresql://u@host/db", "postgresql+psycopg2://u@host/db")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        assert url == "postgresql+psycopg2://u@host/db"
+    assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
