@@ -11,13 +11,7 @@ from typing import Any
 from kws_research.config import HYDRA_VERSION, apply_choices, check_overrides
 from kws_research.errors import KwsError
 from kws_research.paths import CONF_DIR
-from kws_research.processes import install_interrupt_handlers
-
-
-def quiet_native_logs() -> None:
-    """Silence TensorFlow's C++ banner before it loads (set only if the user did not)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+from kws_research.processes import install_interrupt_handlers, quiet_native_logs
 
 
 def print_json_line(payload: dict) -> None:

@@ -16,6 +16,8 @@ STORED_DTYPE = np.int16  # what the cache holds
 INT16_SCALE = 2.0**15  # float = int16 / INT16_SCALE
 NORMALISATION = "int16 / 32768"  # the same, as written into model metadata
 INPUT_NAME = "audio"  # the model's (and the Core ML model's) input
+# Added to probabilities before their log (temperature scaling), in NumPy and in the Core ML graph alike.
+PROBABILITY_EPSILON = 1e-6
 
 
 def to_float(samples: np.ndarray) -> np.ndarray:

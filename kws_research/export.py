@@ -15,6 +15,7 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def main_export(cfg: DictConfig) -> dict:
+    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
     from kws_research.exporting.registry import registered_line
     from kws_research.exporting.stage import export_run
 

@@ -16,9 +16,10 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def mine_stage(cfg: DictConfig) -> dict:
-    from kws_research.exporting.source import resolve_run_id
+    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
     from kws_research.streaming.runs import mine_run
     from kws_research.tracking import store
+    from kws_research.tracking.source import resolve_run_id
 
     client = store.client_for(cfg.tracking)
     run_id = resolve_run_id(client, cfg.run_id, cfg.get("sweep"))

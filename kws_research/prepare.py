@@ -28,6 +28,7 @@ def summary_table(summary: dict) -> Table:
 
 def run_prepare(cfg: DictConfig) -> dict:
     """Prepare ``cfg.dataset`` and return its summary (the stage's Python API)."""
+    # loaded here, not at import: --help and a bad override answer before the data modules load
     from kws_research.data.dataset import prepare
 
     data = prepare(

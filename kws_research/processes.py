@@ -55,6 +55,12 @@ def remove_dead_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+def quiet_native_logs() -> None:
+    """Silence TensorFlow's C++ banner before it loads (set only if the user did not)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
 _interrupted = threading.Event()
 
 

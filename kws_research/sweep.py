@@ -14,10 +14,10 @@ import warnings
 
 import yaml
 
-from kws_research.cli import fail, print_json_line, quiet_native_logs
+from kws_research.cli import fail, print_json_line
 from kws_research.errors import KwsError
 from kws_research.paths import CONF_DIR
-from kws_research.processes import install_interrupt_handlers
+from kws_research.processes import install_interrupt_handlers, quiet_native_logs
 
 USAGE = __doc__
 
@@ -31,7 +31,7 @@ def print_result(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from kws_research.exporting.registry import registered_line
+    from kws_research.exporting.registry import registered_line  # after the sweep: TensorFlow is loaded by then
 
     console = Console()
     table = Table(
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     configure_logging()
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
     install_interrupt_handlers()
+    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
     from kws_research.sweeping.coordinator import run_sweep
     from kws_research.sweeping.definition import load
 

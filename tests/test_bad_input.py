@@ -180,3 +180,17 @@ def test_a_bare_postgresql_url_uses_the_installed_driver():
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
         assert url == "postgresql+psycopg2://u@host/db"
     assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_workers_are_capped_at_the_trial_budget(tmp_path, caplog):
+    import logging
+    import os
+
+    from kws_research.sweeping.coordinator import worker_count
+
+    sweep = write_sweep(tmp_path)
+    assert worker_count(load([f"sweep={sweep}", "workers=8", "n_trials=2"]), 2) == 2
+    cores = os.cpu_count() or 1
+    with caplog.at_level(logging.WARNING):
+        assert worker_count(load([f"sweep={sweep}", f"workers={cores + 1}", "n_trials=50"]), 50) == cores + 1
+    assert f"more than the {cores} CPU core(s)" in caplog.text

@@ -148,7 +148,7 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
 def test_an_impossible_tolerance_is_refused_before_anything_is_tagged(trained, override):
     folder, run_id = trained
     key = override.partition("=")[0]
-    with pytest.raises(KwsError, match=f"^{key}: .* must be a probability difference"):
+    with pytest.raises(KwsError, match=rf"^{key}: .* is not a number in \[0, 1\]"):
         export_run(export_cfg(folder, f"run_id={run_id}", override))
     assert MlflowClient(f"sqlite:///{folder}/mlruns.db").get_run(run_id).data.tags.get("coreml_verified") != "false"
 
@@ -230,7 +230,7 @@ def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_p
 
 @same_worker
 def test_run_id_best_is_the_best_trial_of_the_latest_sweep(trained):
-    from kws_research.exporting.source import resolve_run_id
+    from kws_research.tracking.source import resolve_run_id
 
     folder, run_id = trained
     client = MlflowClient(f"sqlite:///{folder}/mlruns.db")

@@ -8,7 +8,7 @@ from helpers.models import ZOO, zoo_model
 
 from kws_research.config import compose
 from kws_research.contract import CLIP_SAMPLES
-from kws_research.errors import ConfigError
+from kws_research.errors import ConfigError, KwsError
 from kws_research.models import build_model, complexity, load_model
 
 
@@ -68,6 +68,18 @@ def test_saved_models_reload_in_safe_mode_with_identical_outputs(tmp_path):
     again = load_model(tmp_path / "m.keras")
     x = np.random.default_rng(0).normal(0, 0.1, (3, CLIP_SAMPLES)).astype("float32")
     assert np.allclose(np.asarray(model(x)), np.asarray(again(x)), atol=1e-6)
+
+
+def test_a_model_with_code_is_refused_by_safe_mode_in_one_line(tmp_path):
+    import keras
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(tmp_path / "lambda.keras")
+    with pytest.raises(KwsError, match=r"lambda.keras: the model holds Python code .* safe mode will not load"):
+        load_model(tmp_path / "lambda.keras")
+    (tmp_path / "text.keras").write_text("not a model")
+    with pytest.raises(KwsError, match=r"text.keras: not a loadable .keras model"):
+        load_model(tmp_path / "text.keras")
 
 
 @pytest.mark.parametrize("mels", [30, 64])

@@ -255,6 +255,10 @@ def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(m
     assert (rounds.fingerprint != data.fingerprint) == (streamed["mined_windows"] > 0)  # a round that found nothing
     with pytest.raises(KwsError, match="python -m kws_research.mine run_id=nope"):
         prepare(dict(cfg.dataset, hard_negatives="nope"))
+    mine_cfg = OmegaConf.to_container(compose("mine", [*TINY_STREAMS, f"folder={folder}/nonexistent"]), resolve=True)
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    with pytest.raises(KwsError, match=r"^folder: .*nonexistent is not a folder"):
+        mine_run(client, result.run_id, mine_cfg)  # refused before any evaluation or mining
 
 
 def test_the_openset_experiment_trains_on_speech_and_is_measured_with_people_talking(tone_root, tmp_path):

@@ -65,7 +65,9 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
         read_only=True,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last_line(result).startswith(f"error: tracking.uri: cannot create mlruns.db in {work} (not writable)")
+    assert last_line(result).startswith(
+        f"error: tracking.uri: cannot write in {work} (Read-only file system), where mlruns.db and its journal live"
+    )
 
 
 def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):

@@ -171,6 +171,15 @@ def test_bad_stream_settings_name_the_key():
         stream_settings(gap_seconds=[3, 1])
 
 
+def test_streams_that_cannot_be_built_are_refused_before_training(tone_root, tmp_path):
+    from kws_research.train import train
+
+    every_word = tiny_overrides(tone_root, tmp_path, "dataset.commands=[yes,no,up,cat,dog]", "stream_eval=true")
+    with pytest.raises(KwsError, match=r"^stream: the validation split has no unknown clips"):
+        train(compose("train", every_word + TINY_STREAMS))
+    assert not (tmp_path / "mlruns.db").exists()  # no run was started
+
+
 # Tests of the module fixture run on one pytest-xdist worker (`--dist loadgroup`), which trains it once.
 same_worker = pytest.mark.xdist_group("streamed_run")
 

@@ -35,6 +35,8 @@ import numpy as np
 from kws_research.contract import saturate_int16
 from kws_research.data import long_audio
 from kws_research.data.layout import SPLITS, scan, which_set
+from kws_research.data.speech import speech_root as generated
+from kws_research.data.speech import split_recordings
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
 from kws_research.errors import KwsError
 
@@ -215,8 +217,6 @@ def synthetic_root(spec, cache_dir: Path) -> Path:
 
 def speech_root(spec, cache_dir: Path) -> Path:
     """The generated continuous speech for the ``speech`` source and stream background."""
-    from kws_research.data.speech import speech_root as generated
-
     options = dict(spec.unknown.speech)
     words = vocabulary(spec.commands, spec.heldout_unknown_words, options.get("vocabulary"))
     return generated(options, words, cache_dir)
@@ -225,8 +225,6 @@ def speech_root(spec, cache_dir: Path) -> Path:
 def long_recordings(spec, source: str, cache_dir: Path) -> tuple[dict[str, list[Path]], Path]:
     """The long recordings of ``source`` (``long_folder`` or ``speech``) per split, and their base folder."""
     if source == "speech":
-        from kws_research.data.speech import split_recordings
-
         root = speech_root(spec, cache_dir).resolve()
         return split_recordings(root), root
     folder = Path(str(spec.unknown.long_folder)).expanduser().resolve()

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kws_research.errors import ConfigError, KwsError
+from kws_research.errors import ConfigError
+from kws_research.models import load_model
 from kws_research.tracking.logged_model import log_keras_model, logged_model_id
 
 log = logging.getLogger(__name__)
@@ -56,35 +57,6 @@ def registered_name(source) -> str:
     return f"kws-{dataset}-{labels}"
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` -> (name, alias, version)."""
-    body = uri[len("models:/") :]
-    if "@" in body:
-        name, alias = body.split("@", 1)
-        return name, alias, None
-    name, _, version = body.rpartition("/")
-    if not name or not version.isdigit():
-        raise KwsError(f"run_id: {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
-    return name, None, version
-
-
-def run_of_model_uri(client, uri: str) -> str:
-    """The training run behind a registered model version (what ``run_id=models:/...`` exports)."""
-    from mlflow.exceptions import MlflowException
-
-    name, alias, version = parse_model_uri(uri)
-    try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise KwsError(
-            f"run_id: no registered model version {uri} in {client.tracking_uri}; list them in the MLflow UI "
-            "(Models) or export a run first"
-        ) from exc
-    if not found.run_id:
-        raise KwsError(f"run_id: registered model version {uri} has no source run; export a run id instead")
-    return found.run_id
-
-
 def check_options(registry: dict) -> None:
     if not isinstance(registry.get("register", True), bool):
         raise ConfigError("registry.register", f"{registry['register']!r} must be true or false")
@@ -97,7 +69,6 @@ def _ensure_logged_model(client, source, example: np.ndarray) -> str:
     model_id = logged_model_id(client, source.run_id)
     if model_id:
         return model_id
-    from kws_research.models import load_model
 
     log.info("run %s has no logged model (trained by an older version): logging it now", source.run_id)
     tags = {"dataset": str(source.tags.get("dataset")), "model": source.model_label}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from kws_research import ownership
+from kws_research import ownership, schema
 from kws_research.config import compose
 from kws_research.contract import NORMALISATION, SAMPLE_RATE, to_float
 from kws_research.coreml.convert import (
@@ -29,14 +29,15 @@ from kws_research.coreml.verify import verify
 from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import compare, registry
 from kws_research.exporting.baseline import baseline_for
-from kws_research.exporting.source import fetch, open_set_rule, resolve_run_id, source_data
 from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
 from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.models.temperature import tempered_model
+from kws_research.schema import check_value
 from kws_research.streaming.settings import StreamSettings
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics
+from kws_research.tracking.source import fetch, open_set_rule, resolve_run_id, source_data
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,8 @@ def check_options(cfg: Mapping) -> None:
     if cfg.get("streaming", "auto") == "auto":
         StreamSettings.from_config(cfg.get("stream"))
     registry.check_options(dict(cfg.get("registry") or {}))
-    for precision, value in dict(cfg.get("tolerance") or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ConfigError(
-                f"tolerance.{precision}",
-                f"{value!r} must be a probability difference in [0, 1]",
-                "conf/export.yaml has the measured defaults",
-            )
+    for precision, value in dict(cfg.get("tolerance") or {}).items():  # also from Python, not only the CLI
+        check_value(f"tolerance.{precision}", value, schema.FRACTION)
 
 
 def writable_folder(path: str | None) -> Path | None:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from kws_research.coreml import runtime
-from kws_research.exporting.source import source_data
 from kws_research.streaming import streams
 from kws_research.streaming.detector import Detection, DetectorSettings, detections
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_predict, score
 from kws_research.streaming.settings import SHIPPED_METRICS, StreamSettings
+from kws_research.tracking.source import source_data
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kws_research.contract import PROBABILITY_EPSILON
 from kws_research.serialization import register
-from kws_research.streaming.calibration import EPSILON
 
 
 @register
 class Temperature(keras.layers.Layer):
-    def __init__(self, temperature: float, epsilon: float = EPSILON, **kwargs):
+    def __init__(self, temperature: float, epsilon: float = PROBABILITY_EPSILON, **kwargs):
         super().__init__(**kwargs)
         self.temperature, self.epsilon = float(temperature), float(epsilon)
 

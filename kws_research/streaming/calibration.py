@@ -17,16 +17,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from kws_research.contract import PROBABILITY_EPSILON
 from kws_research.streaming import detector
 from kws_research.streaming.detector import DetectorSettings
 from kws_research.streaming.matching import match
 
-EPSILON = 1e-6  # the same in the Core ML graph (models/temperature.py)
 ECE_BINS = 15
 
 
 def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    logits = np.log(np.asarray(probabilities, np.float64) + EPSILON) / temperature
+    logits = np.log(np.asarray(probabilities, np.float64) + PROBABILITY_EPSILON) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     out = np.exp(logits)
     return (out / out.sum(axis=-1, keepdims=True)).astype(np.float32)

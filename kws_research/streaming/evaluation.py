@@ -33,6 +33,7 @@ from kws_research.streaming.calibration import Scored
 from kws_research.streaming.detector import DetectorSettings
 from kws_research.streaming.scoring import Predict, score
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
+from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
 
 log = logging.getLogger(__name__)
 __all__ = ["STREAM_METRICS", "Evaluation", "evaluate", "log_evaluation"]
@@ -179,8 +180,6 @@ def variant(settings_digest: str, rule: tuple[str, float] | None) -> str:
 
 def log_evaluation(client, run_id: str, evaluation: Evaluation, title: str) -> None:
     """Metrics, the settings tag and the ``streaming/`` artifacts on the run."""
-    from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
-
     log_metrics(client, run_id, {k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
     client.set_tag(run_id, DIGEST_TAG, variant(evaluation.report["settings_digest"], evaluation.rule))
     with artifact_dir() as folder:

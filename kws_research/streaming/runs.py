@@ -9,10 +9,20 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
+from kws_research.data import long_audio
+from kws_research.data.dataset import cache_root, prepare, task_spec
+from kws_research.data.unknown import long_recordings
 from kws_research.errors import ConfigError
+from kws_research.models import load_model
+from kws_research.models.gate import gated
+from kws_research.streaming import mining, streams
 from kws_research.streaming.evaluation import DIGEST_TAG, Evaluation, evaluate, log_evaluation, variant
 from kws_research.streaming.scoring import keras_predict
 from kws_research.streaming.settings import StreamSettings
+from kws_research.tracking.runs import log_artifacts, log_metrics
+from kws_research.tracking.source import fetch, get_run, open_set_rule, source_data
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +33,6 @@ def stream_source(dataset_cfg: Mapping, data, settings: StreamSettings):
     share = settings.unknown_percentage
     if share is None or float(share) == float(dataset_cfg.get("unknown_percentage", 10.0)):
         return data
-    from kws_research.data.dataset import prepare
-
     return prepare({**dict(dataset_cfg), "unknown_percentage": float(share)})
 
 
@@ -35,9 +43,6 @@ def stream_backgrounds(
     streams (each split's own speakers or files: evaluation never hears training ones)."""
     if not settings.background:
         return None
-    from kws_research.data import long_audio
-    from kws_research.data.dataset import cache_root, task_spec
-    from kws_research.data.unknown import long_recordings
 
     spec = task_spec(dataset_cfg)
     if settings.background == "long_folder" and not spec.unknown.long_folder:
@@ -49,17 +54,13 @@ def stream_backgrounds(
 def check_streams(data, dataset_cfg: Mapping, stream_cfg: Mapping) -> None:
     """Everything a streaming evaluation needs, checked before the model exists: the
     settings, the words of each split's streams and the background recordings."""
-    from kws_research.streaming.streams import check_buildable
-
     settings = StreamSettings.from_config(stream_cfg)
-    check_buildable(stream_source(dataset_cfg, data, settings), settings)
+    streams.check_buildable(stream_source(dataset_cfg, data, settings), settings)
     stream_backgrounds(dataset_cfg, settings)
 
 
 def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
     """The model as export ships it before the temperature: with its open-set rule."""
-    from kws_research.models.gate import gated
-
     return gated(model, *rule, labels) if rule is not None else model
 
 
@@ -79,9 +80,6 @@ def is_evaluated(run, stream_cfg: Mapping, rule: tuple[str, float] | None) -> bo
 
 def evaluate_run(client, run_id: str, stream_cfg: Mapping, gate: str = "auto") -> dict:
     """Evaluate a finished run on streams and log the result on it; returns the metrics."""
-    from kws_research.exporting.source import fetch, open_set_rule, source_data
-    from kws_research.models import load_model
-
     if gate not in ("auto", "off"):
         raise ConfigError("gate", f"{gate!r} is not auto or off")
     StreamSettings.from_config(stream_cfg)  # a bad stream key fails before anything is downloaded
@@ -99,11 +97,6 @@ def evaluate_run(client, run_id: str, stream_cfg: Mapping, gate: str = "auto") -
 def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: float, folder: str | None):
     """What to mine: the training split of a long-recording folder, or a negatives-only
     stream of the training split (with ``stream.background`` of the training speakers)."""
-    import numpy as np
-
-    from kws_research.data import long_audio
-    from kws_research.data.dataset import task_spec
-
     spec = task_spec(source_cfg)
     if folder:
         files = long_audio.recordings(
@@ -112,7 +105,6 @@ def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: f
         if not files["train"]:
             raise ConfigError("folder", f"{folder} has no file in the training split (files are split by hash)")
         return long_audio.track(files["train"]), f"folder {folder} (training-split files)"
-    from kws_research.streaming import streams
 
     background = (stream_backgrounds(source_cfg, settings, ("train",)) or {}).get("train")
     stream_data = stream_source(source_cfg, data, settings)
@@ -125,12 +117,6 @@ def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: f
 def mine_run(client, run_id: str, cfg: Mapping) -> dict:
     """Mine a run's false accepts into ``<cache_dir>/hard_negatives/<run id>`` (and the run's
     ``hard_negatives/`` artifacts); evaluates the run on streams first when it was not."""
-    from kws_research.data.dataset import cache_root
-    from kws_research.exporting.source import fetch, get_run, open_set_rule, source_data
-    from kws_research.models import load_model
-    from kws_research.streaming import mining
-    from kws_research.tracking.runs import log_artifacts, log_metrics
-
     stream_cfg = dict(cfg["stream"])
     settings = StreamSettings.from_config(stream_cfg)
     minutes = float(cfg.get("minutes") or 0)

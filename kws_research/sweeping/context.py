@@ -13,7 +13,7 @@ from kws_research.config import compose
 from kws_research.data.dataset import PreparedData, prepare
 from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.objective import check_metrics
-from kws_research.sweeping.runner import open_study
+from kws_research.sweeping.runner import check_search, open_study
 from kws_research.sweeping.space import Dimension, parse
 from kws_research.tracking import store
 
@@ -35,6 +35,7 @@ def open_context(definition: SweepDefinition) -> SweepContext:
     space = parse(definition.params)
     base = compose("train", definition.base_overrides)
     check_metrics(definition, base)
+    check_search(definition, space)
     data = prepare(OmegaConf.to_container(base.dataset, resolve=True))
     client = store.client_for(base.tracking)
     experiment = store.experiment_id(client, base.tracking, base.tracking.get("experiment") or data.name)

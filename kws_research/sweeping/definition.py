@@ -157,12 +157,12 @@ def load(argv: list[str]) -> SweepDefinition:
     run_overrides = []
     for arg in sorted(rest, key=lambda a: a.partition("=")[0].lstrip("+~") not in SWITCHES):
         key, sep, raw = arg.partition("=")
+        top = key.lstrip("+~").split(".", 1)[0]
+        if top in FIELDS and key.startswith("~"):
+            raise ConfigError(key.lstrip("~"), "a sweep field cannot be deleted", f"set it: {key[1:]}=<value>")
         if not sep:
             raise KwsError(f"override {arg!r} is not key=value")
-        top = key.lstrip("+~").split(".", 1)[0]
         if top in FIELDS:  # a sweep field: `+field=` and `++field=` set it like `field=`
-            if key.startswith("~"):
-                raise ConfigError(key.lstrip("~"), "a sweep field cannot be deleted", f"set it: {key[1:]}=<value>")
             key = key.lstrip("+")
         if top == "params" and "." in key:
             config.params[key.split(".", 1)[1]] = raw

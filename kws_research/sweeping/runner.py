@@ -97,6 +97,21 @@ def recover(study: optuna.Study, client) -> None:
             end_interrupted_trial(study, trial, client)
 
 
+def _sampler_and_pruner(definition: SweepDefinition, space: list[Dimension]):
+    try:
+        bounds = metric_constraints(definition.constraints)
+    except ValueError as exc:
+        raise KwsError(str(exc)) from exc
+    sampler = factories.sampler(definition.sampler, int(definition.seed), space, len(bounds))
+    return sampler, factories.pruner(definition.pruner, definition.multi_objective)
+
+
+def check_search(definition: SweepDefinition, space: list[Dimension]) -> None:
+    """Build the sampler and the pruner once, before any store exists, so a bad option
+    (``sampler.n_startup_trials=abc``) is refused before a study or a run is created."""
+    _sampler_and_pruner(definition, space)
+
+
 def open_study(definition: SweepDefinition, space: list[Dimension], client) -> optuna.Study:
     """Create the study or load it to continue; a study with other directions is refused."""
     # A failing trial is reported in one line by the objective (KWS_DEBUG=1 adds the
@@ -107,13 +122,7 @@ def open_study(definition: SweepDefinition, space: list[Dimension], client) -> o
         definition.heartbeat_interval,
         on_stale=lambda study, trial: end_interrupted_trial(study, trial, client),
     )
-
-    try:
-        bounds = metric_constraints(definition.constraints)
-    except ValueError as exc:
-        raise KwsError(str(exc)) from exc
-    sampler = factories.sampler(definition.sampler, int(definition.seed), space, len(bounds))
-    pruner = factories.pruner(definition.pruner, definition.multi_objective)
+    sampler, pruner = _sampler_and_pruner(definition, space)
     name = str(definition.study_name)
     directions = list(definition.directions)
     try:

@@ -8,8 +8,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from kws_research.cli import quiet_native_logs
-from kws_research.processes import install_interrupt_handlers
+from kws_research.processes import install_interrupt_handlers, quiet_native_logs
 from kws_research.sweeping.definition import SweepDefinition
 
 

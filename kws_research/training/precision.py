@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 import keras
 
 from kws_research.errors import ConfigError
+from kws_research.models import build_model
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -40,8 +41,6 @@ def float32_copy(model: keras.Model, model_cfg: Mapping, num_classes: int) -> ke
     """The same architecture built under float32 and not compiled, holding the trained
     (float32 master) weights: what a run saves, without the optimizer's state (a compiled
     Adam model's file is three times the weights)."""
-    from kws_research.models import build_model
-
     with policy("float32"):
         copy = build_model(model_cfg, num_classes)
     copy.set_weights(model.get_weights())

@@ -27,6 +27,8 @@ from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
 from kws_research.models.gate import calibrated_rule
 from kws_research.models.registry import model_name
+from kws_research.streaming.evaluation import log_evaluation
+from kws_research.streaming.runs import check_streams, evaluate_model
 from kws_research.tracking import store
 from kws_research.tracking.datasets import log_dataset_input
 from kws_research.tracking.logged_model import log_keras_model
@@ -63,8 +65,6 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
             "dataset", f"{data.name}: the train or validation split is empty; check the split lists or percentages"
         )
     if cfg.get("stream_eval"):
-        from kws_research.streaming.runs import check_streams  # streaming loads only when asked for
-
         check_streams(
             data, OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.stream, resolve=True)
         )
@@ -225,9 +225,6 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
 
 def _stream_evaluation(cfg, data, model, client, run_id: str, final: dict, title: str) -> dict:
     """``stream_eval=true``: the streaming evaluation of the model as export ships it."""
-    from kws_research.streaming.evaluation import log_evaluation
-    from kws_research.streaming.runs import evaluate_model
-
     rule = calibrated_rule(final)  # openset.gate=true: the rule export folds in
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
     evaluation = evaluate_model(model, data, dataset, OmegaConf.to_container(cfg.stream, resolve=True), rule)

@@ -1,4 +1,5 @@
-"""Finding the run to export and fetching what export needs from its artifacts."""
+"""Reading a finished run: finding it (a run id, the latest sweep's best trial, a
+registered model version) and fetching its model, labels, config and data."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kws_research.data.dataset import prepare
 from kws_research.errors import KwsError
 from kws_research.models.gate import calibrated_rule
 
@@ -30,6 +32,35 @@ class SourceRun:
         return self.tags.get("model", "model")
 
 
+def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` -> (name, alias, version)."""
+    body = uri[len("models:/") :]
+    if "@" in body:
+        name, alias = body.split("@", 1)
+        return name, alias, None
+    name, _, version = body.rpartition("/")
+    if not name or not version.isdigit():
+        raise KwsError(f"run_id: {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
+    return name, None, version
+
+
+def run_of_model_uri(client, uri: str) -> str:
+    """The training run behind a registered model version (what ``run_id=models:/...`` exports)."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_model_uri(uri)
+    try:
+        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise KwsError(
+            f"run_id: no registered model version {uri} in {client.tracking_uri}; list them in the MLflow UI "
+            "(Models) or export a run first"
+        ) from exc
+    if not found.run_id:
+        raise KwsError(f"run_id: registered model version {uri} has no source run; export a run id instead")
+    return found.run_id
+
+
 def latest_sweep(client, sweep: str | None):
     """The most recent sweep parent run (of study ``sweep`` if given) that reached a
     verdict: a best run, or the finding that no trial met its constraints."""
@@ -47,8 +78,6 @@ def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
     """A run id, ``best`` (the latest sweep's best trial) or a registered model version
     (``models:/<name>@<alias>``, ``models:/<name>/<version>``) -> the run id."""
     if str(run_id).startswith("models:/"):
-        from kws_research.exporting.registry import run_of_model_uri
-
         return run_of_model_uri(client, str(run_id))
     if str(run_id) != "best":
         return str(run_id)
@@ -121,8 +150,6 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
 
 def source_data(source: SourceRun, stage: str = "export"):
     """The run's data set, prepared here and checked to be the one it was trained on."""
-    from kws_research.data.dataset import prepare
-
     try:
         data = prepare(source.config["dataset"])
     except KwsError as exc:

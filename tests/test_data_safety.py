@@ -1,0 +1,80 @@
+"""The harness deletes and overwrites only what it created: user files planted in every
+folder it writes to survive every stage byte for byte, and a user file where a stage
+would write is refused in one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers.data import tiny_overrides
+from helpers.stages import TINY_STREAMS, last_json, run_stage
+from helpers.sweeps import write_sweep
+
+pytestmark = pytest.mark.slow
+
+PLANTED = {
+    "root/notes.txt": b"my notes about the recordings\n",
+    "root/yes/README.md": b"recorded in the kitchen\n",
+    "root/.hidden/settings.json": b"{}",
+    "cache/mine.txt": b"cache folder of mine",
+    "cache/prepared/keep.npy": b"not the harness's",
+    "cache/streams/keep.txt": b"mine",
+    "cache/hard_negatives/keep.txt": b"mine",
+    "out/report.md": b"my own report",
+    "out/model-v0.mlmodel": b"an older model of mine",
+    "mlartifacts/keep.txt": b"mine",
+}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in PLANTED if (folder / name).is_file()}
+
+
+def _ok(result) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return last_json(result.stdout)
+
+
+def test_every_stage_leaves_planted_user_files_byte_for_byte(tone_root, tmp_path):
+    root = shutil.copytree(tone_root, tmp_path / "root")
+    for name, content in PLANTED.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    base = [o.replace(str(tone_root), str(root)) for o in tiny_overrides(tone_root, tmp_path, "trainer.epochs=1")]
+    tracking = [o for o in base if o.startswith("tracking.")]
+    _ok(run_stage("prepare", *[o for o in base if o.startswith(("dataset", "+dataset"))], cwd=tmp_path))
+    run_id = _ok(run_stage("train", *base, "stream_eval=true", *TINY_STREAMS, cwd=tmp_path))["run_id"]
+    _ok(run_stage("evaluate", f"run_id={run_id}", *tracking, *TINY_STREAMS, cwd=tmp_path))
+    mined = _ok(run_stage("mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", cwd=tmp_path))
+    assert Path(mined["folder"]).parent == tmp_path / "cache" / "hard_negatives"
+    again = _ok(run_stage("mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", cwd=tmp_path))
+    assert again["folder"] == mined["folder"]  # its own earlier folder is replaced
+    export = [f"run_id={run_id}", *tracking, *TINY_STREAMS, "baseline=skip", "format=neuralnetwork"]
+    exported = _ok(run_stage("export", *export, f"output_dir={tmp_path / 'out'}", cwd=tmp_path))
+    _ok(run_stage("export", *export, f"output_dir={tmp_path / 'out'}", cwd=tmp_path))  # replaces its own files
+    sweep = write_sweep(tmp_path, n_trials=1, sampler={"name": "random"}, params={"model": "choice(seed_cnn1d)"})
+    _ok(run_stage("sweep", f"sweep={sweep}", *[o for o in base if not o.startswith("model=")], cwd=tmp_path))
+    assert _snapshot(tmp_path) == PLANTED
+    model_file = Path(exported["files"][0])
+    assert model_file.parent == tmp_path / "out" and model_file.exists()
+
+    # A file of the user's exactly where a stage would write: refused in one line, untouched.
+    shutil.rmtree(model_file) if model_file.is_dir() else model_file.unlink()
+    model_file.write_bytes(b"the user's own model")
+    refused = run_stage("export", *export, f"output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "was not created by kws-research" in errors[0] and "output_dir" in errors[0]
+    assert model_file.read_bytes() == b"the user's own model"
+    user_output = tmp_path / "my_windows"
+    (user_output / "clip.wav").parent.mkdir()
+    (user_output / "clip.wav").write_bytes(b"mine")
+    refused = run_stage(
+        "mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", f"output={user_output}", cwd=tmp_path
+    )
+    assert (
+        refused.returncode == 2 and "output: " in refused.stderr and "was not created by kws-research" in refused.stderr
+    )
+    assert (user_output / "clip.wav").read_bytes() == b"mine"
