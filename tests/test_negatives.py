@@ -20,8 +20,9 @@ from kws_research.data.audio import decode_long
 from kws_research.data.dataset import prepare, task_spec
 from kws_research.data.layout import which_set
 from kws_research.data.long_audio import WindowSettings, window_offsets
+from kws_research.data.sources.speech import speech_root
 from kws_research.data.speech import split_recordings
-from kws_research.data.unknown import HOMOPHONES, speech_root
+from kws_research.data.unknown import HOMOPHONES
 from kws_research.errors import KwsError
 from kws_research.streaming import streams
 from kws_research.streaming.runs import mine_run, stream_backgrounds

@@ -27,6 +27,53 @@ def rows_of(data, split, prefix):
     return [(i, s) for i, s in enumerate(arrays.sources) if s.startswith(prefix)]
 
 
+ECHO = '''"""``echo``: a throw-away source for the test: command clips at half volume."""
+
+from kws_research.data.items import Item
+from kws_research.data.sources import UnknownSource
+
+
+class Echo(UnknownSource):
+    def candidates(self, ctx):
+        commands = [entries for word, entries in sorted(ctx.words.items()) if word in ctx.commands]
+        return [Item("unknown", "echo", (e.path,)) for entries in commands for e in entries]
+
+    def render(self, item, decoded):
+        return decoded[item.paths[0]] // 2
+
+
+SOURCE = Echo()
+'''
+
+
+def test_a_new_source_is_one_module_found_by_name(tone_root, tmp_path, monkeypatch):
+    import zlib
+
+    from kws_research.data import sources
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "echo.py").write_text(ECHO)
+    before = prepare(sources_cfg(tone_root, tmp_path / "a", words=1.0, reversed=1.0))
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sources, "__path__", [*sources.__path__, str(plugins)])
+            sources.forget()
+            assert sources.get("echo").key == zlib.crc32(b"echo")  # keyed by its name, not its place
+            data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, reversed=1.0, echo=1.0))
+            unchanged = prepare(sources_cfg(tone_root, tmp_path / "d", words=1.0, reversed=1.0))
+    finally:
+        sources.forget()
+    counts = data.summary["unknown_sources"]["train"]
+    assert counts["echo"] > 0 and counts["words"] > 0 and counts["reversed"] > 0
+    echoes = rows_of(data, "train", "echo:")
+    assert len(echoes) == counts["echo"]
+    index, name = echoes[0]
+    original = np.asarray(before.splits["train"].audio)[before.splits["train"].sources.index(name[len("echo:") :])]
+    assert np.array_equal(np.asarray(data.splits["train"].audio)[index], original // 2)
+    assert unchanged.fingerprint == before.fingerprint  # a source with no share changes no data set
+
+
 def test_shares_split_the_training_unknowns_and_eval_keeps_the_words(tone_root, tmp_path):
     data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, reversed=1.0, spliced=2.0))
     train_counts = data.summary["unknown_sources"]["train"]
@@ -67,7 +114,7 @@ def test_spliced_clips_join_two_different_words(tone_root, tmp_path):
 
 
 def test_partial_clips_are_the_onset_of_a_command_word_and_silence_after(tone_root, tmp_path):
-    from kws_research.data.unknown import speech_extent
+    from kws_research.data.audio import speech_extent
 
     data = prepare(sources_cfg(tone_root, tmp_path / "c", words=1.0, partial=1.0))
     assert data.summary["unknown_sources"]["train"]["partial"] > 0

@@ -97,6 +97,17 @@ def decode_long(path: Path | str) -> np.ndarray:
     return to_int16(resample(signal, rate))
 
 
+def speech_extent(clip: np.ndarray, frame: int = 160) -> tuple[int, int]:
+    """First and last sample of the frames within 30 dB of the loudest frame."""
+    x = clip.astype(np.float64)
+    frames = x[: len(x) // frame * frame].reshape(-1, frame)
+    energy = (frames**2).mean(axis=1) + 1e-12
+    loud = np.nonzero(energy > energy.max() * 1e-3)[0]
+    if loud.size == 0:
+        return 0, len(x)
+    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
 def write_wav(path: Path | str, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Write int16 mono PCM, the format of the official archive."""
     sf.write(str(path), np.asarray(samples, dtype=STORED_DTYPE), rate, subtype="PCM_16")

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
-from kws_research.data import cache, long_audio
+from kws_research.data import cache, long_audio, sources
 from kws_research.data.audio import ClipError, decode_clip_checked, decode_long
 from kws_research.data.download import ensure_downloaded
+from kws_research.data.items import Item
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, SPLITS, Layout, scan
 from kws_research.data.synthetic import GeneratorSettings, ensure_generated
-from kws_research.data.task import Item, TaskPlan, TaskSpec, check_words, plan_task
-from kws_research.data.unknown import ExtraClips, UnknownSettings, extra_unknown_clips, onset, splice
+from kws_research.data.task import TaskPlan, TaskSpec, check_words, plan_task
+from kws_research.data.unknown import ExtraClips, UnknownSettings, extra_unknown_clips
 from kws_research.errors import KwsError
 from kws_research.locks import FileLock
 
@@ -131,26 +132,20 @@ def _render(item: Item, decoded: dict, noise: np.ndarray, noise_files: list[dict
         return decoded[item.paths[0]]
     if item.kind == "window":
         return decoded[(item.paths[0], item.offset)]
-    if item.kind == "reversed":
-        return decoded[item.paths[0]][::-1].copy()
-    if item.kind == "spliced":
-        return splice(decoded[item.paths[0]], decoded[item.paths[1]])
-    if item.kind == "partial":
-        return onset(decoded[item.paths[0]], item.gain)  # gain holds the kept fraction
     if item.kind == "silence":
         start = noise_files[item.noise]["start"] + item.offset
         return saturate_int16(noise[start : start + CLIP_SAMPLES].astype(np.float32) * item.gain)
-    raise ValueError(f"unknown item kind {item.kind!r}")
+    return sources.get(item.kind).render(item, decoded)  # a source that derives its audio
 
 
 def _source_name(item: Item, noise_files: list[dict]) -> str:
     if item.kind == "silence":
         return f"silence:{noise_files[item.noise]['name']}@{item.offset}x{item.gain}"
-    if item.kind == "partial":
-        return f"partial:{item.paths[0]}@{item.gain}"
     if item.kind == "window":
         return f"window:{item.paths[0]}@{item.offset}"
-    return "+".join(item.paths) if item.kind == "clip" else f"{item.kind}:" + "+".join(item.paths)
+    if item.kind == "clip":
+        return "+".join(item.paths)
+    return sources.get(item.kind).source_name(item)
 
 
 def _summary(

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES
+from kws_research.data import sources
+from kws_research.data.items import Item
 from kws_research.data.layout import SPLITS, FileEntry, Layout
-from kws_research.data.unknown import PARTIAL_FRACTIONS, SOURCES, UnknownSettings, split_counts
+from kws_research.data.sources import SplitContext
+from kws_research.data.unknown import UnknownSettings, split_counts
 from kws_research.errors import KwsError
 from kws_research.labels import SILENCE, UNKNOWN
 
@@ -63,23 +66,6 @@ class TaskSpec:
             raise KwsError(
                 f"dataset.heldout_unknown_words: {sorted(overlap)} are command words; hold out auxiliary words only"
             )
-
-
-@dataclass(frozen=True)
-class Item:
-    """One example of a split: where its audio comes from and its class.
-
-    ``kind`` says how to render it: ``clip`` (a file), ``silence`` (a cut of noise
-    file ``noise`` at ``offset`` scaled by ``gain``), ``window`` (1 s of a long
-    recording from sample ``offset``), or a derived unknown source.
-    """
-
-    label: str
-    kind: str
-    paths: tuple[str, ...] = ()
-    noise: int = -1
-    offset: int = 0
-    gain: float = 1.0
 
 
 @dataclass
@@ -136,53 +122,6 @@ def check_words(spec: TaskSpec, layout: Layout) -> None:
         raise KwsError(f"dataset.heldout_unknown_words: no folder for {unknown_heldout} under {layout.root}")
 
 
-def _unknown_pools(
-    split: str,
-    words: dict[str, list[FileEntry]],
-    commands: set[str],
-    heldout: set[str],
-    extra: dict[str, dict[str, list[str]]],
-) -> dict[str, list[Item]]:
-    """Candidate unknown items of one split, per source (``spliced`` pairs are drawn later)."""
-    usable = {w: e for w, e in sorted(words.items()) if w not in heldout}
-    return {
-        "words": [
-            Item(UNKNOWN, "clip", (e.path,)) for w, entries in usable.items() if w not in commands for e in entries
-        ],
-        "reversed": [Item(UNKNOWN, "reversed", (e.path,)) for entries in usable.values() for e in entries],
-        "synthetic": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("synthetic", {}).get(split, [])],
-        "folder": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("folder", {}).get(split, [])],
-        "hard_negatives": [Item(UNKNOWN, "clip", (p,)) for p in extra.get("hard_negatives", {}).get(split, [])],
-        **{
-            source: [Item(UNKNOWN, "window", (p,), offset=o) for p, o in extra.get(source, {}).get(split, [])]
-            for source in ("long_folder", "speech")
-        },
-    }
-
-
-def _spliced(count: int, words: dict[str, list[FileEntry]], heldout: set[str], rng: np.random.Generator) -> list[Item]:
-    """``count`` pairs of clips of two different words (never a command with itself)."""
-    clips = [(w, e.path) for w, entries in sorted(words.items()) if w not in heldout for e in entries]
-    if len({w for w, _ in clips}) < 2:
-        return []
-    items = []
-    while len(items) < count:
-        (wa, a), (wb, b) = (clips[int(i)] for i in rng.integers(len(clips), size=2))
-        if wa != wb:
-            items.append(Item(UNKNOWN, "spliced", (a, b)))
-    return items
-
-
-def _partial(count: int, words: dict[str, list[FileEntry]], commands: set[str], rng: np.random.Generator) -> list[Item]:
-    """``count`` onsets of command clips, each keeping a seeded fraction of its speech (``gain``)."""
-    clips = [e.path for w, entries in sorted(words.items()) if w in commands for e in entries]
-    if not clips:
-        return []
-    low, high = PARTIAL_FRACTIONS
-    picks = rng.permutation(len(clips))[:count] if count <= len(clips) else rng.integers(len(clips), size=count)
-    return [Item(UNKNOWN, "partial", (clips[int(i)],), gain=round(float(rng.uniform(low, high)), 3)) for i in picks]
-
-
 def plan_task(
     spec: TaskSpec, layout: Layout, noise_lengths: list[int], extra: dict[str, dict[str, list[str]]] | None = None
 ) -> TaskPlan:
@@ -206,22 +145,15 @@ def plan_task(
         command_items = [Item(word, "clip", (e.path,)) for word in spec.commands for e in words.get(word, [])]
         n_commands = len(command_items)
         n_unknown = math.ceil(n_commands * spec.unknown_percentage / 100)
-        pools = _unknown_pools(split, words, commands, heldout_words, extra or {})
         unknown_items: list[Item] = []
         plan.unknown_by_source[split] = {}
         for name, count in split_counts(n_unknown, spec.unknown.shares_for(split)).items():
-            rng = _rng(spec.seed, index, SOURCES.index(name))
-            if name == "spliced":
-                chosen = _spliced(count, words, heldout_words, rng)
-            elif name == "partial":
-                chosen = _partial(count, words, commands, rng)
-            else:
-                pool = pools[name]
-                if count > len(pool):
-                    plan.warnings.append(
-                        f"{split}: only {len(pool)} '{name}' clips for {count} 'unknown' examples; using all"
-                    )
-                chosen = [pool[i] for i in sorted(rng.permutation(len(pool))[:count])]
+            source = sources.get(name)
+            outside = (extra or {}).get(name, {}).get(split, [])
+            context = SplitContext(split, words, frozenset(commands), frozenset(heldout_words), outside)
+            chosen, warning = source.choose(context, count, _rng(spec.seed, index, source.key))
+            if warning:
+                plan.warnings.append(warning)
             unknown_items += chosen
             plan.unknown_by_source[split][name] = len(chosen)
         n_silence = math.ceil(n_commands * spec.silence_percentage / 100)
