@@ -1,6 +1,8 @@
 # kws-research: every target installs the virtualenv first when it is missing.
 #   make sweep                       Optuna sweep on the embedded synthetic data set
-#   make test                        the test suite (TEST_WORKERS=2 pytest-xdist processes)
+#   make test                        the whole test suite (TEST_WORKERS=2 pytest-xdist processes; what CI runs)
+#   make test-fast                   the suite without the `slow` tests (real servers, SIGKILL, install, ...)
+#   make docs                        the documentation site (MkDocs) into site/; make docs-serve to browse it
 #   DATA=<folder>                    any folder in the Speech Commands layout (default: synthetic)
 #   ARGS='<hydra overrides>'         more overrides for the stage, e.g. ARGS='trainer.epochs=5'
 #   make install GPU=1               NVIDIA GPU (Linux): TensorFlow with CUDA instead of tensorflow-cpu;
@@ -23,7 +25,7 @@ else
 DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
 endif
 
-.PHONY: install data baseline train sweep export ui test bench bench-data bench-train \
+.PHONY: install data baseline train sweep export ui test test-fast docs docs-serve bench bench-data bench-train \
         bench-accuracy bench-sweep bench-openset bench-stream bench-mining evaluate mine lint clean
 
 install: $(STAMP)
@@ -56,6 +58,15 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
 lint: $(STAMP)
 	$(PY) -m ruff check kws_research tests benchmarks
 	$(PY) -m ruff format --check kws_research tests benchmarks
@@ -64,7 +75,7 @@ bench-data: $(STAMP)
 	$(PY) -m benchmarks.bench_data --subset $(SUBSET) $(BENCH_ARGS)
 
 clean:
-	rm -rf .cache mlruns.db mlartifacts optuna.db benchmarks/results .multirun
+	rm -rf .cache mlruns.db mlartifacts optuna.db benchmarks/results .multirun site
 
 train: $(STAMP)
 	$(PY) -m kws_research.train $(DATASET) $(ARGS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Sequence
 
@@ -12,6 +14,17 @@ from kws_research.errors import ConfigError
 from kws_research.paths import CONF_DIR
 
 HYDRA_VERSION = "1.3"
+
+
+@functools.cache
+def _shipped(group: str, option: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"), resolve=True)
+
+
+def shipped_group(group: str, option: str) -> dict:
+    """The values of ``conf/<group>/<option>.yaml`` (a copy): the defaults the Python API
+    fills in where a caller passes only some keys, so each default is written once."""
+    return copy.deepcopy(_shipped(group, option))
 
 
 def _compose(config_name: str, overrides: Sequence[str]) -> tuple[DictConfig, dict]:

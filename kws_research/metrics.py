@@ -7,6 +7,21 @@ import numpy as np
 
 from kws_research.labels import SILENCE, UNKNOWN
 
+# The names of the metrics a training run reports, declared once: the sweep refuses an
+# objective no run produces, the registry tags versions with them, tests check the runs.
+TRAINING_METRICS = (
+    "best_val_accuracy",
+    "best_epoch",
+    "train_seconds",
+    "epochs_run",
+    "seconds_per_epoch",
+    "params",
+    "macs",
+)
+TEST_METRICS = ("test_accuracy", "test_loss", "command_accuracy")
+OPEN_SET_METRICS = ("unseen_unknown_recall", "false_command_rate", "heldout_clips")
+GATED_METRICS = ("gated_val_accuracy", "gated_test_accuracy", "gated_command_accuracy")
+
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """Mean categorical cross-entropy of predicted probabilities (no label smoothing)."""

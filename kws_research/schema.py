@@ -88,6 +88,7 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "optimizer.weight_decay": NUMBER(0, null=True),
         "optimizer.clipnorm": NUMBER(0, null=True),
         "optimizer.label_smoothing": NUMBER(0, 1),
+        "openset.max_command_drop": FRACTION,
         "augment.time_shift_ms": NUMBER(0, 1000),
         "augment.noise_probability": FRACTION,
         "augment.noise_volume": NUMBER(0, 1),
@@ -273,3 +274,16 @@ def check_config(config_name: str, cfg: Mapping, defaults: Mapping) -> None:
             )
         spec = declared.get(key) or spec_of_default(default)
         check_value(key, value, spec)
+
+
+def check_declared(config_name: str, cfg: Mapping) -> None:
+    """The declared specs alone, for a config built or changed in Python after composing."""
+    for key, spec in {**DECLARED["*"], **DECLARED.get(config_name, {})}.items():
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, Mapping) else _ABSENT
+        if node is not _ABSENT:
+            check_value(key, node, spec)
+
+
+_ABSENT = object()

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 from helpers.data import tiny_overrides
-from helpers.stages import TINY_STREAMS, last_json, run_stage
+from helpers.stages import TINY_STREAMS, run_stage
 from helpers.sweeps import write_sweep
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from kws_research.config import compose
+from kws_research.data.dataset import prepare
+from kws_research.errors import KwsError
 
 pytestmark = pytest.mark.slow
 
@@ -32,30 +38,36 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in PLANTED if (folder / name).is_file()}
 
 
-def _ok(result) -> dict:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return last_json(result.stdout)
-
-
 def test_every_stage_leaves_planted_user_files_byte_for_byte(tone_root, tmp_path):
+    """Every stage through its Python API (one TensorFlow import); the CLI's one-line
+    refusal once at the end."""
+    from kws_research.exporting.stage import export_run
+    from kws_research.streaming.runs import evaluate_run, mine_run
+    from kws_research.sweeping.coordinator import run_sweep
+    from kws_research.sweeping.definition import load
+    from kws_research.train import train
+
     root = shutil.copytree(tone_root, tmp_path / "root")
     for name, content in PLANTED.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
     base = [o.replace(str(tone_root), str(root)) for o in tiny_overrides(tone_root, tmp_path, "trainer.epochs=1")]
     tracking = [o for o in base if o.startswith("tracking.")]
-    _ok(run_stage("prepare", *[o for o in base if o.startswith(("dataset", "+dataset"))], cwd=tmp_path))
-    run_id = _ok(run_stage("train", *base, "stream_eval=true", *TINY_STREAMS, cwd=tmp_path))["run_id"]
-    _ok(run_stage("evaluate", f"run_id={run_id}", *tracking, *TINY_STREAMS, cwd=tmp_path))
-    mined = _ok(run_stage("mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", cwd=tmp_path))
+    cfg = compose("train", [*base, "stream_eval=true", *TINY_STREAMS])
+    prepare(OmegaConf.to_container(cfg.dataset, resolve=True))
+    run_id = train(cfg).run_id
+    client = MlflowClient(cfg.tracking.uri)
+    evaluate_run(client, run_id, OmegaConf.to_container(cfg.stream, resolve=True))
+    mine_cfg = OmegaConf.to_container(compose("mine", [*tracking, *TINY_STREAMS, "minutes=0.5"]), resolve=True)
+    mined = mine_run(client, run_id, mine_cfg)
     assert Path(mined["folder"]).parent == tmp_path / "cache" / "hard_negatives"
-    again = _ok(run_stage("mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", cwd=tmp_path))
-    assert again["folder"] == mined["folder"]  # its own earlier folder is replaced
+    assert mine_run(client, run_id, mine_cfg)["folder"] == mined["folder"]  # its own earlier folder is replaced
     export = [f"run_id={run_id}", *tracking, *TINY_STREAMS, "baseline=skip", "format=neuralnetwork"]
-    exported = _ok(run_stage("export", *export, f"output_dir={tmp_path / 'out'}", cwd=tmp_path))
-    _ok(run_stage("export", *export, f"output_dir={tmp_path / 'out'}", cwd=tmp_path))  # replaces its own files
+    export_cfg = OmegaConf.to_container(compose("export", [*export, f"output_dir={tmp_path / 'out'}"]), resolve=True)
+    exported = export_run(export_cfg)
+    export_run(export_cfg)  # replaces its own files
     sweep = write_sweep(tmp_path, n_trials=1, sampler={"name": "random"}, params={"model": "choice(seed_cnn1d)"})
-    _ok(run_stage("sweep", f"sweep={sweep}", *[o for o in base if not o.startswith("model=")], cwd=tmp_path))
+    run_sweep(load([f"sweep={sweep}", *[o for o in base if not o.startswith("model=")]]))
     assert _snapshot(tmp_path) == PLANTED
     model_file = Path(exported["files"][0])
     assert model_file.parent == tmp_path / "out" and model_file.exists()
@@ -71,10 +83,6 @@ def test_every_stage_leaves_planted_user_files_byte_for_byte(tone_root, tmp_path
     user_output = tmp_path / "my_windows"
     (user_output / "clip.wav").parent.mkdir()
     (user_output / "clip.wav").write_bytes(b"mine")
-    refused = run_stage(
-        "mine", f"run_id={run_id}", *tracking, *TINY_STREAMS, "minutes=0.5", f"output={user_output}", cwd=tmp_path
-    )
-    assert (
-        refused.returncode == 2 and "output: " in refused.stderr and "was not created by kws-research" in refused.stderr
-    )
+    with pytest.raises(KwsError, match=r"^output: .*my_windows exists and was not created by kws-research"):
+        mine_run(client, run_id, {**mine_cfg, "output": str(user_output)})
     assert (user_output / "clip.wav").read_bytes() == b"mine"

@@ -18,6 +18,7 @@ def test_every_python_package_is_listed_for_the_wheel():
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_a_non_editable_install_runs_prepare_from_another_folder(tmp_path, tone_root):
     source = tmp_path / "src"
     for name in ("kws_research", "conf", "sweeps"):

@@ -25,6 +25,7 @@ def get_json(url: str, path: str, **query) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # a real MLflow server
 def test_training_into_a_tracking_server_is_readable_over_rest(mlflow_server, tone_root, tmp_path):
     overrides = tiny_overrides(tone_root, tmp_path, "trainer.epochs=1") + [f"tracking.uri={mlflow_server}"]
     result = train(compose("train", overrides))

@@ -56,6 +56,7 @@ def test_every_config_folder_is_covered_here():
     assert groups == TESTED_GROUPS, f"new config groups need a test here: {groups - TESTED_GROUPS}"
 
 
+@pytest.mark.slow  # a subprocess with TF_ENABLE_ONEDNN_OPTS=0 trains every family
 def test_every_model_config_trains_evaluates_and_reloads_on_portable_kernels(tmp_path):
     """TF_ENABLE_ONEDNN_OPTS=0 forces the kernels of CPUs without AVX-512 on any machine."""
     tests = os.path.dirname(__file__)

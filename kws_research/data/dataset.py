@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.config import shipped_group
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache, long_audio, sources
 from kws_research.data.audio import ClipError, decode_clip_checked, decode_long
@@ -35,8 +36,15 @@ log = logging.getLogger(__name__)
 HELDOUT = "heldout"
 
 
+def dataset_config(cfg: Mapping) -> dict:
+    """``cfg`` over the shipped ``conf/dataset/speech_commands.yaml``: a Python caller may
+    pass only the keys it changes, and every default stays written once, in the YAML."""
+    return {**shipped_group("dataset", "speech_commands"), **dict(cfg)}
+
+
 def task_spec(cfg: Mapping) -> TaskSpec:
     """The task part of a dataset config, with its types checked."""
+    cfg = dataset_config(cfg)
     for key in ("commands", "heldout_unknown_words"):
         if any(isinstance(w, bool) for w in cfg.get(key) or ()):
             raise KwsError(
@@ -46,11 +54,11 @@ def task_spec(cfg: Mapping) -> TaskSpec:
     try:
         return TaskSpec(
             commands=tuple(str(w) for w in cfg["commands"]),
-            unknown_percentage=float(cfg.get("unknown_percentage", 10.0)),
-            silence_percentage=float(cfg.get("silence_percentage", 10.0)),
-            validation_percentage=float(cfg.get("validation_percentage", 10.0)),
-            testing_percentage=float(cfg.get("testing_percentage", 10.0)),
-            seed=int(cfg.get("seed", 59185)),
+            unknown_percentage=float(cfg["unknown_percentage"]),
+            silence_percentage=float(cfg["silence_percentage"]),
+            validation_percentage=float(cfg["validation_percentage"]),
+            testing_percentage=float(cfg["testing_percentage"]),
+            seed=int(cfg["seed"]),
             heldout_unknown_words=tuple(str(w) for w in cfg.get("heldout_unknown_words") or ()),
             unknown=UnknownSettings.from_config(cfg),
         )
@@ -266,6 +274,7 @@ def _build(
 def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> PreparedData:
     """Decoded splits for the dataset config ``cfg`` (from the cache when valid)."""
     started = time.perf_counter()
+    cfg = dataset_config(cfg)
     name = str(cfg.get("name", "dataset"))
     root = resolve_root(cfg)
     layout = scan(root)

@@ -33,16 +33,17 @@ NOISE_SPLIT_FRACTIONS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """The part of the data config that decides which clips go where."""
+    """The part of the data config that decides which clips go where (the defaults are
+    the YAML's: see :func:`kws_research.data.dataset.task_spec`)."""
 
     commands: tuple[str, ...]
-    unknown_percentage: float = 10.0
-    silence_percentage: float = 10.0
-    validation_percentage: float = 10.0
-    testing_percentage: float = 10.0
-    seed: int = 59185
-    heldout_unknown_words: tuple[str, ...] = ()
-    unknown: UnknownSettings = UnknownSettings()
+    unknown_percentage: float
+    silence_percentage: float
+    validation_percentage: float
+    testing_percentage: float
+    seed: int
+    heldout_unknown_words: tuple[str, ...]
+    unknown: UnknownSettings
 
     @property
     def classes(self) -> tuple[str, ...]:

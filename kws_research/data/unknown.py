@@ -48,9 +48,9 @@ HOMOPHONES = {
 class UnknownSettings:
     """The unknown-class part of a dataset config: each source's share and settings."""
 
-    shares: tuple[tuple[str, float], ...] = (("words", 1.0),)
-    in_eval: bool = False  # validation/test unknowns from the sources too (default: words only)
-    options: dict[str, Any] = field(default_factory=dict)  # each source's settings, by name
+    shares: tuple[tuple[str, float], ...]
+    in_eval: bool  # validation/test unknowns from the sources too (otherwise the words only)
+    options: dict[str, Any]  # each source's settings, by name
 
     @classmethod
     def from_config(cls, cfg) -> UnknownSettings:
@@ -67,7 +67,7 @@ class UnknownSettings:
                 key, what = known[name].needs
                 raise KwsError(f"dataset.{key}: the {name} source needs {what}; set dataset.{key}")
         options = {name: source.settings(cfg) for name, source in known.items()}
-        return cls(shares, bool(cfg.get("unknown_sources_in_eval", False)), options)
+        return cls(shares, bool(cfg["unknown_sources_in_eval"]), options)
 
     def shares_for(self, split: str) -> tuple[tuple[str, float], ...]:
         """Training mixes the sources; validation and test keep the standard task unless

@@ -58,7 +58,7 @@ def registered_name(source) -> str:
 
 
 def check_options(registry: dict) -> None:
-    if not isinstance(registry.get("register", True), bool):
+    if not isinstance(registry["register"], bool):
         raise ConfigError("registry.register", f"{registry['register']!r} must be true or false")
     if not isinstance(registry.get("champion_metric") or "", str) or not registry.get("champion_metric"):
         raise ConfigError("registry.champion_metric", "must name a run metric, e.g. best_val_accuracy")
@@ -106,7 +106,7 @@ def _alias_decision(client, name: str, version, source, registry: dict) -> tuple
     if new_value is None:
         return CHALLENGER, f"the run has no {metric} metric to compare with champion v{champion.version}"
     comparison = f"{metric} {new_value:.4f} vs {old_value if old_value is None else round(old_value, 4)}"
-    if _better(new_value, old_value, bool(registry.get("greater_is_better", True))):
+    if _better(new_value, old_value, bool(registry["greater_is_better"])):
         return CHAMPION, f"beats champion v{champion.version}: {comparison}"
     return CHALLENGER, f"does not beat champion v{champion.version}: {comparison}"
 

@@ -7,34 +7,39 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from kws_research import ownership, schema
+from kws_research import ownership
 from kws_research.config import compose
 from kws_research.contract import NORMALISATION, SAMPLE_RATE, to_float
 from kws_research.coreml.convert import (
-    FORMATS,
-    INTERFACES,
     PRECISIONS,
-    SUFFIX,
     convert,
     convert_seed_interface,
     quantize_weights,
     set_metadata,
 )
 from kws_research.coreml.verify import verify
-from kws_research.errors import ConfigError, KwsError
+from kws_research.errors import KwsError
 from kws_research.exporting import compare, registry
 from kws_research.exporting.baseline import baseline_for
+from kws_research.exporting.options import (
+    OUTPUT_HINT,
+    REPORTS,
+    check_options,
+    check_outputs,
+    model_file_name,
+    plan,
+    writable_folder,
+)
 from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
 from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.models.temperature import tempered_model
-from kws_research.schema import check_value
-from kws_research.streaming.settings import StreamSettings
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics
 from kws_research.tracking.source import fetch, open_set_rule, resolve_run_id, source_data
@@ -42,55 +47,8 @@ from kws_research.tracking.source import fetch, open_set_rule, resolve_run_id, s
 log = logging.getLogger(__name__)
 
 
-def check_options(cfg: Mapping) -> None:
-    if cfg["format"] not in (*FORMATS, "both"):
-        raise ConfigError("format", f"{cfg['format']!r} is not mlprogram, neuralnetwork or both")
-    if cfg["precision"] not in PRECISIONS:
-        raise ConfigError("precision", f"{cfg['precision']!r} is not fp16 or fp32")
-    if cfg.get("quantize") not in (None, "int8"):
-        raise ConfigError("quantize", f"{cfg['quantize']!r} is not int8 or null")
-    if cfg["interface"] not in INTERFACES:
-        raise ConfigError("interface", f"{cfg['interface']!r} is not one of {INTERFACES}")
-    for key in ("gate", "streaming"):
-        if cfg.get(key, "auto") not in ("auto", "off"):
-            raise ConfigError(key, f"{cfg[key]!r} is not auto or off")
-    if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
-        raise ConfigError(
-            "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
-        )
-    if cfg.get("streaming", "auto") == "auto":
-        StreamSettings.from_config(cfg.get("stream"))
-    registry.check_options(dict(cfg.get("registry") or {}))
-    for precision, value in dict(cfg.get("tolerance") or {}).items():  # also from Python, not only the CLI
-        check_value(f"tolerance.{precision}", value, schema.FRACTION)
-
-
-def writable_folder(path: str | None) -> Path | None:
-    if not path:
-        return None
-    folder = Path(path).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
-            pass  # a new file of its own: nothing of the user's is touched
-    except OSError as exc:
-        raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc
-    return folder
-
-
 def size_of(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def plan(cfg: Mapping) -> list[tuple[str, str]]:
-    """(format, precision label) of every file to export."""
-    formats = list(FORMATS) if cfg["format"] == "both" else [cfg["format"]]
-    if cfg["interface"] == "seed":
-        formats = ["neuralnetwork"]
-    return [
-        (fmt, "int8" if cfg.get("quantize") else (cfg["precision"] if fmt == "mlprogram" else "fp32"))
-        for fmt in formats
-    ]
 
 
 def _test_clips(data, source, limit: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -151,21 +109,6 @@ def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
     return ownership.record(path)
 
 
-OUTPUT_HINT = "move it away or choose another output_dir"
-
-
-def model_file_name(source, cfg: Mapping, fmt: str) -> str:
-    suffix = "-seed" if cfg["interface"] == "seed" else ""
-    return f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
-
-
-def check_outputs(folder: Path, source, cfg: Mapping) -> None:
-    """Refuse before any conversion when ``output_dir`` holds a file of the same name that
-    this harness did not write (an earlier export's files are replaced)."""
-    for name in [model_file_name(source, cfg, fmt) for fmt, _ in plan(cfg)] + list(REPORTS):
-        ownership.check_replaceable(folder / name, "output_dir", OUTPUT_HINT)
-
-
 def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
     """The baseline as an mlprogram of the same precision, for a like-for-like size."""
     try:
@@ -180,9 +123,6 @@ def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
     except Exception as exc:  # the comparison still stands without the size
         log.warning("could not convert the baseline for its size: %s", exc)
         return None
-
-
-REPORTS = ("verification.json", "comparison.md", "comparison.png")
 
 
 def _metrics(checks: list, baseline) -> dict:
@@ -219,111 +159,149 @@ def _log_on_run(
     return [f"{root}/coreml/{name}" for name in [p.name for p in files] + list(REPORTS)]
 
 
+@dataclass
+class ExportJob:
+    """What the steps of one export hand on: the run, its test clips, the model as the
+    app gets it (open-set rule and temperature folded in) and where files go."""
+
+    cfg: Mapping
+    client: object
+    source: object  # tracking.source.SourceRun
+    data: object  # the run's PreparedData
+    folder: Path
+    tmp: Path
+    audio: np.ndarray = None
+    truth: np.ndarray = None
+    test_fingerprint: str = ""
+    model: object = None
+    rule: tuple[str, float] | None = None
+    checks: list = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    convert_seconds: float = 0.0
+
+
+def _deployed_model(job: ExportJob) -> None:
+    """The run's Keras model with its calibrated open-set rule and temperature, as shipped;
+    its predictions on the test clips are what every Core ML file is verified against."""
+    job.audio, job.truth, job.test_fingerprint = _test_clips(job.data, job.source, job.cfg["verify_clips"])
+    model = load_model(job.source.model_path)
+    job.rule = open_set_rule(job.source, job.cfg)
+    ensure_evaluated(job.client, job.source, model, job.data, job.cfg, job.rule)
+    if job.rule is not None:
+        model = gated(model, *job.rule, job.source.labels)
+    temperature = shipped_detector(job.source, job.cfg).get("temperature", 1.0)
+    job.model = tempered_model(model, temperature) if temperature != 1.0 else model
+
+
+def _convert_and_verify(job: ExportJob) -> None:
+    """Each planned file: converted, saved, read back and compared with Keras (clips and stream)."""
+    keras_probs = np.asarray(job.model.predict(job.audio, batch_size=64, verbose=0), dtype=np.float32)
+    tolerance = dict(job.cfg["tolerance"])
+    detector = shipped_detector(job.source, job.cfg)
+    reference = stream_reference(job.model, job.data, job.source, job.cfg) if detector else None
+    for fmt, precision in plan(job.cfg):
+        t0 = time.perf_counter()
+        path = _convert_one(job.model, job.source, job.cfg, fmt, job.folder)
+        job.convert_seconds += time.perf_counter() - t0
+        job.files.append(path)
+        labels = job.source.labels
+        check = verify(path, fmt, precision, labels, job.audio, job.truth, keras_probs, float(tolerance[precision]))
+        if reference is not None:
+            verify_stream(check, path, reference)
+        job.checks.append(check)
+
+
+def _baseline(job: ExportJob):
+    """The data set's baseline run (trained first when missing), evaluated on the same streams."""
+    cfg = job.cfg
+    baseline = baseline_for(
+        job.client,
+        job.source,
+        job.test_fingerprint,
+        cfg["baseline"],
+        dict(cfg["tracking"]),
+        list(cfg["baseline_overrides"]),
+        job.tmp / "baseline",
+    )
+    if baseline is not None:
+        ensure_evaluated(job.client, baseline, load_model(baseline.model_path), None, cfg, None)
+    return baseline
+
+
+def _write_reports(job: ExportJob, baseline, metrics: dict) -> tuple[dict, str]:
+    """``verification.json``, ``comparison.md`` and ``comparison.png`` beside the files."""
+    primary = job.checks[0]
+    base_size = _baseline_size(baseline, primary.precision, job.tmp) if baseline is not None else None
+    rule = job.rule[0] if job.rule else None
+    cols = compare.columns(job.source, baseline, primary.coreml_accuracy, metrics["coreml_size_bytes"], base_size, rule)
+    table = compare.markdown(cols, job.source.labels)
+    report = {
+        "run_id": job.source.run_id,
+        "labels": job.source.labels,
+        "verified": all(c.verified for c in job.checks),
+        "checks": [c.as_dict() for c in job.checks],
+        "baseline_run_id": baseline.run_id if baseline else None,
+    }
+    (job.folder / "verification.json").write_text(json.dumps(report, indent=1))
+    (job.folder / "comparison.md").write_text(table)
+    compare.plot(cols, job.source.labels, job.folder / "comparison.png")
+    for name in REPORTS:
+        ownership.record(job.folder / name)
+    return report, table
+
+
 def export_run(cfg: Mapping) -> dict:
-    """The export stage's Python API; raises :class:`KwsError` when verification fails."""
+    """The export stage's Python API; raises :class:`KwsError` when verification fails.
+
+    Steps: find the run, fetch it and its data, deploy its model as the app gets it,
+    convert and verify every file, find the baseline, compare, log on the run, register."""
     started = time.perf_counter()
     check_options(cfg)
-    output_dir = writable_folder(cfg.get("output_dir"))
+    output_dir = writable_folder(cfg["output_dir"])
     client = store.client_for(cfg["tracking"])
-    run_id = resolve_run_id(client, cfg["run_id"], cfg.get("sweep"))
+    run_id = resolve_run_id(client, cfg["run_id"], cfg["sweep"])
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")
         if output_dir is not None:
             check_outputs(output_dir, source, cfg)
-        data = source_data(source)
-        audio, truth, test_fingerprint = _test_clips(data, source, cfg.get("verify_clips"))
-        model = load_model(source.model_path)
-        rule = open_set_rule(source, cfg)
-        ensure_evaluated(client, source, model, data, cfg, rule)
-        if rule is not None:
-            model = gated(model, *rule, source.labels)
-        detector = shipped_detector(source, cfg)
-        if detector.get("temperature", 1.0) != 1.0:
-            model = tempered_model(model, detector["temperature"])
-        keras_probs = np.asarray(model.predict(audio, batch_size=64, verbose=0), dtype=np.float32)
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
-        tolerance = dict(cfg.get("tolerance") or {})
-        reference = stream_reference(model, data, source, cfg) if detector else None
-        checks, files = [], []
-        convert_seconds = 0.0
-        for fmt, precision in plan(cfg):
-            t0 = time.perf_counter()
-            path = _convert_one(model, source, cfg, fmt, folder)
-            convert_seconds += time.perf_counter() - t0
-            files.append(path)
-            check = verify(
-                path, fmt, precision, source.labels, audio, truth, keras_probs, float(tolerance.get(precision, 0.0))
-            )
-            if reference is not None:
-                verify_stream(check, path, reference)
-            checks.append(check)
-        baseline = baseline_for(
-            client,
-            source,
-            test_fingerprint,
-            cfg.get("baseline", "auto"),
-            dict(cfg["tracking"]),
-            list(cfg.get("baseline_overrides") or []),
-            tmp / "baseline",
-        )
-        if baseline is not None:
-            ensure_evaluated(client, baseline, load_model(baseline.model_path), None, cfg, None)
-        primary = checks[0]
-        metrics = _metrics(checks, baseline)
-        base_size = _baseline_size(baseline, primary.precision, tmp) if baseline is not None else None
-        cols = compare.columns(
-            source,
-            baseline,
-            primary.coreml_accuracy,
-            metrics["coreml_size_bytes"],
-            base_size,
-            rule[0] if rule else None,
-        )
-        table = compare.markdown(cols, source.labels)
-        verified = all(c.verified for c in checks)
-        report = {
-            "run_id": run_id,
-            "labels": source.labels,
-            "verified": verified,
-            "checks": [c.as_dict() for c in checks],
-            "baseline_run_id": baseline.run_id if baseline else None,
-        }
-        (folder / "verification.json").write_text(json.dumps(report, indent=1))
-        (folder / "comparison.md").write_text(table)
-        compare.plot(cols, source.labels, folder / "comparison.png")
-        for name in REPORTS:
-            ownership.record(folder / name)
-        artifacts = _log_on_run(client, run_id, folder, files, metrics, verified, cfg["interface"])
-        options = dict(cfg.get("registry") or {})
+        job = ExportJob(cfg, client, source, source_data(source), folder, tmp)
+        _deployed_model(job)
+        _convert_and_verify(job)
+        baseline = _baseline(job)
+        metrics = _metrics(job.checks, baseline)
+        report, table = _write_reports(job, baseline, metrics)
+        verified = report["verified"]
+        artifacts = _log_on_run(client, run_id, folder, job.files, metrics, verified, cfg["interface"])
+        options = dict(cfg["registry"])
+        reports = [folder / n for n in REPORTS]
         registered = (
-            registry.register(client, source, options, files, [folder / n for n in REPORTS], metrics, table, audio[:1])
-            if verified and options.get("register", True)
+            registry.register(client, source, options, job.files, reports, metrics, table, job.audio[:1])
+            if verified and options["register"]
             else {}
         )
-        result = {
-            "run_id": run_id,
-            **metrics,
-            "coreml_verified": verified,
-            "baseline_run_id": report["baseline_run_id"],
-            **registered,
-            "artifacts": artifacts,
-            "files": [str(p) for p in files] if output_dir else [],
-            "convert_seconds": round(convert_seconds, 2),
-            "verify_seconds": round(sum(c.seconds for c in checks), 2),
-            "seconds": round(time.perf_counter() - started, 2),
-            "comparison": table,
-            "checks": report["checks"],
-        }
     if not verified:
-        bad = [c for c in checks if not c.verified]
-        details = "; ".join(c.failure() for c in bad)
+        details = "; ".join(c.failure() for c in job.checks if not c.verified)
         raise KwsError(
             f"Core ML verification failed for run {run_id} ({details}); tagged coreml_verified=false "
             "- see coreml/verification.json"
         )
-    return result
+    return {
+        "run_id": run_id,
+        **metrics,
+        "coreml_verified": verified,
+        "baseline_run_id": report["baseline_run_id"],
+        **registered,
+        "artifacts": artifacts,
+        "files": [str(p) for p in job.files] if output_dir else [],
+        "convert_seconds": round(job.convert_seconds, 2),
+        "verify_seconds": round(sum(c.seconds for c in job.checks), 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        "comparison": table,
+        "checks": report["checks"],
+    }
 
 
 def export_best(best_run_id: str, options: Mapping, tracking_uri: str) -> dict:

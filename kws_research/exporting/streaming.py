@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
     """Evaluate ``source`` on streams when needed (``streaming=auto``), refreshing its metrics."""
-    if cfg.get("streaming", "auto") != "auto":
+    if cfg["streaming"] != "auto":
         return
     if is_evaluated(client.get_run(source.run_id), cfg["stream"], rule):
         return
@@ -40,7 +40,7 @@ def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
 
 def shipped_detector(source, cfg) -> dict:
     """The detector settings and temperature export writes into the model ({} when none)."""
-    if cfg.get("streaming", "auto") != "auto" or "detector_threshold" not in source.metrics:
+    if cfg["streaming"] != "auto" or "detector_threshold" not in source.metrics:
         return {}
     return {key: float(source.metrics[key]) for key in SHIPPED_METRICS if key in source.metrics}
 

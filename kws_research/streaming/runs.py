@@ -31,7 +31,7 @@ def stream_source(dataset_cfg: Mapping, data, settings: StreamSettings):
     """The data set the streams take their words from: the run's, prepared with
     ``stream.unknown_percentage`` (more distinct non-command words than training samples)."""
     share = settings.unknown_percentage
-    if share is None or float(share) == float(dataset_cfg.get("unknown_percentage", 10.0)):
+    if share is None or float(share) == float(task_spec(dataset_cfg).unknown_percentage):
         return data
     return prepare({**dict(dataset_cfg), "unknown_percentage": float(share)})
 

@@ -167,6 +167,6 @@ def source_data(source: SourceRun, stage: str = "export"):
 
 def open_set_rule(source: SourceRun, cfg) -> tuple[str, float] | None:
     """The open-set rule the run calibrated (``openset.gate``), to fold in unless ``gate=off``."""
-    if cfg.get("gate", "auto") != "auto":
+    if cfg["gate"] != "auto":
         return None
     return calibrated_rule(source.metrics)

@@ -60,14 +60,15 @@ def check_reachable(uri: str) -> None:
         if path.exists() and not os.access(path, os.W_OK):
             raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
         databases.check_sqlite_file(path, uri, "tracking.uri")
-    elif uri.startswith("file:") or (("://" not in uri) and ("/" in uri or Path(uri).is_dir())):
+    elif uri.startswith("file:") or ("://" not in uri and ("/" in uri or uri == "mlruns" or Path(uri).is_dir())):
         raise KwsError(
             f"tracking.uri: {uri} is MLflow's deprecated file store; use sqlite:///mlruns.db or an http:// server"
         )
     elif "://" not in uri:
         raise KwsError(
-            f"tracking.uri: {uri!r} is not a store URL; use sqlite:///mlruns.db, an http:// server or a "
-            "database URL such as postgresql+psycopg2://user@host/db"
+            f"tracking.uri: {uri!r} is not a store URL (MLflow would take it for a folder of its deprecated "
+            "file store); use sqlite:///mlruns.db, an http:// server or a database URL such as "
+            "postgresql+psycopg2://user@host/db"
         )
     else:
         databases.check_server(uri, "tracking.uri")

@@ -64,7 +64,7 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         raise ConfigError(
             "dataset", f"{data.name}: the train or validation split is empty; check the split lists or percentages"
         )
-    if cfg.get("stream_eval"):
+    if cfg.stream_eval:
         check_streams(
             data, OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.stream, resolve=True)
         )
@@ -72,7 +72,7 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     experiment = store.experiment_id(client, cfg.tracking, cfg.tracking.get("experiment") or data.name)
     label = model_label(cfg)
     tags = {
-        "role": str(cfg.get("role", "train")),
+        "role": str(cfg.role),
         "model": label,
         "dataset": data.name,
         "dataset_fingerprint": data.fingerprint,
@@ -80,7 +80,7 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         "git_commit": git_commit(),
         "seed": str(cfg.seed),
         "device": device_label(),
-        "precision": str(cfg.trainer.get("precision", "float32")),
+        "precision": str(cfg.trainer.precision),
         **hooks.tags,
     }
     run_name = cfg.tracking.get("run_name") or f"{tags['role']}-{label}"
@@ -105,9 +105,9 @@ def fresh_session(seed: int, deterministic: bool = True) -> None:
 
 
 def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHooks) -> TrainResult:
-    fresh_session(int(cfg.seed), bool(cfg.trainer.get("deterministic", True)))
+    fresh_session(int(cfg.seed), bool(cfg.trainer.deterministic))
     num_classes = len(data.classes)
-    with precision.policy(str(cfg.trainer.get("precision", "float32"))):
+    with precision.policy(str(cfg.trainer.precision)):
         model = build_model(cfg.model, num_classes)
     sizes = complexity(model)
     log_metrics(client, run_id, {k: float(v) for k, v in sizes.items()})
@@ -190,8 +190,8 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
     """Test-split metrics and every artifact of the run contract."""
     batch = int(cfg.trainer.batch_size)
     classes = list(data.classes)
-    openset = cfg.get("openset") or {}
-    splits = ("validation", "test", "heldout") if openset.get("gate") else ("test", "heldout")
+    openset = cfg.openset
+    splits = ("validation", "test", "heldout") if openset.gate else ("test", "heldout")
     probs = {
         split: evaluate.predict(model, pipeline.evaluation_dataset(data.splits[split], len(classes), batch))
         for split in splits
@@ -210,13 +210,11 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
     if "heldout" in probs:
         final.update(evaluate.open_set(probs["heldout"], classes))
     gated_per_class: dict = {}
-    if openset.get("gate"):
-        gated, gated_per_class = gate_metrics(
-            data, probs, classes, str(openset.get("rule", "threshold")), float(openset.get("max_command_drop", 0.01))
-        )
+    if openset.gate:
+        gated, gated_per_class = gate_metrics(data, probs, classes, str(openset.rule), float(openset.max_command_drop))
         final.update(gated)
     title = f"{cfg.get('model_label') or model.name} on {data.name}"
-    if cfg.get("stream_eval"):
+    if cfg.stream_eval:
         final.update(_stream_evaluation(cfg, data, model, client, run_id, final, title))
     summary = {**metrics, **final}
     log_run_artifacts(client, run_id, resolved, data, model, history, title, test_result, gated_per_class, summary)

@@ -1,0 +1,79 @@
+"""What an export will write and where, checked before any work: the options, the
+files it plans and the output folder (which it never writes over a user's file in)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from kws_research import ownership
+from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
+from kws_research.errors import ConfigError, KwsError
+from kws_research.exporting import registry
+from kws_research.schema import check_declared
+from kws_research.streaming.settings import StreamSettings
+
+REPORTS = ("verification.json", "comparison.md", "comparison.png")
+
+
+def check_options(cfg: Mapping) -> None:
+    """The export options that only the code knows how to read, then every declared range."""
+    if cfg["format"] not in (*FORMATS, "both"):
+        raise ConfigError("format", f"{cfg['format']!r} is not mlprogram, neuralnetwork or both")
+    if cfg["precision"] not in PRECISIONS:
+        raise ConfigError("precision", f"{cfg['precision']!r} is not fp16 or fp32")
+    if cfg.get("quantize") not in (None, "int8"):
+        raise ConfigError("quantize", f"{cfg['quantize']!r} is not int8 or null")
+    if cfg["interface"] not in INTERFACES:
+        raise ConfigError("interface", f"{cfg['interface']!r} is not one of {INTERFACES}")
+    for key in ("gate", "streaming"):
+        if cfg[key] not in ("auto", "off"):
+            raise ConfigError(key, f"{cfg[key]!r} is not auto or off")
+    if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
+        raise ConfigError(
+            "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
+        )
+    if cfg["streaming"] == "auto":
+        StreamSettings.from_config(cfg.get("stream"))
+    registry.check_options(dict(cfg["registry"]))
+    check_declared("export", cfg)  # the kinds and ranges again: a Python caller may have changed them
+
+
+def writable_folder(path: str | None) -> Path | None:
+    if not path:
+        return None
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
+            pass  # a new file of its own: nothing of the user's is touched
+    except OSError as exc:
+        raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc
+    return folder
+
+
+def plan(cfg: Mapping) -> list[tuple[str, str]]:
+    """(format, precision label) of every file to export."""
+    formats = list(FORMATS) if cfg["format"] == "both" else [cfg["format"]]
+    if cfg["interface"] == "seed":
+        formats = ["neuralnetwork"]
+    return [
+        (fmt, "int8" if cfg.get("quantize") else (cfg["precision"] if fmt == "mlprogram" else "fp32"))
+        for fmt in formats
+    ]
+
+
+OUTPUT_HINT = "move it away or choose another output_dir"
+
+
+def model_file_name(source, cfg: Mapping, fmt: str) -> str:
+    suffix = "-seed" if cfg["interface"] == "seed" else ""
+    return f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
+
+
+def check_outputs(folder: Path, source, cfg: Mapping) -> None:
+    """Refuse before any conversion when ``output_dir`` holds a file of the same name that
+    this harness did not write (an earlier export's files are replaced)."""
+    for name in [model_file_name(source, cfg, fmt) for fmt, _ in plan(cfg)] + list(REPORTS):
+        ownership.check_replaceable(folder / name, "output_dir", OUTPUT_HINT)
