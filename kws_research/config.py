@@ -18,7 +18,11 @@ HYDRA_VERSION = "1.3"
 
 @functools.cache
 def _shipped(group: str, option: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"), resolve=True)
+    conf = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+    for key in list(conf):
+        if OmegaConf.is_missing(conf, key):  # `???`: the caller must give it; absent here
+            del conf[key]
+    return OmegaConf.to_container(conf, resolve=True)
 
 
 def shipped_group(group: str, option: str) -> dict:

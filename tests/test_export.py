@@ -144,6 +144,20 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
 
 
 @same_worker
+def test_a_deleted_run_is_refused_before_any_work(trained):
+    folder, run_id = trained
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    before = client.get_run(run_id).data.tags
+    client.delete_run(run_id)
+    try:
+        with pytest.raises(KwsError, match=rf"^run_id: run {run_id} is deleted \(in MLflow's trash\); restore it"):
+            export_run(export_cfg(folder, f"run_id={run_id}", "baseline=skip"))
+    finally:
+        client.restore_run(run_id)
+    assert client.get_run(run_id).data.tags == before  # nothing converted, verified or tagged
+
+
+@same_worker
 @pytest.mark.parametrize("override", ["tolerance.fp32=-1", "tolerance.fp16=abc", "tolerance.int8=2"])
 def test_an_impossible_tolerance_is_refused_before_anything_is_tagged(trained, override):
     folder, run_id = trained
@@ -177,6 +191,7 @@ def test_a_file_with_other_labels_fails_verification_with_one_line(tmp_path):
         )
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_a_run_with_only_training_data_options_changed_reuses_the_baseline(trained, tone_root):
     folder, first_run = trained

@@ -99,6 +99,7 @@ def test_a_run_logs_its_model_data_device_and_description(runs, tone_root):
     assert {m.key for m in logged.metrics} >= {"best_val_accuracy", "test_accuracy"}
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_the_logged_model_loads_in_a_fresh_process_with_the_runs_probabilities(runs, tone_root, tmp_path):
     folder, good, _ = runs
@@ -138,6 +139,7 @@ def export_cfg(folder, run_id: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_export_registers_versions_and_champion_moves_only_on_improvement(runs, tmp_path):
     folder, good, poor = runs

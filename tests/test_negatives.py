@@ -210,6 +210,7 @@ def mined_run(tone_root, tmp_path_factory):
     return folder, overrides, result, last_json(mined.stdout), streamed, meetings
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_mining_saves_the_windows_the_detector_fires_on_where_no_command_is_said(mined_run):
     folder, overrides, result, mined, streamed, meetings = mined_run
@@ -238,6 +239,7 @@ def test_mining_saves_the_windows_the_detector_fires_on_where_no_command_is_said
     assert len(from_stream["detections"]) == streamed["mined_windows"]
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(mined_run):
     folder, overrides, result, mined, streamed, _ = mined_run
@@ -262,6 +264,7 @@ def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(m
         mine_run(client, result.run_id, mine_cfg)  # refused before any evaluation or mining
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_the_openset_experiment_trains_on_speech_and_is_measured_with_people_talking(tone_root, tmp_path):
     from kws_research.models.gate import calibrated_rule
     from kws_research.train import train

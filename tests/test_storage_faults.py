@@ -70,6 +70,7 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
     )
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
     artifacts = tmp_path / "artifacts"
     db = tmp_path / "mlruns.db"

@@ -248,6 +248,7 @@ def test_coreml_and_keras_give_the_same_detections_on_a_stream(streamed_run, tmp
     assert "detections differ on 20 s of test stream" in check.failure()
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 @same_worker
 def test_evaluate_stage_and_export_ship_the_calibrated_detector(streamed_run, tmp_path):
     import coremltools as ct

@@ -169,6 +169,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):
     assert failed.info.status == "FAILED" and failed.data.tags["optuna.state"] == "FAIL" and failed.data.tags["error"]
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
     sweep = write_sweep(
         tmp_path,
@@ -209,6 +210,7 @@ def test_a_metric_no_run_produces_is_refused_before_any_training(tone_root, tmp_
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlruns.db").exists()
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_root, tmp_path):
     sweep = write_sweep(
         tmp_path,
@@ -225,6 +227,7 @@ def test_rerun_continues_up_to_n_trials_without_rerunning_completed_ones(tone_ro
     assert client.get_run(second["parent_run_id"]).data.tags["resumed_from"] == first["parent_run_id"]
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_trial_with_the_parameters_of_a_finished_one_is_not_trained_again(tone_root, tmp_path):
     sweep = write_sweep(
         tmp_path,

@@ -206,6 +206,7 @@ def test_a_fresh_session_keeps_the_seed_it_was_given():
     assert np.allclose(np.asarray(first), np.asarray(keras.random.uniform((4,))))
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_killed_train_run_ends_killed_at_the_next_stage_and_cannot_be_exported(tone_root, tmp_path):
     import os
     import signal

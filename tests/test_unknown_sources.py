@@ -196,6 +196,7 @@ def test_heldout_words_are_measured_as_unseen(tone_root, tmp_path):
         ("prior", "gate_unknown_weight", "unknown_prior_weight", "unknown prior"),
     ],
 )
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
     tone_root, tmp_path, rule, metric, meta_key, label
 ):

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from kws_research.config import shipped_group
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
@@ -39,7 +40,8 @@ HELDOUT = "heldout"
 def dataset_config(cfg: Mapping) -> dict:
     """``cfg`` over the shipped ``conf/dataset/speech_commands.yaml``: a Python caller may
     pass only the keys it changes, and every default stays written once, in the YAML."""
-    return {**shipped_group("dataset", "speech_commands"), **dict(cfg)}
+    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {**shipped_group("dataset", "speech_commands"), **given}
 
 
 def task_spec(cfg: Mapping) -> TaskSpec:

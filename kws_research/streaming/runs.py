@@ -45,7 +45,7 @@ def stream_backgrounds(
         return None
 
     spec = task_spec(dataset_cfg)
-    if settings.background == "long_folder" and not spec.unknown.long_folder:
+    if settings.background == "long_folder" and not spec.unknown.option("long_folder")["folder"]:
         raise ConfigError("stream.background", "long_folder needs dataset.long_folder (a folder of long recordings)")
     recordings, _ = long_recordings(spec, settings.background, cache_root(dataset_cfg))
     return {split: long_audio.track(recordings[split]) for split in splits}
