@@ -9,7 +9,7 @@ import scipy.fft
 import scipy.signal
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
-from kws_research.models.frontend import FrontendSettings, LogMelSpectrogram, SpecAugment
+from kws_research.models.frontend import FrontendSettings, LogMelSpectrogram, SpecAugment, dense_dft
 
 TOLERANCE = 1e-4  # max |difference| in the log-mel domain (float32 layer vs float64 reference)
 
@@ -31,15 +31,41 @@ def speechlike() -> np.ndarray:
     return (tone + rng.normal(0, 0.01, CLIP_SAMPLES)).astype(np.float32)[None]
 
 
+def _features(settings: dict, audio: np.ndarray, dense: bool) -> np.ndarray:
+    """The front end's features: the FFT (training, scoring) or the dense DFT kernels (Core ML)."""
+    if not dense:
+        return np.asarray(LogMelSpectrogram(settings)(audio))
+    with dense_dft():
+        return np.asarray(LogMelSpectrogram(settings)(audio))
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["fft", "dense-dft"])
 @pytest.mark.parametrize(
     "overrides", [{}, {"n_mels": 64, "hop_ms": 20.0}, {"window_ms": 25.0, "n_fft": 400, "f_max": 8000.0}]
 )
-def test_logmel_matches_the_reference(speechlike, overrides):
+def test_logmel_matches_the_reference(speechlike, overrides, dense):
     settings = FrontendSettings.from_config({**overrides, "normalize": "none"})
-    ours = np.asarray(LogMelSpectrogram({**overrides, "normalize": "none"})(speechlike))[0]
+    ours = _features({**overrides, "normalize": "none"}, speechlike, dense)[0]
     expected = reference_logmel(speechlike[0], settings)
     assert ours.shape == expected.shape == (settings.frames, settings.n_mels)
     assert np.abs(ours - expected).max() < TOLERANCE
+
+
+def test_the_fft_and_the_dense_dft_give_the_same_features(tone_root):
+    """The two implementations of one front end, on recorded-like clips (the tone data
+    set's words, its noise) and synthetic ones (silence, a full-scale tone, noise)."""
+    import soundfile as sf
+
+    recorded = [sf.read(p, dtype="float32")[0] for p in sorted(tone_root.rglob("*.wav"))[:6]]
+    recorded = [np.resize(clip, CLIP_SAMPLES) for clip in recorded]
+    rng = np.random.default_rng(0)
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    synthetic = [np.zeros(CLIP_SAMPLES), 0.99 * np.sin(2 * np.pi * 1000 * t), rng.normal(0, 0.3, CLIP_SAMPLES)]
+    clips = np.stack(recorded + synthetic).astype(np.float32)
+    for settings in ({"normalize": "none"}, {"n_mels": 64, "normalize": "none"}):
+        assert np.abs(_features(settings, clips, False) - _features(settings, clips, True)).max() < TOLERANCE
+    mfcc = {"kind": "mfcc", "n_mfcc": 13, "normalize": "none"}
+    assert np.abs(_features(mfcc, clips, False) - _features(mfcc, clips, True)).max() < 10 * TOLERANCE
 
 
 def test_mfcc_is_the_orthonormal_dct_of_the_logmel(speechlike):

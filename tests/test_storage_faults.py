@@ -48,6 +48,7 @@ def test_a_full_disk_while_building_the_cache_is_one_line_and_leaves_no_temporar
     assert "LEFT" not in result.stdout
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root, tmp_path):
     work = tmp_path / "readonly"
     train = ["model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0", "augment=none"]

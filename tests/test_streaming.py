@@ -300,6 +300,7 @@ def test_evaluate_stage_and_export_ship_the_calibrated_detector(streamed_run, tm
     assert "stream_hit_rate" in baseline.metrics and baseline.tags["stream_settings"].endswith("/none")
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_sweep_can_minimise_a_streaming_metric(tone_root, tmp_path):
     from kws_research.sweeping.coordinator import run_sweep
     from kws_research.sweeping.definition import load

@@ -52,7 +52,8 @@ LAYERS = (
     ("errors", "contract", "paths", "labels", "serialization", "devices"),
     ("ownership", "locks", "metrics", "schema", "databases"),
     ("processes", "config"),
-    ("data", "models", "coreml"),
+    ("data", "models"),
+    ("coreml",),  # converts models: its front end's convertible form comes from models
     ("tracking",),
     ("streaming",),
     ("training",),

@@ -155,6 +155,7 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
             assert "logged_model_id" not in children[trial.user_attrs["mlflow_run_id"]].data.tags
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tone_root, tmp_path):
     sweep = write_sweep(
         tmp_path, n_trials=2, params={"model": "choice(tc_resnet)", "model.kernel_size": "choice(9, 0)"}

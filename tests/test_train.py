@@ -93,6 +93,7 @@ def live_training_graphs() -> int:
     return sum(isinstance(o, FuncGraph) and o.name == "one_step_on_data" for o in gc.get_objects())
 
 
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
 def test_runs_in_one_process_leave_no_training_graph_behind(tone_root, tmp_path):
     """A sweep trains many runs in one worker: each run's traced training step must be freed."""
     before_graphs, before_gradients = live_training_graphs(), custom_gradient_count()

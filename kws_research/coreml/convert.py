@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Mapping
 
 from kws_research.contract import CLIP_SAMPLES, CLIP_SECONDS, INPUT_NAME, NORMALISATION, SAMPLE_RATE
+from kws_research.models.frontend import dense_dft
 
 FORMATS = ("mlprogram", "neuralnetwork")
 PRECISIONS = ("fp16", "fp32")
@@ -56,14 +57,15 @@ def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "
         )
         kwargs["minimum_deployment_target"] = ct.target.iOS16 if quantize else ct.target.iOS15
     tensor = ct.TensorType(name=INPUT_NAME, shape=(1, CLIP_SAMPLES), dtype=np.float32)
-    mlmodel = ct.convert(
-        model,
-        source="tensorflow",
-        inputs=[tensor],
-        classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
-        convert_to=fmt,
-        **kwargs,
-    )
+    with dense_dft():  # the front end's DFT as fixed kernels: MIL has no FFT op
+        mlmodel = ct.convert(
+            model,
+            source="tensorflow",
+            inputs=[tensor],
+            classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
+            convert_to=fmt,
+            **kwargs,
+        )
     return quantize_weights(mlmodel, quantize) if quantize else mlmodel
 
 
@@ -79,13 +81,14 @@ def convert_seed_interface(model, labels: list[str]):
     def one_clip(audio):
         return tf.reshape(model(tf.reshape(audio, [1, CLIP_SAMPLES]), training=False), [-1])
 
-    mlmodel = ct.convert(
-        [one_clip.get_concrete_function()],
-        source="tensorflow",
-        inputs=[ct.TensorType(name=SEED_INPUT, shape=(CLIP_SAMPLES,), dtype=np.float32)],
-        classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
-        convert_to="neuralnetwork",
-    )
+    with dense_dft():  # traced here: a front end would take its convertible form
+        mlmodel = ct.convert(
+            [one_clip.get_concrete_function()],
+            source="tensorflow",
+            inputs=[ct.TensorType(name=SEED_INPUT, shape=(CLIP_SAMPLES,), dtype=np.float32)],
+            classifier_config=ct.ClassifierConfig([str(c) for c in labels]),
+            convert_to="neuralnetwork",
+        )
     spec = mlmodel.get_spec()
     spec.description.input[0].type.multiArrayType.dataType = FeatureTypes_pb2.ArrayFeatureType.DOUBLE
     # Rename the probabilities output only: the layer blob it is read from

@@ -1,7 +1,10 @@
 """Feature extraction inside the model, from ops that Core ML converts.
 
 The model keeps the app's contract (raw 1 s of 16 kHz audio in, scaled as
-``int16 / 2**15``) and computes its own log-mel spectrogram:
+``int16 / 2**15``) and computes its own log-mel spectrogram. One front end, two
+implementations of the same numbers: training, evaluation and stream scoring run an
+FFT (``tf.signal.rfft`` of Hann-windowed frames, about a tenth of the multiplies);
+the graph Core ML converts (inside :func:`dense_dft`; MIL has no FFT op) is
 
     Conv1D with fixed windowed-DFT kernels (real and imaginary parts of every
     used FFT bin, stride = hop)  ->  square  ->  matmul with the mel matrix
@@ -21,11 +24,14 @@ STFT and ``librosa.filters.mel``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
@@ -148,6 +154,26 @@ def dct_matrix(n_mels: int, n_mfcc: int) -> np.ndarray:
     return matrix
 
 
+_form = threading.local()
+
+
+@contextlib.contextmanager
+def dense_dft() -> Iterator[None]:
+    """Inside: every front end traced computes its DFT as fixed Conv1D kernels, the form
+    Core ML converts (its MIL opsets have no FFT). The weights are fixed, so the switch
+    is exact; outside, the FFT computes the same features faster."""
+    previous = getattr(_form, "dense", False)
+    _form.dense = True
+    try:
+        yield
+    finally:
+        _form.dense = previous
+
+
+def dense_dft_active() -> bool:
+    return getattr(_form, "dense", False)
+
+
 @register
 class LogMelSpectrogram(keras.layers.Layer):
     """Raw waveform ``[B, CLIP_SAMPLES]`` -> log-mel (or MFCC) features ``[B, frames, features]``."""
@@ -163,6 +189,8 @@ class LogMelSpectrogram(keras.layers.Layer):
         self._kernel_value = (DFT_SCALE * dft_kernels(s.window, s.n_fft, self.bins)).astype(np.float32)
         self._mel_value = (MEL_GAIN * np.concatenate([mel[self.bins], mel[self.bins]], axis=0)).astype(np.float32)
         self._dct_value = dct_matrix(s.n_mels, s.n_mfcc).astype(np.float32) if s.kind == "mfcc" else None
+        t = np.arange(s.window)
+        self._hann = (0.5 - 0.5 * np.cos(2 * np.pi * t / s.window)).astype(np.float32)  # periodic, as the kernels
 
     def build(self, input_shape):
         def fixed(name, value):
@@ -174,10 +202,21 @@ class LogMelSpectrogram(keras.layers.Layer):
         self.mel = fixed("mel", self._mel_value)
         self.dct = fixed("dct", self._dct_value) if self._dct_value is not None else None
 
+    def _dense_energy(self, audio):
+        """Mel energies from the DFT as Conv1D kernels (re and im of every used bin)."""
+        frames = ops.conv(ops.expand_dims(audio, -1), self.dft, strides=self.settings.hop, padding="valid")
+        return ops.matmul(ops.square(frames), self.mel)
+
+    def _fft_energy(self, audio):
+        """The same mel energies from an FFT of the Hann-windowed frames."""
+        s = self.settings
+        frames = tf.signal.frame(tf.cast(audio, tf.float32), s.window, s.hop) * self._hann
+        spectrum = tf.gather(tf.signal.rfft(frames, fft_length=[s.n_fft]), self.bins, axis=-1)
+        power = (tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))) * DFT_SCALE**2
+        return ops.matmul(power, self.mel[: len(self.bins)])
+
     def call(self, audio):
-        x = ops.expand_dims(audio, -1)
-        frames = ops.conv(x, self.dft, strides=self.settings.hop, padding="valid")
-        energy = ops.matmul(ops.square(frames), self.mel)
+        energy = self._dense_energy(audio) if dense_dft_active() else self._fft_energy(audio)
         features = ops.log(energy + self.settings.log_offset * POWER_SCALE) - float(np.log(POWER_SCALE))
         if self.dct is not None:
             features = ops.matmul(features, self.dct)
