@@ -92,6 +92,7 @@ ui: $(STAMP)
 bench-train: $(STAMP)
 	$(PY) -m benchmarks.bench_train --data $(SUBSET) --model seed_cnn1d $(BENCH_ARGS)
 	$(PY) -m benchmarks.bench_train --data $(SUBSET) --model tc_resnet $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_frontend --data $(SUBSET) $(BENCH_ARGS)
 
 bench-accuracy: $(STAMP)
 	$(PY) -m benchmarks.bench_accuracy --data $(if $(DATA),$(DATA),$(SUBSET)) \
