@@ -9,6 +9,7 @@ model, seed and data with the FFT (what training uses) and with the dense DFT ke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -16,10 +17,8 @@ import time
 import numpy as np
 
 from benchmarks import report
-from kws_research.config import compose
+from benchmarks.bench_train import SUBSET_COMMANDS, budget_config, epoch_seconds, steady
 from kws_research.contract import to_float
-
-SUBSET_COMMANDS = "[yes,no,up,down,left,right,stop]"
 
 
 def forward_ms(model, audio: np.ndarray, repeats: int = 5) -> float:
@@ -52,45 +51,23 @@ def main() -> None:
     from kws_research.models.frontend import dense_dft
     from kws_research.train import train
 
+    forms = {"fft": contextlib.nullcontext, "dense DFT": dense_dft}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            cfg = compose(
-                "train",
-                [
-                    "dataset=speech_commands",
-                    f"dataset.root={args.data}",
-                    f"dataset.commands={args.commands}",
-                    f"model={name}",
-                    f"trainer.epochs={args.epochs}",
-                    f"trainer.batch_size={args.batch_size}",
-                    "trainer.early_stopping_patience=null",
-                    "trainer.verbose=0",
-                    f"tracking.uri=sqlite:///{tmp}/bench.db",
-                    f"tracking.artifact_location={tmp}/art",
-                ],
-            )
+            cfg = budget_config(args.data, args.commands, name, args.epochs, args.batch_size, tmp)
             batch = to_float(np.asarray(prepare(cfg.dataset).splits["validation"].audio[: args.batch_size]))
-            for form in ("fft", "dense DFT"):
-                if form == "fft":
+            client = MlflowClient(cfg.tracking.uri)
+            for form, context in forms.items():
+                with context():
                     result = train(cfg)
-                else:
-                    with dense_dft():
-                        result = train(cfg)
-                client = MlflowClient(cfg.tracking.uri)
-                history = sorted(client.get_metric_history(result.run_id, "epoch_seconds"), key=lambda m: m.step)
-                seconds = [m.value for m in history]
-                model = load_model(client.download_artifacts(result.run_id, "model/model.keras", tmp))
-                if form == "fft":
+                    model = load_model(client.download_artifacts(result.run_id, "model/model.keras", tmp))
                     forward = forward_ms(model, batch)
-                else:
-                    with dense_dft():
-                        forward = forward_ms(model, batch)
                 rows.append(
                     {
                         "model": name,
                         "front end": form,
-                        "s_per_epoch": round(statistics.median(seconds[1:] or seconds), 2),
+                        "s_per_epoch": round(steady(epoch_seconds(client, result.run_id)), 2),
                         "forward_ms_batch": round(forward, 1),
                         "best_val_accuracy": round(result.metrics["best_val_accuracy"], 4),
                     }

@@ -45,6 +45,32 @@ def steady(seconds: list[float]) -> float:
     return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
 
 
+def budget_config(data: str, commands: str, model: str, epochs: int, batch_size: int, tmp: str, *extra: str):
+    """A train config for a fixed budget on ``data`` (no early stopping), tracked under ``tmp``."""
+    return compose(
+        "train",
+        [
+            "dataset=speech_commands",
+            f"dataset.root={data}",
+            f"dataset.commands={commands}",
+            f"model={model}",
+            f"trainer.epochs={epochs}",
+            f"trainer.batch_size={batch_size}",
+            "trainer.early_stopping_patience=null",
+            "trainer.verbose=0",
+            f"tracking.uri=sqlite:///{tmp}/bench.db",
+            f"tracking.artifact_location={tmp}/art",
+            *extra,
+        ],
+    )
+
+
+def epoch_seconds(client, run_id: str) -> list[float]:
+    """The run's logged seconds per epoch, in epoch order."""
+    history = client.get_metric_history(run_id, "epoch_seconds")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
 def pipeline_throughput(data, cfg, batches: int) -> dict:
     """Batches per second of the training pipeline alone, with and without augmentation."""
     from kws_research.training import pipeline
@@ -83,29 +109,12 @@ def main() -> None:
     from kws_research.training import optim
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose(
-            "train",
-            [
-                "dataset=speech_commands",
-                f"dataset.root={args.data}",
-                f"dataset.commands={args.commands}",
-                f"model={args.model}",
-                "augment=none",
-                f"trainer.epochs={args.epochs}",
-                f"trainer.batch_size={args.batch_size}",
-                "trainer.early_stopping_patience=null",
-                "trainer.verbose=0",
-                f"tracking.uri=sqlite:///{tmp}/bench.db",
-                f"tracking.artifact_location={tmp}/art",
-            ],
-        )
+        cfg = budget_config(args.data, args.commands, args.model, args.epochs, args.batch_size, tmp, "augment=none")
         data = prepare(cfg.dataset)
         from mlflow.tracking import MlflowClient
 
         def stage_epochs(run_cfg) -> list[float]:
-            run_id = train(run_cfg).run_id
-            history = MlflowClient(cfg.tracking.uri).get_metric_history(run_id, "epoch_seconds")
-            return [m.value for m in sorted(history, key=lambda m: m.step)]
+            return epoch_seconds(MlflowClient(cfg.tracking.uri), train(run_cfg).run_id)
 
         stage_seconds = stage_epochs(cfg)
         augmented_cfg = cfg.copy()
