@@ -212,10 +212,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
 
 def _move_into_place(tmp: Path, target: Path, archive_file: str) -> None:
     check_target(target, archive_file)  # again: the folder may have changed while extracting
-    if target.is_dir() and ownership.is_marked(target):
-        ownership.remove(target, "dataset.root", "set dataset.root=<a new folder>")
-    elif target.is_dir():
-        target.rmdir()  # empty: rmdir refuses anything else
+    ownership.remove(target, "dataset.root", "set dataset.root=<a new folder>")  # empty, or our interrupted one
     tmp.rename(target)
 
 
