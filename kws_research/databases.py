@@ -8,6 +8,7 @@ SQLAlchemy's minutes of retries and a traceback.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sqlite3
 import tempfile
@@ -82,6 +83,8 @@ def check_sqlite_file(path: Path, url: str, key: str) -> None:
             f"{key}: cannot write in {folder.resolve()} ({exc.strerror or exc}), where {path.name} and its journal "
             f"live; run from a writable folder or set {key}=sqlite:////<writable folder>/{path.name}"
         ) from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise KwsError(f"{key}: {path} is not writable; fix its permissions or change {key}")
     if not path.exists() or path.stat().st_size == 0:
         return
     try:

@@ -57,8 +57,6 @@ def check_reachable(uri: str) -> None:
             ) from exc
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :])
-        if path.exists() and not os.access(path, os.W_OK):
-            raise KwsError(f"tracking.uri: {path} is not writable; fix its permissions or change tracking.uri")
         databases.check_sqlite_file(path, uri, "tracking.uri")
     elif uri.startswith("file:") or ("://" not in uri and ("/" in uri or uri == "mlruns" or Path(uri).is_dir())):
         raise KwsError(
