@@ -124,5 +124,6 @@ bench-mining: $(STAMP)
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
 
 bench-stream: $(STAMP)
+	$(PY) -m benchmarks.bench_scoring
 	$(PY) -m benchmarks.bench_stream --data $(if $(DATA),$(DATA),$(SUBSET)) \
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)

@@ -16,8 +16,18 @@ STORED_DTYPE = np.int16  # what the cache holds
 INT16_SCALE = 2.0**15  # float = int16 / INT16_SCALE
 NORMALISATION = "int16 / 32768"  # the same, as written into model metadata
 INPUT_NAME = "audio"  # the model's (and the Core ML model's) input
+# The streaming model (one call per hop, its state passed back): inputs and outputs.
+HOP_INPUT = "audio_hop"  # the newest hop of audio, float32 (1, hop samples), same scaling
+STATE_INPUT = "stream_state"  # what the previous call returned as NEXT_STATE_OUTPUT (zeros at the start)
+PROBABILITIES_OUTPUT = "probabilities"
+NEXT_STATE_OUTPUT = "next_stream_state"
 # Added to probabilities before their log (temperature scaling), in NumPy and in the Core ML graph alike.
 PROBABILITY_EPSILON = 1e-6
+
+
+def samples_of(ms: float) -> int:
+    """Samples in ``ms`` milliseconds at SAMPLE_RATE (a stream's hop, a frame's length)."""
+    return int(round(ms * SAMPLE_RATE / 1000))
 
 
 def to_float(samples: np.ndarray) -> np.ndarray:

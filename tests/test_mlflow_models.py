@@ -24,7 +24,12 @@ from kws_research.exporting.stage import export_run
 from kws_research.models import load_model
 from kws_research.streaming.settings import STREAM_METRICS
 from kws_research.train import train
-from kws_research.training.validation import OPEN_SET_METRICS, TEST_METRICS, TRAINING_METRICS
+from kws_research.training.validation import (
+    OPEN_SET_METRICS,
+    STREAMING_MODEL_METRICS,
+    TEST_METRICS,
+    TRAINING_METRICS,
+)
 
 same_worker = pytest.mark.xdist_group("mlflow_models")
 
@@ -157,7 +162,13 @@ def test_export_registers_versions_and_champion_moves_only_on_improvement(runs, 
     assert "beats champion v1" in better["alias_reason"]
     exported = {m for m in VERSION_METRICS if m.startswith("coreml_")}
     assert exported <= set(better)  # every version tag names a metric some run or export produces
-    assert set(VERSION_METRICS) - exported <= {*TRAINING_METRICS, *TEST_METRICS, *OPEN_SET_METRICS, *STREAM_METRICS}
+    assert set(VERSION_METRICS) - exported <= {
+        *TRAINING_METRICS,
+        *TEST_METRICS,
+        *OPEN_SET_METRICS,
+        *STREAM_METRICS,
+        *STREAMING_MODEL_METRICS,
+    }
 
     worse = export_run(export_cfg(folder, poor.run_id))  # exported again: its version, not a new one
     assert (worse["model_version"], worse["alias"]) == (1, "challenger")

@@ -3,6 +3,8 @@ whole path through training, the evaluate stage, a sweep objective and export.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers.data import tiny_overrides
@@ -298,6 +300,87 @@ def test_evaluate_stage_and_export_ship_the_calibrated_detector(streamed_run, tm
         assert float(meta[key]) == pytest.approx(run.metrics[key]), key
     baseline = client.get_run(exported["baseline_run_id"]).data
     assert "stream_hit_rate" in baseline.metrics and baseline.tags["stream_settings"].endswith("/none")
+
+    # the streaming model of each format: verified hop by hop, described for the app, its cost logged
+    for check in exported["checks"]:
+        assert check["streaming_hops"] > 0 and check["streaming_mismatches"] == 0, check
+        assert check["streaming_max_abs_diff"] <= check["tolerance"], check
+    streaming = ct.models.MLModel(str(tmp_path / "out" / "kws-tc_resnet-streaming.mlmodel"), skip_model_load=True)
+    meta = streaming.user_defined_metadata
+    assert [i.name for i in streaming.get_spec().description.input] == ["audio_hop", "stream_state"]
+    assert {o.name for o in streaming.get_spec().description.output} == {"probabilities", "next_stream_state"}
+    assert (meta["hop_samples"], meta["warmup_calls"], meta["interface"]) == ("1600", "9", "streaming")
+    assert float(meta["detector_threshold"]) == pytest.approx(run.metrics["detector_threshold"])
+    assert 0 < run.metrics["macs_per_hop"] <= 0.2 * run.metrics["macs"]
+    assert "MACs per hop (streaming model)" in exported["comparison"]
+
+
+@same_worker
+def test_feature_stream_scoring_equals_window_by_window(streamed_run, tmp_path):
+    """Each frame computed once gives every window's probabilities and the same detections."""
+    from kws_research.models import load_model
+    from kws_research.models.temperature import tempered_model
+    from kws_research.streaming.scoring import FeatureScorer, WindowScorer, keras_predict, keras_scorer, score
+
+    folder, result = streamed_run
+    local = MlflowClient(f"sqlite:///{folder}/mlruns.db").download_artifacts(result.run_id, "", str(tmp_path))
+    model = tempered_model(load_model(f"{local}/model/model.keras"), 1.5)  # the graph export ships
+    labels = json.loads(open(f"{local}/labels.json").read())
+    data = prepare(OmegaConf.to_container(OmegaConf.load(f"{local}/config.yaml").dataset))
+    stream = streams.build(data, "test", "mixed", 30, stream_settings(snr_db=[20]), seed=3)
+    scorer = keras_scorer(model)
+    assert isinstance(scorer, FeatureScorer)
+    low = DetectorSettings(threshold=0.3, window_ms=300, suppression_ms=300, min_count=1)
+    for hop_ms in (100, 50, 105):  # 105 ms is no whole number of 10 ms frame hops: windows then
+        times, fast, _ = scorer.stream(stream.audio, hop_ms, 64)
+        ref_times, reference, _ = score(keras_predict(model), stream.audio, hop_ms, 64)
+        np.testing.assert_array_equal(times, ref_times)
+        assert fast.shape == reference.shape and len(fast) > 100
+        assert np.abs(fast - reference).max() <= 1e-4, hop_ms
+        found = [(d.label, d.time_ms) for d in detector.detections(times, fast, labels, low)]
+        assert found and found == [(d.label, d.time_ms) for d in detector.detections(times, reference, labels, low)]
+    baseline = zoo_model("seed_cnn1d", len(labels))  # no front end: window by window
+    assert isinstance(keras_scorer(baseline), WindowScorer)
+
+
+@same_worker
+def test_the_streaming_model_fed_hop_by_hop_gives_the_window_models_probabilities(streamed_run, tmp_path):
+    """The Keras streaming form and its Core ML files (both formats, fp16 and int8 weights)
+    on the reference runtime: after the warm-up, call k gives the window ending at hop k."""
+    from kws_research.contract import to_float
+    from kws_research.coreml import runtime
+    from kws_research.coreml.convert import convert_streaming
+    from kws_research.models import complexity, load_model
+    from kws_research.models.streaming import macs_per_hop, streaming_model
+    from kws_research.streaming.scoring import keras_scorer
+
+    folder, result = streamed_run
+    local = MlflowClient(f"sqlite:///{folder}/mlruns.db").download_artifacts(result.run_id, "", str(tmp_path))
+    model = load_model(f"{local}/model/model.keras")
+    labels = json.loads(open(f"{local}/labels.json").read())
+    data = prepare(OmegaConf.to_container(OmegaConf.load(f"{local}/config.yaml").dataset))
+    stream = streams.build(data, "test", "mixed", 6, stream_settings(snr_db=[20]), seed=4)
+    _, reference, _ = keras_scorer(model).stream(stream.audio, 100, 64)
+    form = streaming_model(model, 1600)
+    state = np.zeros((1, int(form.inputs[1].shape[1])), np.float32)
+    calls = []
+    for start in range(0, len(stream.audio) - 1599, 1600):
+        probabilities, state = form.predict_on_batch([to_float(stream.audio[None, start : start + 1600]), state])
+        calls.append(probabilities[0])
+    assert np.abs(np.asarray(calls)[9 : 9 + len(reference)] - reference).max() <= 1e-4
+    assert np.abs(np.asarray(calls)[8] - reference[0]).max() > 1e-3  # the call before covers 0.1 s of zeros
+    assert macs_per_hop(model, 1600) <= 0.2 * complexity(model)["macs"]
+
+    for fmt, precision, quantize, tolerance in (
+        ("mlprogram", "fp16", None, 5e-3),
+        ("neuralnetwork", "fp32", None, 1e-4),
+        ("mlprogram", "fp16", "int8", 1e-1),
+    ):
+        path = tmp_path / f"streaming-{fmt}-{quantize}{'.mlpackage' if fmt == 'mlprogram' else '.mlmodel'}"
+        convert_streaming(form, labels, fmt, precision, quantize).save(str(path))
+        probabilities = runtime.run_stream(runtime.load(path), to_float(stream.audio))[9 : 9 + len(reference)]
+        assert probabilities.shape == reference.shape
+        assert np.abs(probabilities - reference).max() <= tolerance, (fmt, quantize)
 
 
 @pytest.mark.slow  # end to end; make test runs it, make test-fast does not

@@ -16,7 +16,18 @@ import os
 import warnings
 from collections.abc import Mapping
 
-from kws_research.contract import CLIP_SAMPLES, CLIP_SECONDS, INPUT_NAME, NORMALISATION, SAMPLE_RATE
+from kws_research.contract import (
+    CLIP_SAMPLES,
+    CLIP_SECONDS,
+    HOP_INPUT,
+    INPUT_NAME,
+    NEXT_STATE_OUTPUT,
+    NORMALISATION,
+    PROBABILITIES_OUTPUT,
+    SAMPLE_RATE,
+    STATE_INPUT,
+)
+from kws_research.coreml.nn_runtime import NeuralNetwork
 from kws_research.models.frontend import dense_dft
 
 FORMATS = ("mlprogram", "neuralnetwork")
@@ -44,18 +55,7 @@ def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "
     import coremltools as ct
     import numpy as np
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
-    kwargs = {}
-    if fmt == "mlprogram":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-        kwargs["compute_precision"] = (
-            ct.transform.FP16ComputePrecision(op_selector=lambda op: FRONTEND_LAYER not in op.name)
-            if precision == "fp16"
-            else ct.precision.FLOAT32
-        )
-        kwargs["minimum_deployment_target"] = ct.target.iOS16 if quantize else ct.target.iOS15
+    kwargs = _compute_kwargs(ct, fmt, precision, quantize)
     tensor = ct.TensorType(name=INPUT_NAME, shape=(1, CLIP_SAMPLES), dtype=np.float32)
     with dense_dft():  # the front end's DFT as fixed kernels: MIL has no FFT op
         mlmodel = ct.convert(
@@ -67,6 +67,65 @@ def convert(model, labels: list[str], fmt: str = "mlprogram", precision: str = "
             **kwargs,
         )
     return quantize_weights(mlmodel, quantize) if quantize else mlmodel
+
+
+def _compute_kwargs(ct, fmt: str, precision: str, quantize: str | None) -> dict:
+    """Compute precision (fp16 everywhere but the front end) and deployment target of an mlprogram."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    if fmt != "mlprogram":
+        return {}
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    return {
+        "compute_precision": (
+            ct.transform.FP16ComputePrecision(op_selector=lambda op: FRONTEND_LAYER not in op.name)
+            if precision == "fp16"
+            else ct.precision.FLOAT32
+        ),
+        "minimum_deployment_target": ct.target.iOS16 if quantize else ct.target.iOS15,
+    }
+
+
+def _output_widths(mlmodel, hop: int, state: int) -> dict[str, int]:
+    """Each output's width: from the spec (ML programs), or by running the network once on
+    zeros (NeuralNetwork specs leave output shapes empty)."""
+    import numpy as np
+
+    outputs = mlmodel.get_spec().description.output
+    widths = {o.name: int(np.prod(o.type.multiArrayType.shape)) for o in outputs if o.type.multiArrayType.shape}
+    if len(widths) == len(outputs):
+        return widths
+    feeds = {HOP_INPUT: np.zeros((1, hop), np.float32), STATE_INPUT: np.zeros((1, state), np.float32)}
+    return {name: int(value.size) for name, value in NeuralNetwork(mlmodel).run_all(feeds).items()}
+
+
+def convert_streaming(
+    stream_model, labels: list[str], fmt: str = "mlprogram", precision: str = "fp16", quantize: str | None = None
+):
+    """The streaming form (``models.streaming.streaming_model``) as a Core ML model of two
+    inputs and two outputs: the newest hop and the state in, the probabilities and the next
+    state out. Not a classifier (Core ML classifiers have one input and their own outputs):
+    the labels are in the metadata, in the order of the probabilities."""
+    _quiet()
+    import coremltools as ct
+    import numpy as np
+
+    kwargs = _compute_kwargs(ct, fmt, precision, quantize)
+    hop, state = (int(t.shape[1]) for t in stream_model.inputs)
+    inputs = [
+        ct.TensorType(name=HOP_INPUT, shape=(1, hop), dtype=np.float32),
+        ct.TensorType(name=STATE_INPUT, shape=(1, state), dtype=np.float32),
+    ]
+    with dense_dft():
+        mlmodel = ct.convert(stream_model, source="tensorflow", inputs=inputs, convert_to=fmt, **kwargs)
+    if quantize:  # before the renaming, which rebuilds the model without its MIL program
+        mlmodel = quantize_weights(mlmodel, quantize)
+    spec = mlmodel.get_spec()
+    for name, width in _output_widths(mlmodel, hop, state).items():  # TensorFlow's Identity names
+        ct.utils.rename_feature(spec, name, PROBABILITIES_OUTPUT if width == len(labels) else NEXT_STATE_OUTPUT)
+    weights = mlmodel.weights_dir if fmt == "mlprogram" else None
+    return ct.models.MLModel(spec, weights_dir=weights, skip_model_load=True)
 
 
 def convert_seed_interface(model, labels: list[str]):
@@ -142,6 +201,16 @@ def set_metadata(
     """Descriptions for Xcode's model viewer and user metadata the app can read."""
     spec_inputs = [i.name for i in mlmodel.get_spec().description.input]
     probs = mlmodel.get_spec().description.predictedProbabilitiesName
+    _describe(mlmodel, description, author, license, version, user)
+    mlmodel.input_description[spec_inputs[0]] = (
+        f"{CLIP_SECONDS} s of mono {SAMPLE_RATE // 1000} kHz audio: {CLIP_SAMPLES:,} samples, {NORMALISATION}"
+        + (f" (shape [{CLIP_SAMPLES}])" if interface == "seed" else f" (shape [1, {CLIP_SAMPLES}])")
+    )
+    mlmodel.output_description[LABEL_OUTPUT] = "the most likely class: " + ", ".join(labels)
+    mlmodel.output_description[probs] = "probability of every class"
+
+
+def _describe(mlmodel, description: str, author, license, version, user: Mapping[str, object]) -> None:
     mlmodel.short_description = description
     if author:
         mlmodel.author = author
@@ -149,13 +218,51 @@ def set_metadata(
         mlmodel.license = license
     if version:
         mlmodel.version = str(version)
-    mlmodel.input_description[spec_inputs[0]] = (
-        f"{CLIP_SECONDS} s of mono {SAMPLE_RATE // 1000} kHz audio: {CLIP_SAMPLES:,} samples, {NORMALISATION}"
-        + (f" (shape [{CLIP_SAMPLES}])" if interface == "seed" else f" (shape [1, {CLIP_SAMPLES}])")
-    )
-    mlmodel.output_description[LABEL_OUTPUT] = "the most likely class: " + ", ".join(labels)
-    mlmodel.output_description[probs] = "probability of every class"
     mlmodel.user_defined_metadata.update({k: str(v) for k, v in user.items() if v is not None})
+
+
+def set_streaming_metadata(
+    mlmodel,
+    labels: list[str],
+    description: str,
+    author: str | None,
+    license: str | None,
+    version: str | None,
+    user: Mapping[str, object],
+) -> None:
+    """What each input and output of the streaming model holds, and how the app calls it."""
+    shapes = {i.name: list(i.type.multiArrayType.shape) for i in mlmodel.get_spec().description.input}
+    hop, state = shapes[HOP_INPUT][-1], shapes[STATE_INPUT][-1]
+    warmup = CLIP_SAMPLES // hop - 1
+    _describe(
+        mlmodel,
+        description,
+        author,
+        license,
+        version,
+        {
+            **user,
+            "streaming_inputs": f"{HOP_INPUT}, {STATE_INPUT}",
+            "streaming_outputs": f"{PROBABILITIES_OUTPUT}, {NEXT_STATE_OUTPUT}",
+            "hop_samples": hop,
+            "hop_ms": 1000 * hop / SAMPLE_RATE,
+            "state_size": state,
+            "warmup_calls": warmup,
+        },
+    )
+    mlmodel.input_description[HOP_INPUT] = (
+        f"the newest {hop} samples ({1000 * hop // SAMPLE_RATE} ms) of mono {SAMPLE_RATE // 1000} kHz audio, "
+        f"{NORMALISATION} (shape [1, {hop}])"
+    )
+    mlmodel.input_description[STATE_INPUT] = (
+        f"{NEXT_STATE_OUTPUT} of the previous call; zeros at the start (shape [1, {state}])"
+    )
+    mlmodel.output_description[PROBABILITIES_OUTPUT] = (
+        "probability of every class over the last second, in the order of the `labels` metadata: "
+        + ", ".join(labels)
+        + f" (the first {warmup} calls cover less than a second)"
+    )
+    mlmodel.output_description[NEXT_STATE_OUTPUT] = f"pass it as {STATE_INPUT} to the next call"
 
 
 def op_types(mlmodel) -> collections.Counter:

@@ -188,7 +188,8 @@ KERNELS: dict[str, Callable] = {
 
 
 class MilProgram:
-    """The ``main`` function of a saved ML Program, ready to run on one clip at a time."""
+    """The ``main`` function of a saved ML Program, ready to run on one example at a time:
+    a classifier (:meth:`run`) or any program of named inputs and outputs (:meth:`run_all`)."""
 
     def __init__(self, mlmodel) -> None:
         from coremltools.converters.mil.frontend.milproto.load import load
@@ -198,7 +199,10 @@ class MilProgram:
         program = load(spec, spec.specificationVersion, mlmodel.weights_dir)
         function = program.functions["main"]
         self._dtype_name = types.builtin_to_string
-        self.input_name = next(iter(function.inputs))
+        self.inputs = list(function.inputs)
+        self.shapes = {name: tuple(int(d) for d in var.shape) for name, var in function.inputs.items()}
+        self.input_name = self.inputs[0]
+        self.outputs = [var.name for var in function.outputs]
         self.ops = list(function.operations)
         self.labels: list[str] = []
         self.probabilities: str | None = None
@@ -211,8 +215,6 @@ class MilProgram:
                     f"Core ML op '{op.op_type}' in layer '{op.name}' has no reference "
                     "implementation in kws_research/coreml/mil_runtime.py"
                 )
-        if self.probabilities is None:
-            raise UnsupportedOp("the program has no classify op; export builds classifiers only")
 
     def _value(self, var, env):
         value = var.val if var.val is not None and var.name not in env else env[var.name]
@@ -220,9 +222,7 @@ class MilProgram:
             return value.astype(np.float64)
         return value
 
-    def run(self, audio: np.ndarray) -> np.ndarray:
-        """Class probabilities for one clip (float32, shape (1, 16000))."""
-        env: dict[str, np.ndarray] = {self.input_name: np.asarray(audio, dtype=np.float32)}
+    def _execute(self, env: dict, stop: str | None = None) -> dict:
         for op in self.ops:
             if op.op_type in ("const", "classify"):
                 continue
@@ -238,6 +238,18 @@ class MilProgram:
             out = op.outputs[0]
             dtype = DTYPES.get(self._dtype_name(out.dtype))
             env[out.name] = np.asarray(result, dtype=dtype) if dtype is not None else np.asarray(result)
-            if out.name == self.probabilities:
+            if out.name == stop:
                 break
+        return env
+
+    def run(self, audio: np.ndarray) -> np.ndarray:
+        """Class probabilities for one clip (float32, shape (1, 16000))."""
+        if self.probabilities is None:
+            raise UnsupportedOp("the program has no classify op; run it with run_all")
+        env = self._execute({self.input_name: np.asarray(audio, dtype=np.float32)}, self.probabilities)
         return env[self.probabilities].astype(np.float32).reshape(-1)
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the program for float32 inputs given by name."""
+        env = self._execute({name: np.asarray(feeds[name], dtype=np.float32) for name in self.inputs})
+        return {name: env[name].astype(np.float32) for name in self.outputs}

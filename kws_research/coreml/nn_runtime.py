@@ -193,6 +193,17 @@ def _slice_static(layer, inputs):
     return np.squeeze(y, axis=squeeze) if squeeze else y
 
 
+def _slice(layer, inputs):
+    """The rank-agnostic slice of one axis: channel, height or width = the third, second or last axis."""
+    p = layer.slice
+    if p.endIndex <= 0 or p.startIndex < 0:
+        raise UnsupportedOp(f"slice with start {p.startIndex}, end {p.endIndex}")
+    x = inputs[0]
+    index = [slice(None)] * x.ndim
+    index[x.ndim - 3 + int(p.axis)] = slice(p.startIndex, p.endIndex, p.stride or 1)
+    return x[tuple(index)]
+
+
 def _sum(values):
     total = values[0]
     for v in values[1:]:
@@ -236,25 +247,32 @@ LAYERS: dict[str, Callable] = {
     "loadConstantND": lambda layer, i: weights(layer.loadConstantND.data, tuple(layer.loadConstantND.shape)),
     "concatND": lambda layer, i: np.concatenate(i, axis=layer.concatND.axis),
     "sliceStatic": _slice_static,
+    "slice": _slice,
 }
 
 
 class NeuralNetwork:
-    """The layers of a NeuralNetwork classifier, ready to run on one clip at a time."""
+    """The layers of a NeuralNetwork model, ready to run on one example at a time: a
+    classifier (:meth:`run`) or any network of named inputs and outputs (:meth:`run_all`)."""
 
     def __init__(self, mlmodel) -> None:
         spec = mlmodel.get_spec()
         kind = spec.WhichOneof("Type")
-        if kind != "neuralNetworkClassifier":
-            raise UnsupportedOp(f"model type {kind}; export builds neuralNetworkClassifier models")
-        network = spec.neuralNetworkClassifier
+        if kind not in ("neuralNetworkClassifier", "neuralNetwork"):
+            raise UnsupportedOp(f"model type {kind}; export builds neuralNetwork(Classifier) models")
+        network = getattr(spec, kind)
         self.layers = list(network.layers)
+        self.shapes = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.description.input}
         self.input_name = spec.description.input[0].name
-        self.input_shape = tuple(spec.description.input[0].type.multiArrayType.shape)
-        self.labels = [str(s) for s in network.stringClassLabels.vector] or [
-            str(i) for i in network.int64ClassLabels.vector
-        ]
-        self.probabilities = network.labelProbabilityLayerName
+        self.input_shape = self.shapes[self.input_name]
+        self.outputs = [o.name for o in spec.description.output]
+        self.labels: list[str] = []
+        self.probabilities: str | None = None
+        if kind == "neuralNetworkClassifier":
+            self.labels = [str(s) for s in network.stringClassLabels.vector] or [
+                str(i) for i in network.int64ClassLabels.vector
+            ]
+            self.probabilities = network.labelProbabilityLayerName
         for layer in self.layers:
             kind = layer.WhichOneof("layer")
             if kind not in LAYERS:
@@ -263,8 +281,7 @@ class NeuralNetwork:
                     "implementation in kws_research/coreml/nn_runtime.py"
                 )
 
-    def run(self, audio: np.ndarray) -> np.ndarray:
-        env = {self.input_name: np.asarray(audio, dtype=np.float32).reshape(self.input_shape)}
+    def _execute(self, env: dict) -> dict:
         for layer in self.layers:
             values = [env[name].astype(np.float64) for name in layer.input]
             try:
@@ -272,4 +289,16 @@ class NeuralNetwork:
             except UnsupportedOp as exc:
                 raise UnsupportedOp(f"{exc} in layer '{layer.name}' is not supported by the reference runtime") from exc
             env[layer.output[0]] = np.asarray(result, dtype=np.float32)
+        return env
+
+    def run(self, audio: np.ndarray) -> np.ndarray:
+        if self.probabilities is None:
+            raise UnsupportedOp("the network is not a classifier; run it with run_all")
+        env = self._execute({self.input_name: np.asarray(audio, dtype=np.float32).reshape(self.input_shape)})
         return env[self.probabilities].reshape(-1)
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the network for float32 inputs given by name."""
+        env = {name: np.asarray(feeds[name], dtype=np.float32).reshape(shape) for name, shape in self.shapes.items()}
+        env = self._execute(env)
+        return {name: env[name] for name in self.outputs}

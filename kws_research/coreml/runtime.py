@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.contract import HOP_INPUT, NEXT_STATE_OUTPUT, PROBABILITIES_OUTPUT, STATE_INPUT
 from kws_research.coreml.mil_runtime import MilProgram
 from kws_research.coreml.nn_runtime import NeuralNetwork
 
@@ -26,3 +27,16 @@ def predict(model, audio: np.ndarray, workers: int = 2) -> np.ndarray:
     clips = [audio[i : i + 1] for i in range(audio.shape[0])]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return np.stack(list(pool.map(model.run, clips)))
+
+
+def run_stream(model, audio: np.ndarray) -> np.ndarray:
+    """A streaming model called hop by hop on float32 ``audio``, its state fed back (zeros at
+    the start), as the app calls it: the probabilities ``[hops, classes]`` of every call."""
+    hop = int(np.prod(model.shapes[HOP_INPUT]))
+    state = np.zeros(model.shapes[STATE_INPUT], np.float32)
+    rows = []
+    for start in range(0, audio.shape[0] - hop + 1, hop):
+        out = model.run_all({HOP_INPUT: audio[None, start : start + hop], STATE_INPUT: state})
+        rows.append(out[PROBABILITIES_OUTPUT].reshape(-1))
+        state = out[NEXT_STATE_OUTPUT].reshape(1, -1)
+    return np.stack(rows) if rows else np.zeros((0, 0), np.float32)

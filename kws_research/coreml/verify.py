@@ -38,6 +38,10 @@ class Verification:
     stream_seconds: float | None = None  # the streaming check: detections on a short test stream
     stream_keras_detections: int | None = None
     stream_mismatches: int | None = None
+    streaming_path: str | None = None  # the streaming model, called hop by hop on the same stream
+    streaming_hops: int | None = None
+    streaming_max_abs_diff: float | None = None  # per hop, against the Keras window model
+    streaming_mismatches: int | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +56,10 @@ class Verification:
                 f"{self.stream_mismatches} of {self.stream_keras_detections} detections differ on "
                 f"{self.stream_seconds:g} s of test stream"
             )
+        if (self.streaming_max_abs_diff or 0.0) > self.tolerance:
+            reasons.append(f"streaming model: max |diff| per hop {self.streaming_max_abs_diff:.3g}")
+        if self.streaming_mismatches:
+            reasons.append(f"streaming model: {self.streaming_mismatches} detections differ")
         return f"{self.format} {self.precision}: " + ", ".join(reasons)
 
 

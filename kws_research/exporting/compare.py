@@ -66,6 +66,7 @@ def columns(
             "per_class": {},
             "params": TUTORIAL["params"],
             "macs": None,
+            "macs_per_hop": None,
             "size": None,
             "unseen_unknown": None,
             "unseen_command": None,
@@ -86,6 +87,7 @@ def columns(
             "per_class": per_class,
             "params": m.get("params"),
             "macs": m.get("macs"),
+            "macs_per_hop": m.get("macs_per_hop"),
             "size": model_size,
             "unseen_unknown": m.get(f"{prefix}unseen_unknown_recall"),
             "unseen_command": m.get(f"{prefix}false_command_rate"),
@@ -137,6 +139,7 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
         ),
         ("parameters", [_count(c["params"]) for c in cols]),
         ("MACs per 1 s clip", [_count(c["macs"]) for c in cols]),
+        ("MACs per hop (streaming model)", [_count(c["macs_per_hop"]) for c in cols]),
         ("Core ML model size", [_size(c["size"]) for c in cols]),
     ]
     body = "".join(f"| {name} | " + " | ".join(values) + " |\n" for name, values in rows)

@@ -72,8 +72,20 @@ def model_file_name(source, cfg: Mapping, fmt: str) -> str:
     return f"kws-{source.model_label}{suffix}{SUFFIX[fmt]}"
 
 
+def streaming_planned(cfg: Mapping) -> bool:
+    """Whether export also writes the streaming model (the seed interface is the tutorial app's only)."""
+    return bool(cfg["streaming_model"]) and cfg["interface"] == "standard"
+
+
+def streaming_file_name(source, fmt: str) -> str:
+    return f"kws-{source.model_label}-streaming{SUFFIX[fmt]}"
+
+
 def check_outputs(folder: Path, source, cfg: Mapping) -> None:
     """Refuse before any conversion when ``output_dir`` holds a file of the same name that
     this harness did not write (an earlier export's files are replaced)."""
-    for name in [model_file_name(source, cfg, fmt) for fmt, _ in plan(cfg)] + list(REPORTS):
+    names = [model_file_name(source, cfg, fmt) for fmt, _ in plan(cfg)] + list(REPORTS)
+    if streaming_planned(cfg):
+        names += [streaming_file_name(source, fmt) for fmt, _ in plan(cfg)]
+    for name in names:
         ownership.check_replaceable(folder / name, "output_dir", OUTPUT_HINT)

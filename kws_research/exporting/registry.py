@@ -41,6 +41,7 @@ VERSION_METRICS = (
     "coreml_max_abs_diff",
     "params",
     "macs",
+    "macs_per_hop",
     "stream_hit_rate",
     "stream_fa_per_hour",
     "stream_miss_rate_at_1fah",

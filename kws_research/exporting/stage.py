@@ -15,13 +15,15 @@ from omegaconf import OmegaConf
 
 from kws_research import ownership
 from kws_research.config import compose
-from kws_research.contract import NORMALISATION, SAMPLE_RATE, to_float
+from kws_research.contract import NORMALISATION, SAMPLE_RATE, samples_of, to_float
 from kws_research.coreml.convert import (
     PRECISIONS,
     convert,
     convert_seed_interface,
+    convert_streaming,
     quantize_weights,
     set_metadata,
+    set_streaming_metadata,
 )
 from kws_research.coreml.verify import verify
 from kws_research.errors import KwsError
@@ -34,11 +36,21 @@ from kws_research.exporting.options import (
     check_outputs,
     model_file_name,
     plan,
+    streaming_file_name,
+    streaming_planned,
     writable_folder,
 )
-from kws_research.exporting.streaming import ensure_evaluated, shipped_detector, stream_reference, verify_stream
+from kws_research.exporting.streaming import (
+    ensure_evaluated,
+    shipped_detector,
+    stream_reference,
+    verification_hop_ms,
+    verify_stream,
+    verify_streaming_model,
+)
 from kws_research.models import load_model
 from kws_research.models.gate import gated
+from kws_research.models.streaming import macs_per_hop, streaming_model
 from kws_research.models.temperature import tempered_model
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics
@@ -82,6 +94,21 @@ def _metadata(source, cfg) -> dict:
     }
 
 
+def _description(source, what: str) -> str:
+    m = source.metrics
+    accuracy = f", {100 * m['test_accuracy']:.1f}% test accuracy" if "test_accuracy" in m else ""
+    return (
+        f"Keyword spotting over {len(source.labels)} classes {what} "
+        f"({source.model_label}{accuracy}; kws-research run {source.run_id})"
+    )
+
+
+def _save(mlmodel, path: Path) -> Path:
+    ownership.remove(path, "output_dir", OUTPUT_HINT)
+    mlmodel.save(str(path))
+    return ownership.record(path)
+
+
 def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
     if cfg["interface"] == "seed":
         mlmodel = convert_seed_interface(model, source.labels)
@@ -89,24 +116,34 @@ def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
             mlmodel = quantize_weights(mlmodel, cfg["quantize"])
     else:
         mlmodel = convert(model, source.labels, fmt=fmt, precision=cfg["precision"], quantize=cfg.get("quantize"))
-    m = source.metrics
-    accuracy = f", {100 * m['test_accuracy']:.1f}% test accuracy" if "test_accuracy" in m else ""
     meta = cfg.get("metadata") or {}
     set_metadata(
         mlmodel,
         source.labels,
         cfg["interface"],
-        f"Keyword spotting over {len(source.labels)} classes from 1 s of 16 kHz audio "
-        f"({source.model_label}{accuracy}; kws-research run {source.run_id})",
+        _description(source, "from 1 s of 16 kHz audio"),
         meta.get("author"),
         meta.get("license"),
         meta.get("version"),
         _metadata(source, cfg),
     )
-    path = folder / model_file_name(source, cfg, fmt)
-    ownership.remove(path, "output_dir", OUTPUT_HINT)
-    mlmodel.save(str(path))
-    return ownership.record(path)
+    return _save(mlmodel, folder / model_file_name(source, cfg, fmt))
+
+
+def _convert_streaming_one(stream_model, source, cfg, fmt: str, folder: Path) -> Path:
+    """The streaming model in ``fmt``, with what the app needs to call it in its metadata."""
+    mlmodel = convert_streaming(stream_model, source.labels, fmt, cfg["precision"], cfg.get("quantize"))
+    meta = cfg.get("metadata") or {}
+    set_streaming_metadata(
+        mlmodel,
+        source.labels,
+        _description(source, "over the last second, called once per hop with its state"),
+        meta.get("author"),
+        meta.get("license"),
+        meta.get("version"),
+        {**_metadata(source, cfg), "interface": "streaming", "window_model": model_file_name(source, cfg, fmt)},
+    )
+    return _save(mlmodel, folder / streaming_file_name(source, fmt))
 
 
 def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
@@ -135,6 +172,10 @@ def _metrics(checks: list, baseline) -> dict:
         "coreml_agreement": min(c.agreement for c in checks),
         "coreml_size_bytes": size_of(Path(primary.path)),
     }
+    streamed = [c for c in checks if c.streaming_path]
+    if streamed:
+        metrics["coreml_streaming_max_abs_diff"] = max(c.streaming_max_abs_diff for c in streamed)
+        metrics["coreml_streaming_size_bytes"] = size_of(Path(streamed[0].streaming_path))
     for check in checks:
         metrics[f"coreml_{check.format}_max_abs_diff"] = check.max_abs_diff
         metrics[f"coreml_{check.format}_size_bytes"] = size_of(Path(check.path))
@@ -177,6 +218,8 @@ class ExportJob:
     rule: tuple[str, float] | None = None
     checks: list = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    streaming_model: str = ""  # what became of the streaming model: verified files, or why there is none
+    macs_per_hop: int | None = None
     convert_seconds: float = 0.0
 
 
@@ -193,22 +236,48 @@ def _deployed_model(job: ExportJob) -> None:
     job.model = tempered_model(model, temperature) if temperature != 1.0 else model
 
 
+def _streaming_form(job: ExportJob):
+    """The deployed model's streaming form at the verification hop, or None (and why)."""
+    if not streaming_planned(job.cfg):
+        job.streaming_model = "not exported (streaming_model=false or interface=seed)"
+        return None
+    hop = samples_of(verification_hop_ms(job.source, job.cfg))
+    job.macs_per_hop = macs_per_hop(job.model, hop)
+    if job.macs_per_hop is None:
+        job.streaming_model = (
+            f"none: {job.source.model_label} has no separable front end, or the hop of {hop} samples "
+            "is not a whole number of its frame hops"
+        )
+        log.warning("no streaming model: %s", job.streaming_model)
+        return None
+    return streaming_model(job.model, hop)
+
+
 def _convert_and_verify(job: ExportJob) -> None:
-    """Each planned file: converted, saved, read back and compared with Keras (clips and stream)."""
+    """Each planned file: converted, saved, read back and compared with Keras (clips and
+    stream); the streaming model of each format is fed the same stream hop by hop."""
     keras_probs = np.asarray(job.model.predict(job.audio, batch_size=64, verbose=0), dtype=np.float32)
     tolerance = dict(job.cfg["tolerance"])
-    detector = shipped_detector(job.source, job.cfg)
-    reference = stream_reference(job.model, job.data, job.source, job.cfg) if detector else None
+    stream_model = _streaming_form(job)
+    needs_stream = shipped_detector(job.source, job.cfg) or stream_model is not None
+    reference = stream_reference(job.model, job.data, job.source, job.cfg) if needs_stream else None
     for fmt, precision in plan(job.cfg):
         t0 = time.perf_counter()
         path = _convert_one(job.model, job.source, job.cfg, fmt, job.folder)
+        streaming = _convert_streaming_one(stream_model, job.source, job.cfg, fmt, job.folder) if stream_model else None
         job.convert_seconds += time.perf_counter() - t0
-        job.files.append(path)
+        job.files += [path, streaming] if streaming else [path]
         labels = job.source.labels
         check = verify(path, fmt, precision, labels, job.audio, job.truth, keras_probs, float(tolerance[precision]))
         if reference is not None:
             verify_stream(check, path, reference)
+        if streaming is not None:
+            started = time.perf_counter()
+            verify_streaming_model(check, streaming, reference)
+            check.seconds = round(check.seconds + time.perf_counter() - started, 2)
         job.checks.append(check)
+    if stream_model is not None:
+        job.streaming_model = ", ".join(Path(c.streaming_path).name for c in job.checks)
 
 
 def _baseline(job: ExportJob):
@@ -241,6 +310,7 @@ def _write_reports(job: ExportJob, baseline, metrics: dict) -> tuple[dict, str]:
         "verified": all(c.verified for c in job.checks),
         "checks": [c.as_dict() for c in job.checks],
         "baseline_run_id": baseline.run_id if baseline else None,
+        "streaming_model": job.streaming_model,
     }
     (job.folder / "verification.json").write_text(json.dumps(report, indent=1))
     (job.folder / "comparison.md").write_text(table)
@@ -272,6 +342,8 @@ def export_run(cfg: Mapping) -> dict:
         _convert_and_verify(job)
         baseline = _baseline(job)
         metrics = _metrics(job.checks, baseline)
+        if job.macs_per_hop is not None:  # at the hop the app calls it (runs trained before it lack it)
+            metrics["macs_per_hop"] = job.macs_per_hop
         report, table = _write_reports(job, baseline, metrics)
         verified = report["verified"]
         artifacts = _log_on_run(client, run_id, folder, job.files, metrics, verified, cfg["interface"])

@@ -3,7 +3,8 @@
 The run (and its baseline) is evaluated on streams unless it already was with these
 stream settings and open-set rule; the calibrated detector and temperature go into
 the Core ML metadata (the temperature also into the graph); the saved file must give
-the same detections as Keras on a short test stream.
+the same detections as Keras on a short test stream, and the streaming model fed that
+stream hop by hop the same probabilities per hop (and detections).
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
+
+from kws_research.contract import CLIP_SAMPLES, samples_of, to_float
 from kws_research.coreml import runtime
+from kws_research.errors import KwsError
 from kws_research.streaming import streams
 from kws_research.streaming.detector import Detection, DetectorSettings, detections
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
-from kws_research.streaming.scoring import keras_predict, score
+from kws_research.streaming.scoring import keras_scorer, score
 from kws_research.streaming.settings import SHIPPED_METRICS, StreamSettings
 from kws_research.tracking.source import source_data
 
@@ -66,19 +71,34 @@ def mismatches(keras: list, coreml: list, hop_ms: float) -> int:
 
 @dataclass
 class StreamReference:
-    """The verification stream and what Keras (the model as shipped) detects on it."""
+    """The verification stream and what Keras (the model as shipped) computes on it: every
+    window's probabilities and, when a detector ships, its detections."""
 
     stream: streams.Stream
-    detector: DetectorSettings
+    detector: DetectorSettings | None
+    hop_ms: float
     labels: list[str]
+    times: np.ndarray
+    scores: np.ndarray
     keras: list[Detection]
     batch_size: int
 
+    def detect(self, scores: np.ndarray) -> list[Detection]:
+        return detections(self.times, scores, self.labels, self.detector) if self.detector else []
+
+
+def verification_hop_ms(source, cfg) -> float:
+    """The hop the app calls the model at: the shipped detector's, else ``stream.hop_ms``."""
+    shipped = shipped_detector(source, cfg)
+    return float(shipped["detector_hop_ms"]) if shipped else StreamSettings.from_config(cfg["stream"]).hop_ms
+
 
 def stream_reference(model, data, source, cfg) -> StreamReference:
-    """Built once per export: every saved file is compared with the same Keras detections."""
+    """Built once per export: every saved file is compared with the same Keras scores."""
     settings = StreamSettings.from_config(cfg["stream"])
-    detector = _settings(shipped_detector(source, cfg))
+    shipped = shipped_detector(source, cfg)
+    detector = _settings(shipped) if shipped else None
+    hop_ms = verification_hop_ms(source, cfg)
     stream = streams.load_or_build(
         stream_source(source.config["dataset"], data, settings),
         "test",
@@ -87,17 +107,41 @@ def stream_reference(model, data, source, cfg) -> StreamReference:
         settings,
         settings.seed + 1,
     )
-    labels = list(source.labels)
-    times, scores, _ = score(keras_predict(model), stream.audio, detector.hop_ms, settings.batch_size)
-    return StreamReference(stream, detector, labels, detections(times, scores, labels, detector), settings.batch_size)
+    times, scores, _ = keras_scorer(model).stream(stream.audio, hop_ms, settings.batch_size)
+    reference = StreamReference(stream, detector, hop_ms, list(source.labels), times, scores, [], settings.batch_size)
+    reference.keras = reference.detect(scores)
+    return reference
 
 
 def verify_stream(check, path, reference: StreamReference) -> None:
-    """The saved file on the verification stream: the same detections as Keras."""
+    """The saved window model on the verification stream: the same detections as Keras."""
+    if reference.detector is None:
+        return
     predict = partial(runtime.predict, runtime.load(path))
-    times, scores, _ = score(predict, reference.stream.audio, reference.detector.hop_ms, reference.batch_size)
-    found = detections(times, scores, reference.labels, reference.detector)
+    _, scores, _ = score(predict, reference.stream.audio, reference.hop_ms, reference.batch_size)
     check.stream_seconds = round(reference.stream.seconds, 2)
     check.stream_keras_detections = len(reference.keras)
-    check.stream_mismatches = mismatches(reference.keras, found, reference.detector.hop_ms)
+    check.stream_mismatches = mismatches(reference.keras, reference.detect(scores), reference.hop_ms)
     check.verified = check.verified and check.stream_mismatches == 0
+
+
+def verify_streaming_model(check, path, reference: StreamReference) -> None:
+    """The saved streaming model fed the verification stream hop by hop, its state passed
+    back: from the call whose last second is the first window on, each call's probabilities
+    within the format's tolerance of Keras' on that window, and the same detections."""
+    probabilities = runtime.run_stream(runtime.load(path), to_float(reference.stream.audio))
+    warmup = CLIP_SAMPLES // samples_of(reference.hop_ms) - 1
+    probabilities = probabilities[warmup : warmup + len(reference.scores)]
+    if probabilities.shape != reference.scores.shape:
+        raise KwsError(
+            f"{path}: the streaming model gave {probabilities.shape[0]} results for "
+            f"{reference.scores.shape[0]} windows of the verification stream; export the run again"
+        )
+    check.streaming_path = str(path)
+    check.streaming_hops = int(probabilities.shape[0])
+    check.streaming_max_abs_diff = float(np.abs(probabilities - reference.scores).max())
+    if reference.detector is not None:
+        check.streaming_mismatches = mismatches(reference.keras, reference.detect(probabilities), reference.hop_ms)
+    check.verified = (
+        check.verified and check.streaming_max_abs_diff <= check.tolerance and not check.streaming_mismatches
+    )

@@ -207,33 +207,52 @@ class LogMelSpectrogram(keras.layers.Layer):
         frames = ops.conv(ops.expand_dims(audio, -1), self.dft, strides=self.settings.hop, padding="valid")
         return ops.matmul(ops.square(frames), self.mel)
 
-    def _fft_energy(self, audio):
-        """The same mel energies from an FFT of the Hann-windowed frames."""
+    def _fft_energy(self, frames):
+        """The same mel energies from an FFT of frames ``[..., window]`` (Hann applied here)."""
         s = self.settings
-        frames = tf.signal.frame(tf.cast(audio, tf.float32), s.window, s.hop) * self._hann
-        spectrum = tf.gather(tf.signal.rfft(frames, fft_length=[s.n_fft]), self.bins, axis=-1)
+        spectrum = tf.gather(tf.signal.rfft(frames * self._hann, fft_length=[s.n_fft]), self.bins, axis=-1)
         power = (tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))) * DFT_SCALE**2
         return ops.matmul(power, self.mel[: len(self.bins)])
 
-    def call(self, audio):
-        energy = self._dense_energy(audio) if dense_dft_active() else self._fft_energy(audio)
+    def _from_energy(self, energy):
         features = ops.log(energy + self.settings.log_offset * POWER_SCALE) - float(np.log(POWER_SCALE))
-        if self.dct is not None:
-            features = ops.matmul(features, self.dct)
-        if self.settings.normalize == "utterance":
-            centred = features - ops.mean(features, axis=1, keepdims=True)
-            features = centred / ops.sqrt(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True) + 1e-3)
-        return features
+        return ops.matmul(features, self.dct) if self.dct is not None else features
+
+    def frame_features(self, audio):
+        """Features of every frame of ``audio`` ``[B, samples]`` (any length of at least one
+        window), before the per-utterance normalisation: ``[B, frames, features]``. Frames
+        start every hop from the first sample, so a stream's frames are those of its windows."""
+        if dense_dft_active():
+            return self._from_energy(self._dense_energy(audio))
+        s = self.settings
+        return self._from_energy(self._fft_energy(tf.signal.frame(tf.cast(audio, tf.float32), s.window, s.hop)))
+
+    def features_of_frames(self, frames):
+        """Features of frames cut already (``[..., window]`` samples each), FFT form: what
+        stream scoring computes once per frame of a whole stream."""
+        return self._from_energy(self._fft_energy(tf.cast(frames, tf.float32)))
+
+    def normalise(self, features):
+        """The per-utterance normalisation of one window's frames ``[B, frames, features]``."""
+        if self.settings.normalize != "utterance":
+            return features
+        centred = features - ops.mean(features, axis=1, keepdims=True)
+        return centred / ops.sqrt(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True) + 1e-3)
+
+    def call(self, audio):
+        return self.normalise(self.frame_features(audio))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.settings.frames, self.settings.features)
 
-    def macs(self) -> int:
+    def macs(self, frames: int | None = None) -> int:
+        """MACs of the dense form (the one on the device) for ``frames`` frames (default: a clip's)."""
         s = self.settings
+        frames = s.frames if frames is None else frames
         channels = 2 * len(self.bins)
-        total = s.frames * (s.window * channels + channels + channels * s.n_mels)
+        total = frames * (s.window * channels + channels + channels * s.n_mels)
         if s.kind == "mfcc":
-            total += s.frames * s.n_mels * s.n_mfcc
+            total += frames * s.n_mels * s.n_mfcc
         return total
 
     def get_config(self):

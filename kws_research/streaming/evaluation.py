@@ -31,7 +31,7 @@ from kws_research.errors import KwsError
 from kws_research.streaming import calibration, plots, streams
 from kws_research.streaming.calibration import Scored
 from kws_research.streaming.detector import DetectorSettings
-from kws_research.streaming.scoring import Predict, score
+from kws_research.streaming.scoring import Scorer
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
 from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
 
@@ -51,9 +51,9 @@ class Evaluation:
     rule: tuple[str, float] | None = None
 
 
-def _clip_probabilities(predict: Predict, split, batch: int) -> np.ndarray:
+def _clip_probabilities(scorer: Scorer, split, batch: int) -> np.ndarray:
     audio = split.audio
-    return np.concatenate([predict(to_float(audio[i : i + batch])) for i in range(0, len(split), batch)])
+    return np.concatenate([scorer.clips(to_float(audio[i : i + batch])) for i in range(0, len(split), batch)])
 
 
 def build_streams(
@@ -78,14 +78,14 @@ def build_streams(
 
 
 def evaluate(
-    predict: Predict, data, stream_data, settings: StreamSettings, backgrounds: dict | None = None
+    scorer: Scorer, data, stream_data, settings: StreamSettings, backgrounds: dict | None = None
 ) -> Evaluation:
-    """Calibrate on validation, measure on test (``predict``: float windows -> probabilities)."""
+    """Calibrate on validation, measure on test (``scorer``: clips and streams -> probabilities)."""
     labels = list(data.classes)
     empty = [s for s in ("validation", "test") if not len(data.splits.get(s, ()))]
     if empty:
         raise KwsError(f"stream: the {empty[0]} split of {data.name} is empty; streams need validation and test clips")
-    probs = {s: _clip_probabilities(predict, data.splits[s], settings.batch_size) for s in ("validation", "test")}
+    probs = {s: _clip_probabilities(scorer, data.splits[s], settings.batch_size) for s in ("validation", "test")}
     truth = {s: np.asarray(data.splits[s].labels) for s in probs}
     temperature = calibration.fit_temperature(probs["validation"], truth["validation"]) if settings.temperature else 1.0
     ece = {
@@ -97,7 +97,7 @@ def evaluate(
     }
     scored, speeds = {}, []
     for key, stream in build_streams(stream_data, settings, backgrounds).items():
-        times, scores, speed = score(predict, stream.audio, settings.hop_ms, settings.batch_size)
+        times, scores, speed = scorer.stream(stream.audio, settings.hop_ms, settings.batch_size)
         speeds.append(speed)
         if temperature != 1.0:
             scores = calibration.tempered(scores, temperature)

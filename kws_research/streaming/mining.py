@@ -28,7 +28,7 @@ from kws_research.data.audio import write_wav
 from kws_research.data.unknown import MINED_FILE
 from kws_research.streaming import calibration, detector
 from kws_research.streaming.detector import DetectorSettings
-from kws_research.streaming.scoring import Predict, score
+from kws_research.streaming.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def detector_of(metrics: dict) -> tuple[DetectorSettings, float] | None:
 
 
 def mine(
-    predict: Predict,
+    scorer: Scorer,
     audio: np.ndarray,
     labels: list[str],
     settings: DetectorSettings,
@@ -70,7 +70,7 @@ def mine(
     batch_size: int = 256,
 ) -> Mined:
     """Every detection on ``audio`` (which holds no command word) and the window it fired on."""
-    times, scores, _ = score(predict, audio, settings.hop_ms, batch_size)
+    times, scores, _ = scorer.stream(audio, settings.hop_ms, batch_size)
     if temperature != 1.0:
         scores = calibration.tempered(scores, temperature)
     found = detector.detections(times, scores, labels, settings) if len(times) else []

@@ -19,7 +19,7 @@ from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.streaming import mining, streams
 from kws_research.streaming.evaluation import DIGEST_TAG, Evaluation, evaluate, log_evaluation, variant
-from kws_research.streaming.scoring import keras_predict
+from kws_research.streaming.scoring import keras_scorer
 from kws_research.streaming.settings import StreamSettings
 from kws_research.tracking.runs import log_artifacts, log_metrics
 from kws_research.tracking.source import fetch, get_run, open_set_rule, source_data
@@ -68,7 +68,7 @@ def evaluate_model(model, data, dataset_cfg: Mapping, stream_cfg: Mapping, rule=
     settings = StreamSettings.from_config(stream_cfg)
     model = deployed(model, rule, list(data.classes))
     source = stream_source(dataset_cfg, data, settings)
-    evaluation = evaluate(keras_predict(model), data, source, settings, stream_backgrounds(dataset_cfg, settings))
+    evaluation = evaluate(keras_scorer(model), data, source, settings, stream_backgrounds(dataset_cfg, settings))
     evaluation.rule = rule
     return evaluation
 
@@ -138,7 +138,7 @@ def mine_run(client, run_id: str, cfg: Mapping) -> dict:
         if cfg.get("threshold") is not None:  # mine near misses too: a lower threshold than the app's
             detector = replace(detector, threshold=float(cfg["threshold"]))
         audio, what = mining_audio(source.config["dataset"], data, settings, minutes, cfg.get("folder"))
-        mined = mining.mine(keras_predict(model), audio, list(data.classes), detector, temperature, settings.batch_size)
+        mined = mining.mine(keras_scorer(model), audio, list(data.classes), detector, temperature, settings.batch_size)
     folder = Path(str(cfg.get("output") or cache_root(source.config["dataset"]) / "hard_negatives" / run_id))
     about = {"run_id": run_id, "mined_from": what, "detector": detector.as_dict(), "temperature": temperature}
     mining.save(mined, folder, about, output_key)

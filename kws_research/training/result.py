@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-FINAL_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss", "params", "macs", "train_seconds", "epochs_run")
+FINAL_METRICS = (
+    "best_val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "params",
+    "macs",
+    "macs_per_hop",
+    "train_seconds",
+    "epochs_run",
+)
 
 
 @dataclass

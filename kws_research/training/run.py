@@ -20,13 +20,14 @@ import tensorflow as tf
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
-from kws_research.contract import to_float
+from kws_research.contract import samples_of, to_float
 from kws_research.data.dataset import prepare
 from kws_research.devices import device_label
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
 from kws_research.models.gate import calibrated_rule
 from kws_research.models.registry import model_name
+from kws_research.models.streaming import macs_per_hop
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import check_streams, evaluate_model
 from kws_research.tracking import store
@@ -110,6 +111,9 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     with precision.policy(str(cfg.trainer.precision)):
         model = build_model(cfg.model, num_classes)
     sizes = complexity(model)
+    per_hop = macs_per_hop(model, samples_of(float(cfg.stream.hop_ms)))
+    if per_hop is not None:  # the streaming model's cost, one call every stream.hop_ms
+        sizes["macs_per_hop"] = per_hop
     log_metrics(client, run_id, {k: float(v) for k, v in sizes.items()})
     if hooks.check_model is not None:
         reason = hooks.check_model(model, sizes)
@@ -158,6 +162,7 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
         "seconds_per_epoch": train_seconds / max(1, len(val_history)),
         "params": sizes["params"],
         "macs": sizes["macs"],
+        **({"macs_per_hop": sizes["macs_per_hop"]} if "macs_per_hop" in sizes else {}),
     }
     stop_reasons = [getattr(cb, "stop_reason", None) for cb in hooks.callbacks]
     stopped = next((r for r in stop_reasons if r), None)

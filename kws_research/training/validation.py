@@ -5,7 +5,13 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from kws_research.errors import ConfigError
-from kws_research.metrics import GATED_METRICS, OPEN_SET_METRICS, TEST_METRICS, TRAINING_METRICS
+from kws_research.metrics import (
+    GATED_METRICS,
+    OPEN_SET_METRICS,
+    STREAMING_MODEL_METRICS,
+    TEST_METRICS,
+    TRAINING_METRICS,
+)
 from kws_research.models.gate import METRIC, RULES
 from kws_research.schema import check_declared
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
@@ -17,6 +23,8 @@ def produced_metrics(cfg: DictConfig) -> set[str]:
     """The metrics a completed run of ``cfg`` reports (test ones need a non-empty test
     split), so a sweep can refuse an objective or constraint no run will produce."""
     names = {*TRAINING_METRICS, *TEST_METRICS}
+    if cfg.model.get("frontend") is not None:
+        names.update(STREAMING_MODEL_METRICS)
     heldout = bool(cfg.dataset.get("heldout_unknown_words"))
     if heldout:
         names.update(OPEN_SET_METRICS)
