@@ -227,11 +227,6 @@ class LogMelSpectrogram(keras.layers.Layer):
         s = self.settings
         return self._from_energy(self._fft_energy(tf.signal.frame(tf.cast(audio, tf.float32), s.window, s.hop)))
 
-    def features_of_frames(self, frames):
-        """Features of frames cut already (``[..., window]`` samples each), FFT form: what
-        stream scoring computes once per frame of a whole stream."""
-        return self._from_energy(self._fft_energy(tf.cast(frames, tf.float32)))
-
     def normalise(self, features):
         """The per-utterance normalisation of one window's frames ``[B, frames, features]``."""
         if self.settings.normalize != "utterance":

@@ -28,6 +28,9 @@ from kws_research.models.streaming import FrontendSplit, split_frontend
 Predict = Callable[[np.ndarray], np.ndarray]
 Scores = tuple[np.ndarray, np.ndarray, float]  # window end times (ms), probabilities [N, C], speed
 FRAME_BATCH = 16384  # frames featurised per call: about 30 MB of float32 audio
+# Windows per classifier call on features (98 x 40 floats each: 16 MB at 1024); on 2 cores a
+# batch of 1024 runs TC-ResNet8's classifier about twice as fast per window as one of 256.
+FEATURE_BATCH = 1024
 
 
 class Scorer(Protocol):
@@ -86,19 +89,24 @@ class FeatureScorer:
 
     def __init__(self, model, split: FrontendSplit) -> None:
         self.model, self.split = model, split
-        self._features = tf.function(split.frontend.features_of_frames, reduce_retracing=True)
+        frontend, classifier = split.frontend, split.classifier
+        self._features = tf.function(lambda audio: frontend.frame_features(audio[None])[0], reduce_retracing=True)
+        self._classify = tf.function(
+            lambda features: classifier(frontend.normalise(features), training=False), reduce_retracing=True
+        )
 
     def clips(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict_on_batch(batch), np.float32)
 
     def frame_features(self, audio: np.ndarray, count: int) -> np.ndarray:
-        """Features ``[count, F]`` of the stream's first ``count`` frames (before normalisation)."""
+        """Features ``[count, F]`` of the stream's first ``count`` frames (before normalisation),
+        featurised FRAME_BATCH frames at a time from the audio they span."""
         s = self.split.frontend.settings
-        frames = np.lib.stride_tricks.sliding_window_view(audio, s.window)[:: s.hop][:count]
-        parts = [
-            np.asarray(self._features(to_float(frames[i : i + FRAME_BATCH])), np.float32)
-            for i in range(0, len(frames), FRAME_BATCH)
-        ]
+        parts = []
+        for first in range(0, count, FRAME_BATCH):
+            frames = min(FRAME_BATCH, count - first)
+            chunk = audio[first * s.hop : (first + frames - 1) * s.hop + s.window]
+            parts.append(np.asarray(self._features(to_float(chunk)), np.float32))
         return np.concatenate(parts) if parts else np.zeros((0, s.features), np.float32)
 
     def stream(self, audio: np.ndarray, hop_ms: float, batch_size: int = 256) -> Scores:
@@ -113,10 +121,10 @@ class FeatureScorer:
         if count:
             features = self.frame_features(audio, (count - 1) * step + s.frames)
             per_window = np.lib.stride_tricks.sliding_window_view(features, s.frames, axis=0)[::step]
+            batch_size = max(batch_size, FEATURE_BATCH)
             for i in range(0, count, batch_size):
                 batch = np.ascontiguousarray(per_window[i : i + batch_size].transpose(0, 2, 1))
-                normalised = self.split.frontend.normalise(batch)
-                parts.append(np.asarray(self.split.classifier.predict_on_batch(normalised), np.float32))
+                parts.append(np.asarray(self._classify(batch), np.float32))
         return window_times_ms(count, hop), _joined(parts), _speed(audio, time.perf_counter() - started)
 
 
