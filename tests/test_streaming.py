@@ -107,6 +107,58 @@ def oracle_scores(stream: streams.Stream, labels: list[str], hop_ms: float = 100
     return ends * 1000.0, scores
 
 
+def test_the_false_accept_certificate_is_the_exact_poisson_bound():
+    from kws_research.streaming.matching import fa_upper_bound, hours_to_certify
+
+    # one-sided 95% upper limits of a Poisson mean for 0, 1 and 3 events (Garwood; standard tables)
+    for count, limit in ((0, 2.9957), (1, 4.7439), (3, 7.7537)):
+        assert fa_upper_bound(count, 1.0) == pytest.approx(limit, abs=1e-4)
+        assert fa_upper_bound(count, 0.5) == pytest.approx(2 * limit, abs=2e-4)
+    assert fa_upper_bound(0, 2 / 60) == pytest.approx(89.87, abs=0.01)  # the default 2-minute negatives
+    assert hours_to_certify(1.0) == pytest.approx(2.9957, abs=1e-4)
+    assert np.isnan(fa_upper_bound(0, 0.0))
+
+
+def _hand_scored(events: list[dict], seconds: float, hours: float, noise_at: float | None = None):
+    """Oracle scores of hand-placed words (plus a "no" heard at ``noise_at`` where nobody spoke)."""
+    times = np.arange(1000.0, seconds * 1000 + 1, 100.0)
+    scores = np.zeros((times.size, len(LABELS)))
+    scores[:, LABELS.index(SILENCE)] = 1.0
+    heard = [(e["start"], e["end"], e["label"]) for e in events]
+    if noise_at is not None:
+        heard.append((noise_at, noise_at + 0.4, "no"))
+    for start, end, label in heard:
+        inside = (times / 1000 - 1.0 <= start) & (end <= times / 1000)
+        scores[inside] = 0.0
+        scores[inside, LABELS.index(label)] = 1.0
+    return calibration.Scored(times, scores, events, hours)
+
+
+def test_calibration_ships_only_a_certified_rate_and_says_how_long_negatives_must_be(caplog):
+    from kws_research.streaming.evaluation import _warn_uncertified
+
+    words = [
+        {"kind": "command", "label": "yes", "start": 2.0, "end": 2.5, "snr_db": 10.0},
+        {"kind": "command", "label": "no", "start": 6.0, "end": 6.5, "snr_db": 10.0},
+    ]
+    mixed = _hand_scored(words, 10, 10 / 3600)
+    settings = stream_settings(thresholds=[0.5], window_ms=[300], suppression_ms=[500], min_count=1)
+    for hours, noise, met in ((0.5, None, False), (3.5, None, True), (3.5, 5.0, False)):
+        negatives = _hand_scored([], 10, hours, noise)
+        _, chosen, _ = calibration.choose(mixed, negatives, LABELS, settings, 1000)
+        false_accepts = 0 if noise is None else 1
+        assert chosen["fa_per_hour"] == pytest.approx(false_accepts / hours)
+        assert chosen["fa_per_hour_upper95"] == pytest.approx(
+            calibration.match([], [], hours, 0)["fa_per_hour_upper95"] if noise is None else 4.7439 / hours, rel=1e-4
+        )
+        assert chosen["target_met"] is met and chosen["hit_rate"] == 1.0, (hours, noise)
+        if not met:
+            _warn_uncertified(settings, chosen, hours)
+    short, uncertified = caplog.messages
+    assert "negatives_minutes=1: 0.50 h of validation negatives cannot certify" in short and "180 minutes" in short
+    assert "no detector setting certified" in uncertified and "95% bound 1.36" in uncertified
+
+
 def test_stream_ground_truth_is_exact(tone_cfg):
     data = prepare(tone_cfg)
     labels = list(data.classes)

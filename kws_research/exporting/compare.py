@@ -26,6 +26,8 @@ TUTORIAL = {
 STREAM_ROWS = (
     ("stream_hit", "stream_hit_rate"),
     ("stream_fa", "stream_fa_per_hour"),
+    ("stream_fa_upper", "stream_fa_per_hour_upper95"),
+    ("stream_fa_certified", "val_stream_fa_per_hour_upper95"),
     ("stream_miss_1fah", "stream_miss_rate_at_1fah"),
     ("stream_latency", "stream_latency_ms"),
 )
@@ -131,6 +133,8 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
             [
                 ("stream: commands detected (mixed, test)", [_pct(c["stream_hit"]) for c in cols]),
                 ("stream: false accepts per hour (no commands)", [_rate(c["stream_fa"]) for c in cols]),
+                ("stream: its 95% upper bound (test)", [_rate(c["stream_fa_upper"]) for c in cols]),
+                ("stream: FA/h certified on validation (95% bound)", [_rate(c["stream_fa_certified"]) for c in cols]),
                 ("stream: miss rate at 1 false accept per hour", [_pct(c["stream_miss_1fah"]) for c in cols]),
                 ("stream: latency after the word ends", [_ms(c["stream_latency"]) for c in cols]),
             ]

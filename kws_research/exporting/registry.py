@@ -44,6 +44,8 @@ VERSION_METRICS = (
     "macs_per_hop",
     "stream_hit_rate",
     "stream_fa_per_hour",
+    "stream_fa_per_hour_upper95",
+    "val_stream_fa_per_hour_upper95",
     "stream_miss_rate_at_1fah",
     "stream_latency_ms",
     "unseen_unknown_recall",

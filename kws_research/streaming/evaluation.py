@@ -31,6 +31,7 @@ from kws_research.errors import KwsError
 from kws_research.streaming import calibration, plots, streams
 from kws_research.streaming.calibration import Scored
 from kws_research.streaming.detector import DetectorSettings
+from kws_research.streaming.matching import hours_to_certify
 from kws_research.streaming.scoring import Scorer
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
 from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
@@ -107,12 +108,7 @@ def evaluate(
         scored[("validation", "mixed")], scored[("validation", "negatives")], labels, settings, tolerance
     )
     if not chosen["target_met"]:
-        log.warning(
-            "no detector setting reached stream.target_fa_per_hour=%s on the validation streams; "
-            "using the one with the fewest false accepts (%.2f FA/h)",
-            settings.target_fa_per_hour,
-            chosen["fa_per_hour"],
-        )
+        _warn_uncertified(settings, chosen, scored[("validation", "negatives")].hours)
     mixed = calibration.evaluate(scored[("test", "mixed")], labels, detector, tolerance)
     negatives = calibration.evaluate(scored[("test", "negatives")], labels, detector, tolerance)
     curve = calibration.sweep_thresholds(
@@ -134,6 +130,9 @@ def evaluate(
         "stream_target_fa_per_hour": settings.target_fa_per_hour,
         "val_stream_hit_rate": chosen["hit_rate"],
         "val_stream_fa_per_hour": chosen["fa_per_hour"],
+        "val_stream_fa_per_hour_upper95": chosen["fa_per_hour_upper95"],
+        "stream_fa_per_hour_upper95": negatives["fa_per_hour_upper95"],
+        "stream_fa_within_certificate": float(negatives["fa_per_hour"] <= chosen["fa_per_hour_upper95"]),
         **detector.as_dict(),
         "temperature": temperature,
         "ece_before": ece["test"][0]["ece"],
@@ -158,6 +157,32 @@ def evaluate(
         "metrics": metrics,
     }
     return Evaluation(metrics, detector, temperature, report, curve)
+
+
+def _warn_uncertified(settings: StreamSettings, chosen: dict, hours: float) -> None:
+    """One line: why no setting certified the target, and what would."""
+    target = settings.target_fa_per_hour
+    needed = hours_to_certify(target)
+    if hours < needed:
+        log.warning(
+            "stream.validation.negatives_minutes=%g: %.2f h of validation negatives cannot certify "
+            "stream.target_fa_per_hour=%g even with no false accept (95%% bound %.1f per hour); it takes "
+            "%.0f minutes (stream=long has enough); using the setting with the fewest false accepts (%.2f FA/h)",
+            settings.validation["negatives_minutes"],
+            hours,
+            target,
+            chosen["fa_per_hour_upper95"],
+            60 * needed,
+            chosen["fa_per_hour"],
+        )
+        return
+    log.warning(
+        "no detector setting certified stream.target_fa_per_hour=%g on the validation streams; using the one "
+        "with the fewest false accepts (%.2f FA/h, 95%% bound %.2f)",
+        target,
+        chosen["fa_per_hour"],
+        chosen["fa_per_hour_upper95"],
+    )
 
 
 def write_files(evaluation: Evaluation, folder: Path, title: str) -> list[Path]:

@@ -6,7 +6,8 @@ detections has its label, **wrong** when it only has other labels, a **miss** wh
 it has none. Every other detection is a **false accept**, by cause: ``unknown``
 (it belongs to a non-command word), ``repeat`` (a second detection of a command
 word) or ``noise`` (it belongs to no word). Latency is detection time minus the
-end of the word.
+end of the word. Every false-accept rate comes with its one-sided 95% upper bound
+(a certificate: with that confidence the rate is no higher), from the count and the hours.
 """
 
 from __future__ import annotations
@@ -14,10 +15,23 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from scipy.stats import chi2
 
 from kws_research.streaming.detector import Detection
 
 CAUSES = ("unknown", "noise", "repeat")
+CONFIDENCE = 0.95
+
+
+def fa_upper_bound(count: int, hours: float, confidence: float = CONFIDENCE) -> float:
+    """One-sided upper confidence bound of a Poisson rate per hour (Garwood's exact bound):
+    ``chi2.ppf(confidence, 2 * count + 2) / (2 * hours)``; 0 false accepts in 1 h: 3.0 per hour."""
+    return float(chi2.ppf(confidence, 2 * count + 2) / (2 * hours)) if hours > 0 else float("nan")
+
+
+def hours_to_certify(rate: float, confidence: float = CONFIDENCE) -> float:
+    """Hours of negatives in which no false accept bounds the rate below ``rate``."""
+    return fa_upper_bound(0, 1.0, confidence) / rate
 
 
 def match(detections: list[Detection], events: list[dict], hours: float, tolerance_ms: float) -> dict:
@@ -59,6 +73,7 @@ def match(detections: list[Detection], events: list[dict], hours: float, toleran
         "false_accepts": false_total,
         "false_accepts_by_cause": {c: false[c] for c in CAUSES},
         "fa_per_hour": false_total / hours if hours > 0 else float("nan"),
+        "fa_per_hour_upper95": fa_upper_bound(false_total, hours),
         "latency_ms": float(np.mean(latencies)) if latencies else float("nan"),
         "per_command_hit_rate": per_command,
         "hit_rate_by_snr": by_snr,
