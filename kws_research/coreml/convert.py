@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from kws_research.contract import (
     CLIP_SAMPLES,
@@ -188,20 +189,33 @@ def quantize_weights(mlmodel, mode: str):
     return linear_quantize_weights(mlmodel, config)
 
 
-def set_metadata(
-    mlmodel,
-    labels: list[str],
-    interface: str,
-    description: str,
-    author: str | None,
-    license: str | None,
-    version: str | None,
-    user: Mapping[str, object],
-) -> None:
-    """Descriptions for Xcode's model viewer and user metadata the app can read."""
+@dataclass
+class About:
+    """What Xcode's model viewer shows and the user metadata the app can read."""
+
+    description: str
+    author: str | None
+    license: str | None
+    version: str | None
+    user: Mapping[str, object]
+
+    def apply(self, mlmodel, **more: object) -> None:
+        mlmodel.short_description = self.description
+        if self.author:
+            mlmodel.author = self.author
+        if self.license:
+            mlmodel.license = self.license
+        if self.version:
+            mlmodel.version = str(self.version)
+        metadata = {**self.user, **more}
+        mlmodel.user_defined_metadata.update({k: str(v) for k, v in metadata.items() if v is not None})
+
+
+def set_metadata(mlmodel, labels: list[str], interface: str, about: About) -> None:
+    """Descriptions of the window model's input and outputs, and ``about``."""
     spec_inputs = [i.name for i in mlmodel.get_spec().description.input]
     probs = mlmodel.get_spec().description.predictedProbabilitiesName
-    _describe(mlmodel, description, author, license, version, user)
+    about.apply(mlmodel)
     mlmodel.input_description[spec_inputs[0]] = (
         f"{CLIP_SECONDS} s of mono {SAMPLE_RATE // 1000} kHz audio: {CLIP_SAMPLES:,} samples, {NORMALISATION}"
         + (f" (shape [{CLIP_SAMPLES}])" if interface == "seed" else f" (shape [1, {CLIP_SAMPLES}])")
@@ -210,45 +224,19 @@ def set_metadata(
     mlmodel.output_description[probs] = "probability of every class"
 
 
-def _describe(mlmodel, description: str, author, license, version, user: Mapping[str, object]) -> None:
-    mlmodel.short_description = description
-    if author:
-        mlmodel.author = author
-    if license:
-        mlmodel.license = license
-    if version:
-        mlmodel.version = str(version)
-    mlmodel.user_defined_metadata.update({k: str(v) for k, v in user.items() if v is not None})
-
-
-def set_streaming_metadata(
-    mlmodel,
-    labels: list[str],
-    description: str,
-    author: str | None,
-    license: str | None,
-    version: str | None,
-    user: Mapping[str, object],
-) -> None:
-    """What each input and output of the streaming model holds, and how the app calls it."""
+def set_streaming_metadata(mlmodel, labels: list[str], about: About) -> None:
+    """What each input and output of the streaming model holds, how the app calls it, and ``about``."""
     shapes = {i.name: list(i.type.multiArrayType.shape) for i in mlmodel.get_spec().description.input}
     hop, state = shapes[HOP_INPUT][-1], shapes[STATE_INPUT][-1]
     warmup = CLIP_SAMPLES // hop - 1
-    _describe(
+    about.apply(
         mlmodel,
-        description,
-        author,
-        license,
-        version,
-        {
-            **user,
-            "streaming_inputs": f"{HOP_INPUT}, {STATE_INPUT}",
-            "streaming_outputs": f"{PROBABILITIES_OUTPUT}, {NEXT_STATE_OUTPUT}",
-            "hop_samples": hop,
-            "hop_ms": 1000 * hop / SAMPLE_RATE,
-            "state_size": state,
-            "warmup_calls": warmup,
-        },
+        streaming_inputs=f"{HOP_INPUT}, {STATE_INPUT}",
+        streaming_outputs=f"{PROBABILITIES_OUTPUT}, {NEXT_STATE_OUTPUT}",
+        hop_samples=hop,
+        hop_ms=1000 * hop / SAMPLE_RATE,
+        state_size=state,
+        warmup_calls=warmup,
     )
     mlmodel.input_description[HOP_INPUT] = (
         f"the newest {hop} samples ({1000 * hop // SAMPLE_RATE} ms) of mono {SAMPLE_RATE // 1000} kHz audio, "

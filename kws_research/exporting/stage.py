@@ -18,6 +18,7 @@ from kws_research.config import compose
 from kws_research.contract import NORMALISATION, SAMPLE_RATE, samples_of, to_float
 from kws_research.coreml.convert import (
     PRECISIONS,
+    About,
     convert,
     convert_seed_interface,
     convert_streaming,
@@ -94,12 +95,18 @@ def _metadata(source, cfg) -> dict:
     }
 
 
-def _description(source, what: str) -> str:
+def _about(source, cfg, what: str) -> About:
+    """The description (``what`` the model takes), the ``metadata.*`` options and user metadata."""
     m = source.metrics
     accuracy = f", {100 * m['test_accuracy']:.1f}% test accuracy" if "test_accuracy" in m else ""
-    return (
+    meta = cfg.get("metadata") or {}
+    return About(
         f"Keyword spotting over {len(source.labels)} classes {what} "
-        f"({source.model_label}{accuracy}; kws-research run {source.run_id})"
+        f"({source.model_label}{accuracy}; kws-research run {source.run_id})",
+        meta.get("author"),
+        meta.get("license"),
+        meta.get("version"),
+        _metadata(source, cfg),
     )
 
 
@@ -116,33 +123,16 @@ def _convert_one(model, source, cfg, fmt: str, folder: Path) -> Path:
             mlmodel = quantize_weights(mlmodel, cfg["quantize"])
     else:
         mlmodel = convert(model, source.labels, fmt=fmt, precision=cfg["precision"], quantize=cfg.get("quantize"))
-    meta = cfg.get("metadata") or {}
-    set_metadata(
-        mlmodel,
-        source.labels,
-        cfg["interface"],
-        _description(source, "from 1 s of 16 kHz audio"),
-        meta.get("author"),
-        meta.get("license"),
-        meta.get("version"),
-        _metadata(source, cfg),
-    )
+    set_metadata(mlmodel, source.labels, cfg["interface"], _about(source, cfg, "from 1 s of 16 kHz audio"))
     return _save(mlmodel, folder / model_file_name(source, cfg, fmt))
 
 
 def _convert_streaming_one(stream_model, source, cfg, fmt: str, folder: Path) -> Path:
     """The streaming model in ``fmt``, with what the app needs to call it in its metadata."""
     mlmodel = convert_streaming(stream_model, source.labels, fmt, cfg["precision"], cfg.get("quantize"))
-    meta = cfg.get("metadata") or {}
-    set_streaming_metadata(
-        mlmodel,
-        source.labels,
-        _description(source, "over the last second, called once per hop with its state"),
-        meta.get("author"),
-        meta.get("license"),
-        meta.get("version"),
-        {**_metadata(source, cfg), "interface": "streaming", "window_model": model_file_name(source, cfg, fmt)},
-    )
+    about = _about(source, cfg, "over the last second, called once per hop with its state")
+    about.user = {**about.user, "interface": "streaming", "window_model": model_file_name(source, cfg, fmt)}
+    set_streaming_metadata(mlmodel, source.labels, about)
     return _save(mlmodel, folder / streaming_file_name(source, fmt))
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from kws_research.data.rooms import RoomSettings
 from kws_research.errors import ConfigError
 
 SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
@@ -72,6 +73,8 @@ class StreamSettings:
     batch_size: int = 256
     background: str | None = None  # speech | long_folder: people talking under the negatives-only streams
     background_snr_db: float = 10.0  # the background this many dB under the stream's words
+    reverb: float = 0.0  # share of the words heard through a simulated room (kws_research/data/rooms.py)
+    rooms: dict = field(default_factory=lambda: asdict(RoomSettings()))
 
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> StreamSettings:
@@ -116,6 +119,9 @@ class StreamSettings:
             raise ConfigError("stream.thresholds", "every threshold must be a probability in (0, 1)")
         if self.min_count < 1:
             raise ConfigError("stream.min_count", f"{self.min_count!r} must be >= 1")
+        if not 0 <= self.reverb <= 1:
+            raise ConfigError("stream.reverb", f"{self.reverb!r} must be a share of words in [0, 1]")
+        RoomSettings.from_config(self.rooms, "stream.rooms")
         if self.background not in BACKGROUNDS:
             raise ConfigError("stream.background", f"{self.background!r} is not one of null, speech, long_folder")
 
@@ -126,7 +132,11 @@ class StreamSettings:
             "unknown_fraction": self.unknown_fraction,
             "gap": list(self.gap_seconds),
             **({"background": self.background, "background_snr_db": self.background_snr_db} if self.background else {}),
+            **({"reverb": self.reverb, "rooms": self.room_settings().digest()} if self.reverb else {}),
         }
+
+    def room_settings(self) -> RoomSettings:
+        return RoomSettings.from_config(self.rooms, "stream.rooms")
 
     def digest(self) -> str:
         """Identity of an evaluation: a run evaluated with other settings is evaluated again."""

@@ -8,8 +8,11 @@ Two kinds: ``mixed`` (command words and, with probability ``unknown_fraction``,
 non-command words, as TensorFlow's streaming test) and ``negatives`` (no command
 word at all, for false accepts per hour; with ``stream.background``, the split's
 long recordings, e.g. continuous speech, play under it ``background_snr_db`` below
-the words: people talking near the phone). Test streams also use the held-out
-words when the data set has them; validation streams never do.
+the words: people talking near the phone). With ``stream.reverb``, that share of
+the words is heard through one of ``stream.rooms`` (simulated rooms, its decay
+running into the gap after it; the word's SNR is that of the dry word). Test
+streams also use the held-out words when the data set has them; validation
+streams never do.
 
 Streams are seeded and cached next to the data cache (``audio.npy`` int16 and
 ``events.json``, written under a temporary name and renamed when complete).
@@ -27,6 +30,7 @@ import numpy as np
 from kws_research.contract import SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache
 from kws_research.data.layout import SPLITS
+from kws_research.data.rooms import reverberate, rooms_for
 from kws_research.errors import KwsError
 from kws_research.labels import SILENCE, UNKNOWN
 from kws_research.locks import FileLock
@@ -124,6 +128,7 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
     pools = _pools(data, split)
     _check_pools(pools, split, kind, settings)
     total = int(seconds * SAMPLE_RATE)
+    rooms = rooms_for(settings.room_settings(), Path(data.path).parent.parent) if settings.reverb else None
     speech = np.zeros(total, np.float32)
     events, centres, gains, powers = [], [], [], []
     cursor = 0
@@ -138,7 +143,9 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         if cursor + (b - a) > total:
             break
         word = clip[a:b]
-        speech[cursor : cursor + b - a] = word
+        heard = reverberate(word, rooms.pick(rng), tail=True) if rooms and rng.random() < settings.reverb else word
+        heard = heard[: total - cursor]
+        speech[cursor : cursor + heard.size] += heard
         snr = float(settings.snr_db[int(rng.integers(len(settings.snr_db)))])
         power = float(np.mean(word.astype(np.float64) ** 2))
         powers.append(power)

@@ -1,7 +1,10 @@
 """Waveform augmentation of training batches inside the tf.data pipeline.
 
-Random time shift, speed perturbation by resampling, and background-noise
-mixing (as in the TensorFlow speech_commands example). Every draw is keyed by
+Random time shift, speed perturbation by resampling, reverberation through a
+simulated room (``reverb``: the share of clips, ``rooms``: see
+:mod:`kws_research.data.rooms`) and background-noise mixing (as in the TensorFlow
+speech_commands example), in that order: the room shapes the talker, the noise is
+at the microphone. Every draw is keyed by
 (seed, step), so a run is reproducible and each epoch still sees new
 augmentations. SpecAugment lives in the model (it needs the spectrogram) and
 is configured from the same ``augment`` group.
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, INT16_SCALE, SAMPLE_RATE
+from kws_research.data.rooms import Rooms, RoomSettings, reverberate
 from kws_research.errors import ConfigError
 
 
@@ -24,10 +28,14 @@ class AugmentSettings:
     noise_probability: float = 0.0
     noise_volume: float = 0.0
     speed_range: tuple[float, float] | None = None
+    reverb: float = 0.0
+    rooms: RoomSettings = RoomSettings()
 
     @property
     def active(self) -> bool:
-        return bool(self.time_shift_ms or (self.noise_probability and self.noise_volume) or self.speed_range)
+        return bool(
+            self.time_shift_ms or (self.noise_probability and self.noise_volume) or self.speed_range or self.reverb
+        )
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> AugmentSettings:
@@ -37,6 +45,8 @@ class AugmentSettings:
             noise_probability=float(cfg.get("noise_probability") or 0.0),
             noise_volume=float(cfg.get("noise_volume") or 0.0),
             speed_range=(float(speed[0]), float(speed[1])) if speed else None,
+            reverb=float(cfg.get("reverb") or 0.0),
+            rooms=RoomSettings.from_config(cfg.get("rooms"), "augment.rooms"),
         )
         settings.validate()
         return settings
@@ -48,6 +58,8 @@ class AugmentSettings:
             raise ConfigError("augment.noise_probability", f"{self.noise_probability} is not a probability")
         if not 0 <= self.noise_volume <= 1:
             raise ConfigError("augment.noise_volume", f"{self.noise_volume} is outside [0, 1]")
+        if not 0 <= self.reverb <= 1:
+            raise ConfigError("augment.reverb", f"{self.reverb} is not a share of clips in [0, 1]")
         if self.speed_range and not 0.5 <= self.speed_range[0] <= self.speed_range[1] <= 2.0:
             raise ConfigError("augment.speed_range", f"{list(self.speed_range)} must be [low, high] within [0.5, 2.0]")
 
@@ -61,8 +73,18 @@ class WaveformAugmenter:
     are reproducible whatever the pipeline's parallelism.
     """
 
-    def __init__(self, settings: AugmentSettings, noise: np.ndarray, segments: list[tuple[int, int]], seed: int):
+    def __init__(
+        self,
+        settings: AugmentSettings,
+        noise: np.ndarray,
+        segments: list[tuple[int, int]],
+        seed: int,
+        rooms: Rooms | None = None,
+    ):
+        if settings.reverb and rooms is None:
+            raise ValueError("augment.reverb needs the rooms (data.rooms.rooms_for)")
         self.settings = settings
+        self.rooms = rooms
         self.seed = int(seed)
         self.noise = np.asarray(noise)
         self.segments = [(a, b) for a, b in segments if b - a > CLIP_SAMPLES]
@@ -75,6 +97,8 @@ class WaveformAugmenter:
             audio = self._speed(audio, rng)
         if self.settings.time_shift_ms:
             audio = self._shift(audio, rng)
+        if self.settings.reverb:
+            audio = self._reverb(audio, rng)
         if self.use_noise:
             audio = self._noise(audio, rng)
         return np.clip(audio, -1.0, 1.0, out=audio)
@@ -98,6 +122,12 @@ class WaveformAugmenter:
         for row, factor in enumerate(rng.uniform(low, high, size=audio.shape[0])):
             out[row] = np.interp((grid - centre) * factor + centre, grid, audio[row], left=0.0, right=0.0)
         return out
+
+    def _reverb(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A share of the clips, each through one of the rooms (same length and RMS)."""
+        for row in np.flatnonzero(rng.random(audio.shape[0]) < self.settings.reverb):
+            audio[row] = reverberate(audio[row], self.rooms.pick(rng))
+        return audio
 
     def _noise(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         batch = audio.shape[0]

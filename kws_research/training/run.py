@@ -21,7 +21,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 from kws_research.contract import samples_of, to_float
-from kws_research.data.dataset import prepare
+from kws_research.data.dataset import cache_root, prepare
+from kws_research.data.rooms import rooms_for
 from kws_research.devices import device_label
 from kws_research.errors import ConfigError
 from kws_research.models import build_model, complexity
@@ -127,8 +128,9 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
     optimizer, loss, schedule_callbacks = optim.build(cfg.optimizer, steps, epochs)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     settings = AugmentSettings.from_config(cfg.augment)
+    rooms = rooms_for(settings.rooms, cache_root(cfg.dataset)) if settings.reverb else None
     augmenter = (
-        WaveformAugmenter(settings, data.noise, data.noise_segments("train"), int(cfg.seed))
+        WaveformAugmenter(settings, data.noise, data.noise_segments("train"), int(cfg.seed), rooms)
         if settings.active
         else None
     )
