@@ -90,6 +90,7 @@ def test_streams_with_reverb_hear_words_through_rooms(tone_root, tmp_path):
     wet_settings = StreamSettings.from_config({**base, "reverb": 1.0, "rooms": rooms})
     dry = streams.build(data, "test", "mixed", 60, dry_settings, seed=0)
     wet = streams.build(data, "test", "mixed", 60, wet_settings, seed=0)
+
     def ringing(stream) -> float:
         """Median over words of the level 50-100 ms after the word ends over the level just
         before the next word starts (the noise floor, 60 dB under the words)."""
