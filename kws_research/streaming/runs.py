@@ -41,7 +41,7 @@ def stream_backgrounds(
 ) -> dict | None:
     """Per split, the long recordings ``stream.background`` plays under the negatives-only
     streams (each split's own speakers or files: evaluation never hears training ones)."""
-    if not settings.background:
+    if settings.background in (None, "conversation"):  # conversation: built from each stream's own split
         return None
 
     spec = task_spec(dataset_cfg)

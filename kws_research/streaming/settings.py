@@ -14,7 +14,8 @@ from kws_research.data.rooms import RoomSettings
 from kws_research.errors import ConfigError
 
 SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
-BACKGROUNDS = (None, "speech", "long_folder")  # the dataset's long recordings of that unknown source
+# The dataset's long recordings of that unknown source, or the split's own words talked (data/conversation.py).
+BACKGROUNDS = (None, "speech", "long_folder", "conversation")
 # What export writes into the Core ML model for the app's detector.
 SHIPPED_METRICS = (
     "detector_threshold",
@@ -123,7 +124,9 @@ class StreamSettings:
             raise ConfigError("stream.reverb", f"{self.reverb!r} must be a share of words in [0, 1]")
         RoomSettings.from_config(self.rooms, "stream.rooms")
         if self.background not in BACKGROUNDS:
-            raise ConfigError("stream.background", f"{self.background!r} is not one of null, speech, long_folder")
+            raise ConfigError(
+                "stream.background", f"{self.background!r} is not one of null, speech, long_folder, conversation"
+            )
 
     def stream_identity(self) -> dict:
         """What the audio of a stream depends on (detector settings do not)."""

@@ -7,8 +7,9 @@ from one word's level to the next, so one stream covers every SNR without steps.
 Two kinds: ``mixed`` (command words and, with probability ``unknown_fraction``,
 non-command words, as TensorFlow's streaming test) and ``negatives`` (no command
 word at all, for false accepts per hour; with ``stream.background``, the split's
-long recordings, e.g. continuous speech, play under it ``background_snr_db`` below
-the words: people talking near the phone). With ``stream.reverb``, that share of
+long recordings, e.g. continuous speech, or a pseudo-conversation of the split's own
+words (``conversation``, :mod:`kws_research.data.conversation`), play under it
+``background_snr_db`` below the words: people talking near the phone). With ``stream.reverb``, that share of
 the words is heard through one of ``stream.rooms`` (simulated rooms, its decay
 running into the gap after it; the word's SNR is that of the dry word). Test
 streams also use the held-out words when the data set has them; validation
@@ -29,6 +30,7 @@ import numpy as np
 
 from kws_research.contract import SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache
+from kws_research.data.conversation import conversation
 from kws_research.data.layout import SPLITS
 from kws_research.data.rooms import reverberate, rooms_for
 from kws_research.errors import KwsError
@@ -169,6 +171,10 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         for lo in range(0, total, step):
             idx = np.arange(lo, min(total, lo + step))
             speech[idx] += looped[idx] * np.interp(idx, centres, gains).astype(np.float32)
+    if kind == "negatives" and settings.background == "conversation":  # the split's own words, talked
+        words = [np.asarray(audio[row]) for audio, row, _, _ in pools["unknown"]]
+        commands = [np.asarray(audio[row]) for audio, row, _, _ in pools["command"]]
+        background = conversation(words, commands, total, rng)
     if kind == "negatives" and background is not None and background.size and gains:
         talk = _loop(np.asarray(background, dtype=np.float32), total, rng)
         target = float(np.mean(powers)) / 10 ** (settings.background_snr_db / 10)
