@@ -42,7 +42,7 @@ endif
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[synth,dev]'
+	$(PY) -m pip install --quiet -e '.[synth,piper,dev]'
 ifneq ($(strip $(GPU)),)
 	$(PY) -m pip uninstall --quiet -y tensorflow-cpu
 	$(PY) -m pip install --quiet '$(TF_GPU)'

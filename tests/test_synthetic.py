@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 from helpers.data import tone_dataset_cfg
 
@@ -14,8 +15,9 @@ from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.dataset import prepare
 from kws_research.data.layout import scan, speaker_id
-from kws_research.data.synthetic import GeneratorSettings, generate
+from kws_research.data.synthetic import COMPLETE_MARKER, GeneratorSettings, generate
 from kws_research.data.words import SPEECH_COMMANDS_WORDS
+from kws_research.errors import KwsError
 
 
 def test_generated_root_has_the_official_layout(tiny_synthetic):
@@ -100,3 +102,27 @@ def test_two_first_runs_at_once_generate_the_data_set_once_and_clean_dead_attemp
     assert sum("generating the synthetic data set" in e for e in errors) == 1
     assert json.loads((target / ".complete.json").read_text())["clips"] == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "root.lock"]
+
+
+def test_piper_is_a_second_seeded_engine_with_its_own_speakers(tmp_path):
+    words = ("yes", "seven")
+    settings = GeneratorSettings(speakers=3, repetitions=2, words=words, noise_seconds=2.0, seed=5, engines=("piper",))
+    generate(tmp_path / "a", settings)
+    generate(tmp_path / "b", settings)
+    described = json.loads((tmp_path / "a" / COMPLETE_MARKER).read_text())
+    assert {v["voice"].split("+")[0] for v in described["speakers"].values()} == {"piper:joe"}
+    assert described["clips"] == 3 * 2 * len(words) and not described["empty_utterances"]
+    clips = sorted(p for word in words for p in (tmp_path / "a" / word).glob("*.wav"))
+    assert len(clips) == 12
+    for clip in clips:  # seeded: the same settings give the same audio, file for file
+        audio = sf.read(clip, dtype="int16")[0]
+        assert np.abs(audio).max() > 1000
+        np.testing.assert_array_equal(
+            audio, sf.read(tmp_path / "b" / clip.relative_to(tmp_path / "a"), dtype="int16")[0]
+        )
+    first, second = (sf.read(p, dtype="int16")[0] for p in sorted((tmp_path / "a" / "yes").glob("*.wav"))[:2])
+    assert not np.array_equal(first, second)  # other manners, other utterances
+    both = GeneratorSettings(speakers=3, repetitions=1, words=words, engines=("espeak", "piper"))
+    assert both.digest() != GeneratorSettings(speakers=3, repetitions=1, words=words).digest()
+    with pytest.raises(KwsError, match="engines"):
+        GeneratorSettings.from_config({"engines": ["festival"]}, "dataset.generator")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kws_research.data import piper_voice
 from kws_research.errors import KwsError
 
 AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -110,10 +111,26 @@ def trim(samples: np.ndarray, threshold: int = 300) -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1]
 
 
+class Engines:
+    """espeak-ng, and Piper for ``piper:`` voices (created on first use, seeded by the job)."""
+
+    def __init__(self, seed: int) -> None:
+        self.espeak = Espeak()
+        self.sample_rate = self.espeak.sample_rate
+        self._seed, self._piper = int(seed), None
+
+    def say(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, seed: int = 0) -> np.ndarray:
+        if not piper_voice.is_piper(voice):
+            return self.espeak.say(text, voice, rate, pitch, pitch_range, seed)
+        if self._piper is None:
+            self._piper = piper_voice.Piper(self._seed, self.sample_rate)
+        return self._piper.say(text, rate, pitch, pitch_range)
+
+
 def synthesise_word(job: tuple[str, list[tuple]]) -> tuple[int, list[np.ndarray]]:
     """Speak one word in every utterance spec (runs in a fresh process)."""
     word, specs = job
-    engine = Espeak()
+    engine = Engines(specs[0][-1] if specs else 0)
     clips = []
     for voice, rate, pitch, pitch_range, seed in specs:
         audio = trim(engine.say(word, voice, rate, pitch, pitch_range, seed))
@@ -126,5 +143,5 @@ def synthesise_word(job: tuple[str, list[tuple]]) -> tuple[int, list[np.ndarray]
 
 def synthesise_sentences(job: list[tuple[str, tuple]]) -> tuple[int, list[np.ndarray]]:
     """Speak each (sentence, utterance spec) of one speaker (runs in a fresh process)."""
-    engine = Espeak()
+    engine = Engines(job[0][1][-1] if job else 0)
     return engine.sample_rate, [trim(engine.say(text, *spec)) for text, spec in job]

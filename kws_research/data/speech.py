@@ -22,15 +22,17 @@ import numpy as np
 
 from kws_research.contract import SAMPLE_RATE, to_float, to_int16
 from kws_research.data.audio import resample, write_wav
-from kws_research.data.espeak import ENGLISH_VOICES, synthesise_sentences, voice_variants
+from kws_research.data.espeak import synthesise_sentences
 from kws_research.data.layout import SPLITS
 from kws_research.data.synthetic import (
     assign_speaker_splits,
+    check_engines,
     ensure_generated,
     generator_identity,
     identity_digest,
     plan_speakers,
     run_isolated,
+    speaker_voices,
     utterances,
     write_complete,
 )
@@ -53,10 +55,13 @@ class SpeechSettings:
     seed: int = 2
     words: tuple[str, ...] = ()
     workers: int = 2
+    engines: tuple[str, ...] = ("espeak",)  # espeak | piper (the optional extra): whose voices read
 
     @classmethod
     def from_config(cls, options: Mapping, words: list[str]) -> SpeechSettings:
         values = {k: v for k, v in dict(options).items() if v is not None and k != "vocabulary"}
+        if "engines" in values:
+            values["engines"] = tuple(values["engines"])
         try:
             settings = cls(**values, words=tuple(words))
         except TypeError as exc:
@@ -67,6 +72,7 @@ class SpeechSettings:
                 "dataset.synthetic_speech: needs speakers >= 3 (one per split), sentences >= 1 "
                 "and 1 <= min_words <= max_words"
             )
+        check_engines(settings.engines, "dataset.synthetic_speech")
         return settings
 
     def identity(self) -> dict:
@@ -102,7 +108,7 @@ def _read_aloud(audio: list[np.ndarray], rate: int, level_db: float, rng: np.ran
 
 def generate(target: Path, settings: SpeechSettings) -> dict:
     """Write every speaker's recording to ``target`` (see the module docstring)."""
-    speakers = plan_speakers(settings.speakers, settings.seed, voice_variants(), ENGLISH_VOICES)
+    speakers = plan_speakers(settings.speakers, settings.seed, speaker_voices(settings.engines))
     specs = utterances(speakers, settings.sentences, settings.seed)
     texts = [sentences(settings, i) for i in range(len(speakers))]
     jobs = [

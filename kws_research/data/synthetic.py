@@ -26,6 +26,7 @@ from scipy.signal import lfilter
 
 from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, to_float, to_int16
+from kws_research.data import piper_voice
 from kws_research.data.audio import resample, write_wav
 from kws_research.data.espeak import ENGLISH_VOICES, synthesise_word, voice_variants
 from kws_research.data.layout import BACKGROUND_NOISE_DIR, TESTING_LIST, VALIDATION_LIST
@@ -52,18 +53,22 @@ class GeneratorSettings:
     testing_fraction: float = 0.15
     seed: int = 0
     workers: int = 2
+    engines: tuple[str, ...] = ("espeak",)  # espeak | piper (the optional extra): whose voices speak
 
     @classmethod
     def from_config(cls, options: dict, key: str, **defaults) -> GeneratorSettings:
         """Settings from a config block (``key`` names it in errors), over ``defaults``."""
         values = {**defaults, **{k: v for k, v in dict(options).items() if v is not None}}
-        if "words" in values:
-            values["words"] = tuple(values["words"])
+        for name in ("words", "engines"):
+            if name in values:
+                values[name] = tuple(values[name])
         try:
-            return cls(**values)
+            settings = cls(**values)
         except TypeError as exc:
             known = ", ".join(f.name for f in fields(cls))
             raise KwsError(f"{key}: {exc}; the keys are {known}") from exc
+        check_engines(settings.engines, key)
+        return settings
 
     def identity(self) -> dict:
         return generator_identity(self, GENERATOR_VERSION)
@@ -77,6 +82,7 @@ def generator_identity(settings, version: int) -> dict:
     ident = asdict(settings)
     ident.pop("workers")
     ident["words"] = list(settings.words)
+    ident = without_default_engines({**ident, "engines": list(settings.engines)})
     ident["version"] = version
     return ident
 
@@ -97,9 +103,33 @@ class Speaker:
     level_db: float
 
 
-def plan_speakers(count: int, seed: int, variants: list[str], accents: tuple[str, ...]) -> list[Speaker]:
-    """``count`` distinct accent+variant speakers, drawn with ``seed``."""
-    combos = [f"{accent}+{variant}" for accent in accents for variant in variants]
+ENGINES = ("espeak", "piper")
+
+
+def check_engines(engines: tuple[str, ...], key: str) -> None:
+    if not engines or set(engines) - set(ENGINES):
+        raise KwsError(f"{key}.engines: {list(engines)} must be a non-empty list of {', '.join(ENGINES)}")
+
+
+def without_default_engines(options: dict) -> dict:
+    """A config block as identities record it: ``engines: [espeak]`` (the default, and all
+    there was before Piper) left out, so fingerprints and caches made before stay valid."""
+    if list(options.get("engines") or ["espeak"]) == ["espeak"]:
+        return {k: v for k, v in options.items() if k != "engines"}
+    return dict(options)
+
+
+def speaker_voices(engines: tuple[str, ...]) -> list[str]:
+    """Every voice the engines offer: espeak-ng's accent+variant pairs, Piper's manners."""
+    voices = [f"{a}+{v}" for a in ENGLISH_VOICES for v in voice_variants()] if "espeak" in engines else []
+    if "piper" in engines:
+        piper_voice.check_available()
+        voices += piper_voice.voices()
+    return voices
+
+
+def plan_speakers(count: int, seed: int, combos: list[str]) -> list[Speaker]:
+    """``count`` distinct speakers among the voices ``combos``, drawn with ``seed``."""
     if count > len(combos):
         raise ValueError(f"at most {len(combos)} distinct synthetic speakers are available, asked for {count}")
     rng = np.random.default_rng([seed, 7])
@@ -236,7 +266,7 @@ def generate(target: Path, settings: GeneratorSettings) -> dict:
     Utterances the speech engine returns empty are skipped and counted."""
     if settings.speakers < 3:
         raise ValueError("dataset.generator.speakers must be at least 3 (one per split)")
-    speakers = plan_speakers(settings.speakers, settings.seed, voice_variants(), ENGLISH_VOICES)
+    speakers = plan_speakers(settings.speakers, settings.seed, speaker_voices(settings.engines))
     specs = utterances(speakers, settings.repetitions, settings.seed)
     results = run_isolated([(word, specs) for word in settings.words], settings.workers)
     return write_complete(target, lambda tmp: _write(tmp, settings, speakers, results))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kws_research.data import speech
 from kws_research.data.sources.long_folder import LongRecordings
+from kws_research.data.synthetic import without_default_engines
 from kws_research.data.unknown import vocabulary
 
 
@@ -27,7 +28,9 @@ class Speech(LongRecordings):
         return {**super().settings(cfg), "options": dict(cfg.get("synthetic_speech") or {})}
 
     def identity(self, settings: dict, share: float) -> dict:
-        return {**super().identity(settings, share), "speech": settings["options"]} if share else {}
+        if not share:
+            return {}
+        return {**super().identity(settings, share), "speech": without_default_engines(settings["options"])}
 
     def recordings(self, spec, settings: dict, cache_dir: Path) -> tuple[dict[str, list[Path]], Path]:
         root = speech_root(spec, cache_dir).resolve()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kws_research.data.layout import scan
 from kws_research.data.sources import Outside, UnknownSource
-from kws_research.data.synthetic import GeneratorSettings, ensure_generated
+from kws_research.data.synthetic import GeneratorSettings, ensure_generated, without_default_engines
 from kws_research.data.unknown import vocabulary
 
 
@@ -29,7 +29,7 @@ class Synthetic(UnknownSource):
         return dict(cfg.get("synthetic_unknown") or {})
 
     def identity(self, settings: dict, share: float) -> dict:
-        return {"synthetic": settings}
+        return {"synthetic": without_default_engines(settings)}
 
     def outside(self, spec, settings: dict, cache_dir: Path) -> Outside:
         root = synthetic_root(spec, settings, cache_dir).resolve()  # clips are read relative to the data root
