@@ -26,7 +26,7 @@ DATASET := dataset=speech_commands dataset.root=$(abspath $(DATA))
 endif
 
 .PHONY: install data baseline train sweep export ui test test-fast docs docs-serve bench bench-data bench-train \
-        bench-accuracy bench-sweep bench-openset bench-stream bench-mining evaluate mine lint clean
+        bench-accuracy bench-sweep bench-openset bench-stream bench-mining bench-calibration evaluate mine lint clean
 
 install: $(STAMP)
 
@@ -113,7 +113,7 @@ mine: $(STAMP)
 bench-sweep: $(STAMP)
 	$(PY) -m benchmarks.bench_sweep $(BENCH_ARGS)
 
-bench: bench-data bench-train bench-accuracy bench-sweep bench-openset bench-stream bench-mining
+bench: bench-data bench-train bench-accuracy bench-sweep bench-openset bench-stream bench-mining bench-calibration
 
 bench-openset: $(STAMP)
 	$(PY) -m benchmarks.bench_openset --data $(if $(DATA),$(DATA),$(SUBSET)) \
@@ -121,6 +121,10 @@ bench-openset: $(STAMP)
 
 bench-mining: $(STAMP)
 	$(PY) -m benchmarks.bench_mining --data $(if $(DATA),$(DATA),$(SUBSET)) \
+		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
+
+bench-calibration: $(STAMP)
+	$(PY) -m benchmarks.bench_calibration --data $(if $(DATA),$(DATA),$(SUBSET)) \
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
 
 bench-stream: $(STAMP)

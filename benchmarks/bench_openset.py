@@ -67,10 +67,10 @@ METRICS = (
 BASE = "words only (standard, 10%)"
 
 
-def same_hit_rate(runs: list[dict]) -> None:
+def same_hit_rate(runs: list[dict], base_config: str = BASE) -> None:
     """FA/h on the negatives-only test stream of each run and of its words-only twin (same
     held-out word and seed) at the run's calibrated hit rate on the mixed stream (DET curves)."""
-    base = {(r["heldout"], r["seed"]): r["curve"] for r in runs if r["config"] == BASE}
+    base = {(r["heldout"], r["seed"]): r["curve"] for r in runs if r["config"] == base_config}
     for r in runs:
         twin = base.get((r["heldout"], r["seed"]))
         miss = 1.0 - r["stream_hit_rate"]
