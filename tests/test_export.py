@@ -33,7 +33,8 @@ def export_cfg(folder, *overrides: str) -> dict:
         [
             f"tracking.uri=sqlite:///{folder}/mlruns.db",
             f"tracking.artifact_location={folder}/mlartifacts",
-            "streaming=off",  # tests/test_streaming.py exports with it
+            "streaming=off",  # tests/test_streaming.py exports with it, and with the streaming model
+            "streaming_model=false",
             *overrides,
         ],
     )
@@ -83,6 +84,12 @@ def test_export_converts_verifies_compares_and_logs(trained):
     local = client.download_artifacts(run_id, "coreml", str(folder / "dl"))
     verification = json.loads((folder / "dl" / "coreml" / "verification.json").read_text())
     assert {c["format"] for c in verification["checks"]} == {"mlprogram", "neuralnetwork"}
+    # without a shipped detector the streaming model is still verified hop by hop (probabilities only)
+    assert {"coreml/kws-tc_resnet-streaming.mlpackage", "coreml/kws-tc_resnet-streaming.mlmodel"} <= names
+    for check in verification["checks"]:
+        assert check["streaming_hops"] > 100 and check["streaming_mismatches"] is None
+        assert check["streaming_max_abs_diff"] <= check["tolerance"]
+    assert final["coreml_streaming_max_abs_diff"] == max(c["streaming_max_abs_diff"] for c in verification["checks"])
     assert (folder / "dl" / "coreml" / "kws-tc_resnet.mlpackage" / "Manifest.json").exists(), local
     baselines = client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")
     assert len(baselines) == 1

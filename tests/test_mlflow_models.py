@@ -136,6 +136,7 @@ def export_cfg(folder, run_id: str) -> dict:
             f"tracking.uri=sqlite:///{folder}/mlruns.db",
             f"tracking.artifact_location={folder}/mlartifacts",
             "streaming=off",
+            "streaming_model=false",  # tests/test_streaming.py verifies it
             "baseline=skip",
             "format=mlprogram",
             "verify_clips=8",
