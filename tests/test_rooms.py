@@ -110,3 +110,27 @@ def test_streams_with_reverb_hear_words_through_rooms(tone_root, tmp_path):
     )
     with pytest.raises(ConfigError, match="stream.rooms.rt60"):
         StreamSettings.from_config({**base, "reverb": 0.5, "rooms": {"rt60": [1, 0.1]}})
+
+
+def test_the_new_options_compose_and_bad_values_name_their_key():
+    from kws_research.config import compose
+
+    cfg = compose(
+        "train",
+        [
+            "stream.background=conversation",
+            "stream.reverb=0.5",
+            "augment.reverb=0.3",
+            "augment.rooms.rt60=[0.2,0.5]",
+            "dataset.synthetic_speech.engines=[espeak,piper]",
+        ],
+    )
+    assert cfg.stream.background == "conversation" and cfg.augment.rooms.rt60 == [0.2, 0.5]
+    for override, key in (
+        ("stream.reverb=1.5", "stream.reverb"),
+        ("augment.rooms.rt60=[0.01,3]", "augment.rooms.rt60"),
+        ("stream.background=party", "stream.background"),
+        ("dataset.generator.engines=[festival]", "dataset.generator.engines"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            compose("train", [override])
