@@ -21,9 +21,9 @@ import statistics
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
-from benchmarks.bench_openset import same_hit_rate
-from benchmarks.bench_stream import fa_at_miss, streaming_report
+from benchmarks.bench_accuracy import SUBSET_COMMANDS
+from benchmarks.bench_openset import common_overrides, run_grid, same_hit_rate
+from benchmarks.bench_stream import fa_at_miss
 
 BASE = "words only (standard, 10%)"
 RECIPE = ["+experiment=openset"]
@@ -71,44 +71,15 @@ def main() -> None:
     if BASE not in args.configs:
         args.configs.insert(0, BASE)
     report.RESULTS.mkdir(parents=True, exist_ok=True)
-    common = data_overrides(args.data, args.commands) + [
-        f"model={args.model}",
-        "optimizer=adamw",
-        "augment=standard",
-        f"trainer.epochs={args.epochs}",
-        "trainer.early_stopping_patience=null",
-        "trainer.verbose=2",
-        "openset.gate=true",
-        f"tracking.uri={args.tracking_uri}",
-        f"tracking.artifact_location={report.RESULTS}/mlartifacts",
-        "tracking.experiment=bench-calibration",
-        "stream_eval=true",
-        f"stream={args.stream}",
+    common = common_overrides(args, "bench-calibration") + [
         "stream.background=conversation",
         f"stream.reverb={args.reverb}",
         "stream.snr_db=[10]",
     ]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(args.tracking_uri)
-    runs = []
-    for seed in args.seeds:
-        for word in args.heldout:
-            for name in args.configs:
-                metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
-                runs.append(
-                    {
-                        "heldout": word,
-                        "seed": seed,
-                        "config": name,
-                        **{k: metrics.get(k) for k in METRICS},
-                        "run_id": metrics["run_id"],
-                        "curve": streaming_report(client, metrics["run_id"])["det_curve"],
-                    }
-                )
-                for miss in MISS_RATES:  # the DET curve where a certified detector hears next to nothing
-                    runs[-1][f"fa_per_hour_at_{int(100 * miss)}pct_miss"] = fa_at_miss(runs[-1]["curve"], miss)
-                print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
+    runs = run_grid(args, CONFIGS, common, METRICS)
+    for r in runs:  # the DET curve where a certified detector hears next to nothing
+        for miss, key in zip(MISS_RATES, AT_MISS):
+            r[key] = fa_at_miss(r["curve"], miss)
     same_hit_rate(runs, BASE)
     rows = []
     for name in args.configs:

@@ -78,6 +78,52 @@ def same_hit_rate(runs: list[dict], base_config: str = BASE) -> None:
         r["words_only_fa_per_hour_at_same_hit"] = fa_at_miss(twin, miss) if twin else None
 
 
+def common_overrides(args, experiment: str) -> list[str]:
+    """What every run of an open-set benchmark shares: the data, the model and its training,
+    the store, and the streaming evaluation on ``args.stream``."""
+    return data_overrides(args.data, args.commands) + [
+        f"model={args.model}",
+        "optimizer=adamw",
+        "augment=standard",
+        f"trainer.epochs={args.epochs}",
+        "trainer.early_stopping_patience=null",
+        "trainer.verbose=2",
+        "openset.gate=true",
+        f"tracking.uri={args.tracking_uri}",
+        f"tracking.artifact_location={report.RESULTS}/mlartifacts",
+        f"tracking.experiment={experiment}",
+        "stream_eval=true",
+        f"stream={args.stream}",
+    ]
+
+
+def run_grid(args, configs: dict, common: list[str], metrics: tuple[str, ...]) -> list[dict]:
+    """One run per (seed, held-out word, config): the ``metrics`` it logged, its run id and
+    its DET curve on the test streams."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(args.tracking_uri)
+    runs = []
+    for seed in args.seeds:
+        for word in args.heldout:
+            for name in args.configs:
+                result = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *configs[name]])
+                rule = calibrated_rule(result)
+                result["gate_setting"] = rule[1] if rule else None
+                runs.append(
+                    {
+                        "heldout": word,
+                        "seed": seed,
+                        "config": name,
+                        **{k: result.get(k) for k in metrics},
+                        "run_id": result["run_id"],
+                        "curve": streaming_report(client, result["run_id"])["det_curve"],
+                    }
+                )
+                print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="../shared/data/speech_commands_subset")
@@ -101,41 +147,8 @@ def main() -> None:
     if BASE not in args.configs:
         args.configs.insert(0, BASE)  # every FA/h comparison is against words-only training
     report.RESULTS.mkdir(parents=True, exist_ok=True)
-    common = data_overrides(args.data, args.commands) + [
-        f"model={args.model}",
-        "optimizer=adamw",
-        "augment=standard",
-        f"trainer.epochs={args.epochs}",
-        "trainer.early_stopping_patience=null",
-        "trainer.verbose=2",
-        "openset.gate=true",
-        f"tracking.uri={args.tracking_uri}",
-        f"tracking.artifact_location={report.RESULTS}/mlartifacts",
-        "tracking.experiment=bench-openset",
-        "stream_eval=true",
-        f"stream={args.stream}",
-        f"stream.background={args.background}",
-    ]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(args.tracking_uri)
-    runs = []
-    for seed in args.seeds:
-        for word in args.heldout:
-            for name in args.configs:
-                metrics = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *CONFIGS[name]])
-                metrics["gate_setting"] = calibrated_rule(metrics)[1]
-                runs.append(
-                    {
-                        "heldout": word,
-                        "seed": seed,
-                        "config": name,
-                        **{k: metrics.get(k) for k in METRICS},
-                        "run_id": metrics["run_id"],
-                        "curve": streaming_report(client, metrics["run_id"])["det_curve"],
-                    }
-                )
-                print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
+    common = common_overrides(args, "bench-openset") + [f"stream.background={args.background}"]
+    runs = run_grid(args, CONFIGS, common, METRICS)
     same_hit_rate(runs)
     rows = []
     compared = ("fa_per_hour_at_own_hit", "words_only_fa_per_hour_at_same_hit")
