@@ -15,7 +15,6 @@ first spec, so its output is reproducible.
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from kws_research.errors import KwsError
 
@@ -68,5 +67,7 @@ class Piper:
         chunks = [c.audio_int16_array for c in self._voice.synthesize(text, config)]
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         if self._rate != self.sample_rate and audio.size:
+            from scipy.signal import resample_poly  # not at import: espeak's workers import this module
+
             audio = np.clip(resample_poly(audio.astype(np.float32), self.sample_rate, self._rate), -32768, 32767)
         return audio.astype(np.int16)
