@@ -50,6 +50,7 @@ def test_export_converts_verifies_compares_and_logs(trained):
         f"tracking.artifact_location={folder}/mlartifacts",
         "baseline_overrides=['trainer.epochs=1','trainer.verbose=0']",
         "streaming=off",
+        "stream.verify_seconds=10",
     ]
     result = run_stage("export", *args, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,7 +88,7 @@ def test_export_converts_verifies_compares_and_logs(trained):
     # without a shipped detector the streaming model is still verified hop by hop (probabilities only)
     assert {"coreml/kws-tc_resnet-streaming.mlpackage", "coreml/kws-tc_resnet-streaming.mlmodel"} <= names
     for check in verification["checks"]:
-        assert check["streaming_hops"] > 100 and check["streaming_mismatches"] is None
+        assert check["streaming_hops"] == 10 * 10 - 9 and check["streaming_mismatches"] is None
         assert check["streaming_max_abs_diff"] <= check["tolerance"]
     assert final["coreml_streaming_max_abs_diff"] == max(c["streaming_max_abs_diff"] for c in verification["checks"])
     assert (folder / "dl" / "coreml" / "kws-tc_resnet.mlpackage" / "Manifest.json").exists(), local
