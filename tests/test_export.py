@@ -42,6 +42,7 @@ def export_cfg(folder, *overrides: str) -> dict:
 
 
 @same_worker
+@pytest.mark.slow  # the export stage end to end (baseline trained first); make test runs it
 def test_export_converts_verifies_compares_and_logs(trained):
     folder, run_id = trained
     args = [

@@ -396,7 +396,6 @@ def test_feature_stream_scoring_equals_window_by_window(streamed_run, tmp_path):
 
 
 @same_worker
-@pytest.mark.slow  # three conversions; test_export checks both formats of it in the fast lane
 def test_the_streaming_model_fed_hop_by_hop_gives_the_window_models_probabilities(streamed_run, tmp_path):
     """The Keras streaming form and its Core ML files (both formats, fp16 and int8 weights)
     on the reference runtime: after the warm-up, call k gives the window ending at hop k."""

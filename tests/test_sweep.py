@@ -106,6 +106,7 @@ def test_search_space_syntax_maps_to_optuna_distributions():
     assert dims["augment.noise_volume"].override(0.1) == "augment.noise_volume=0.1"
 
 
+@pytest.mark.slow  # the sweep stage end to end, with its export; make test runs it
 def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
     result = run_sweep(load([f"sweep={write_sweep(tmp_path)}", *data_args(tone_root, tmp_path)]))
     study = study_of(tmp_path)
