@@ -30,6 +30,14 @@ from kws_research.models.frontend import LogMelSpectrogram
 STREAM_LAYER = "frontend_stream"  # contains "frontend": kept fp32 in fp16 programs, like the window front end
 
 
+def frames_per_hop(frontend: LogMelSpectrogram, hop_samples: int) -> int | None:
+    """Frames a hop adds, or None when the hop is not a whole number of frame hops shorter than a clip."""
+    frame_hop = frontend.settings.hop
+    if hop_samples % frame_hop or hop_samples >= CLIP_SAMPLES:
+        return None
+    return hop_samples // frame_hop
+
+
 @dataclass(frozen=True)
 class FrontendSplit:
     """The model's front end, and everything after it as a model of the normalised features."""
@@ -38,11 +46,7 @@ class FrontendSplit:
     classifier: keras.Model
 
     def frames_per_hop(self, hop_samples: int) -> int | None:
-        """Frames a hop adds, or None when the hop is not a whole number of frame hops shorter than a clip."""
-        frame_hop = self.frontend.settings.hop
-        if hop_samples % frame_hop or hop_samples >= CLIP_SAMPLES:
-            return None
-        return hop_samples // frame_hop
+        return frames_per_hop(self.frontend, hop_samples)
 
     def carry(self) -> int:
         """Samples of the previous hop that the first new frame still needs."""
@@ -54,14 +58,20 @@ class FrontendSplit:
         return self.carry() + s.frames * s.features
 
 
-def split_frontend(model: keras.Model) -> FrontendSplit | None:
-    """The front end and classifier of a functional model whose input feeds one front end
-    directly; None for other models (the raw-waveform baseline), which streams score by window."""
+def separable_frontend(model: keras.Model) -> LogMelSpectrogram | None:
+    """The one front end of a functional model when the model's input feeds it directly;
+    None for other models (the raw-waveform baseline)."""
     frontends = [layer for layer in model.layers if getattr(layer, "is_frontend", False)]
-    if len(frontends) != 1 or len(model.inputs) != 1:
+    if len(frontends) != 1 or len(model.inputs) != 1 or frontends[0].input is not model.inputs[0]:
         return None
-    frontend = frontends[0]
-    if frontend.input is not model.inputs[0]:
+    return frontends[0]
+
+
+def split_frontend(model: keras.Model) -> FrontendSplit | None:
+    """The front end and classifier of a model with a separable front end; None for other
+    models, which streams score by window."""
+    frontend = separable_frontend(model)
+    if frontend is None:
         return None
     classifier = keras.Model(frontend.output, model.output, name=f"{model.name}_classifier")
     return FrontendSplit(frontend, classifier)
@@ -109,10 +119,11 @@ def streaming_model(model: keras.Model, hop_samples: int) -> keras.Model:
 
 def macs_per_hop(model: keras.Model, hop_samples: int) -> int | None:
     """MACs of one call of the streaming model (the new frames' front end and the classifier
-    over the last second); None when the model has no streaming form."""
-    split = split_frontend(model)
-    frames = split.frames_per_hop(hop_samples) if split is not None else None
+    over the last second); None when the model has no streaming form. Counted from the
+    layers: no classifier model is built."""
+    frontend = separable_frontend(model)
+    frames = frames_per_hop(frontend, hop_samples) if frontend is not None else None
     if frames is None:
         return None
     counts = complexity(model)
-    return split.frontend.macs(frames) + counts["macs"] - counts["frontend_macs"]
+    return frontend.macs(frames) + counts["macs"] - counts["frontend_macs"]
