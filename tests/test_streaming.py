@@ -159,6 +159,23 @@ def test_calibration_ships_only_a_certified_rate_and_says_how_long_negatives_mus
     assert "no detector setting certified" in uncertified and "95% bound 1.36" in uncertified
 
 
+def test_the_default_grid_reaches_past_0995_where_hours_of_talk_need_it():
+    """A talker's word scored 0.996 in 3.5 h of negatives: the default thresholds still find a
+    certified setting that hears the commands (a grid ending at 0.995 could not)."""
+    words = [{"kind": "command", "label": "yes", "start": 2.0, "end": 2.5, "snr_db": 10.0}]
+    mixed = _hand_scored(words, 10, 10 / 3600)
+    negatives = _hand_scored([], 10, 3.5, noise_at=5.0)
+    near = negatives.scores[:, LABELS.index("no")] == 1.0
+    negatives.scores[near, LABELS.index("no")] = 0.996
+    negatives.scores[near, LABELS.index(SILENCE)] = 0.004
+    settings = stream_settings(window_ms=[300], suppression_ms=[500], min_count=1)
+    _, chosen, _ = calibration.choose(mixed, negatives, LABELS, settings, 1000)
+    assert chosen["target_met"] and chosen["hit_rate"] == 1.0 and chosen["fa_per_hour"] == 0.0
+    assert 0.996 < chosen["threshold"] < 1.0
+    capped = stream_settings(window_ms=[300], suppression_ms=[500], min_count=1, thresholds=[0.5, 0.9, 0.995])
+    assert not calibration.choose(mixed, negatives, LABELS, capped, 1000)[1]["target_met"]
+
+
 def test_stream_ground_truth_is_exact(tone_cfg):
     data = prepare(tone_cfg)
     labels = list(data.classes)
