@@ -110,6 +110,7 @@ def run_grid(args, configs: dict, common: list[str], metrics: tuple[str, ...]) -
                 result = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *configs[name]])
                 rule = calibrated_rule(result)
                 result["gate_setting"] = rule[1] if rule else None
+                streaming = streaming_report(client, result["run_id"])
                 runs.append(
                     {
                         "heldout": word,
@@ -117,10 +118,11 @@ def run_grid(args, configs: dict, common: list[str], metrics: tuple[str, ...]) -
                         "config": name,
                         **{k: result.get(k) for k in metrics},
                         "run_id": result["run_id"],
-                        "curve": streaming_report(client, result["run_id"])["det_curve"],
+                        "curve": streaming["det_curve"],
+                        "val_curve": streaming.get("val_det_curve", []),
                     }
                 )
-                print({k: v for k, v in runs[-1].items() if k != "curve"}, flush=True)
+                print({k: v for k, v in runs[-1].items() if k not in ("curve", "val_curve")}, flush=True)
     return runs
 
 

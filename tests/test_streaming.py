@@ -4,6 +4,8 @@ whole path through training, the evaluate stage, a sweep objective and export.""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,6 +281,13 @@ def test_a_training_run_logs_its_streaming_evaluation(streamed_run):
     names = {a.path for a in client.list_artifacts(result.run_id, "streaming")}
     assert {f"streaming/{n}" for n in ("streaming.json", "streaming_det.png", "calibration.png")} <= names
     assert client.get_run(result.run_id).data.metrics["stream_fa_per_hour"] == m["stream_fa_per_hour"]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = json.loads(Path(client.download_artifacts(result.run_id, "streaming/streaming.json", tmp)).read_text())
+    on_validation = {p["threshold"]: p for p in report["val_det_curve"]}
+    assert len(on_validation) == len(report["det_curve"]) > 100  # the default grid, on both splits
+    shipped = on_validation[m["detector_threshold"]]  # the calibrated setting lies on the validation DET
+    assert shipped["hit_rate"] == pytest.approx(m["val_stream_hit_rate"])
+    assert shipped["fa_per_hour"] == pytest.approx(m["val_stream_fa_per_hour"])
 
 
 @same_worker

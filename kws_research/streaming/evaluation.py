@@ -111,8 +111,11 @@ def evaluate(
         _warn_uncertified(settings, chosen, scored[("validation", "negatives")].hours)
     mixed = calibration.evaluate(scored[("test", "mixed")], labels, detector, tolerance)
     negatives = calibration.evaluate(scored[("test", "negatives")], labels, detector, tolerance)
-    curve = calibration.sweep_thresholds(
-        scored[("test", "mixed")], scored[("test", "negatives")], labels, detector, settings.thresholds, tolerance
+    curve, val_curve = (
+        calibration.sweep_thresholds(
+            scored[(split, "mixed")], scored[(split, "negatives")], labels, detector, settings.thresholds, tolerance
+        )
+        for split in ("test", "validation")
     )
     hours = negatives["hours"]
     metrics = {
@@ -153,6 +156,7 @@ def evaluate(
             for (split, kind), s in scored.items()
         },
         "det_curve": curve,
+        "val_det_curve": val_curve,  # the calibrated detector's DET on validation: what recipes are chosen by
         "reliability": {s: {"before": b, "after": a} for s, (b, a) in ece.items()},
         "metrics": metrics,
     }
