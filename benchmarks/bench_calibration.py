@@ -9,7 +9,9 @@ streams built the same way from the validation split.
 Per config: command accuracy, hit rate, test FA/h with its 95% upper bound, the
 validation certificate, whether the test rate fell inside it, and FA/h at the
 words-only run's hit rate (same held-out word and seed; DET curves), and FA/h at 50% and
-70% miss (where a certified detector hears next to nothing, the curve still compares).
+70% miss on the test and the validation DET curves (where a certified detector hears next
+to nothing, the curves still compare); the recipe to ship is chosen by validation numbers
+alone (``chosen_on_validation``).
 
     make bench-calibration [DATA=...] [BENCH_ARGS='--seeds 0 1 2 --epochs 15']
 """
@@ -27,36 +29,45 @@ from benchmarks.bench_stream import fa_at_miss
 
 BASE = "words only (standard, 10%)"
 RECIPE = ["+experiment=openset"]
+# the recipe before this benchmark chose it (15% unknowns of words, spliced, espeak speech;
+# no rooms): each new source is measured added to it alone
+EARLIER = [
+    *RECIPE,
+    "dataset.unknown_percentage=15",
+    "dataset.unknown_sources.conversation=0.0",
+    "dataset.synthetic_speech.engines=[espeak]",
+    "augment.reverb=0.0",
+]
 CONFIGS = {
     BASE: ["dataset.unknown_percentage=10"],
-    "open-set recipe (+experiment=openset)": RECIPE,
+    "earlier open-set recipe": EARLIER,
     # the unknown class hears talk, not halves of commands: spliced words out, the
     # training split's conversation in (15%: words 0.5, speech 0.25, conversation 0.25)
-    "recipe, talk for spliced (speech + conversation)": [
-        *RECIPE,
+    "earlier recipe, talk for spliced (speech + conversation)": [
+        *EARLIER,
         "dataset.unknown_sources.spliced=0.0",
         "dataset.unknown_sources.speech=0.25",
         "dataset.unknown_sources.conversation=0.25",
     ],
-    "recipe + conversation": [*RECIPE, "dataset.unknown_percentage=20", "dataset.unknown_sources.conversation=0.25"],
-    "recipe + rooms (augment.reverb=0.3)": [*RECIPE, "augment.reverb=0.3"],
-    "recipe + piper voice": [*RECIPE, "dataset.synthetic_speech.engines=[espeak,piper]"],
-    "recipe + conversation + rooms + piper": [
-        *RECIPE,
+    "earlier recipe + conversation": [
+        *EARLIER,
         "dataset.unknown_percentage=20",
         "dataset.unknown_sources.conversation=0.25",
-        "augment.reverb=0.3",
-        "dataset.synthetic_speech.engines=[espeak,piper]",
     ],
+    "earlier recipe + rooms (augment.reverb=0.3)": [*EARLIER, "augment.reverb=0.3"],
+    "earlier recipe + piper voice": [*EARLIER, "dataset.synthetic_speech.engines=[espeak,piper]"],
+    # the earlier recipe + conversation + rooms + piper, chosen on validation
+    "+experiment=openset (conversation + rooms + piper)": RECIPE,
 }
 MISS_RATES = (0.5, 0.7)
 AT_MISS = tuple(f"fa_per_hour_at_{int(100 * m)}pct_miss" for m in MISS_RATES)
 VAL_AT_MISS = tuple(f"val_{key}" for key in AT_MISS)
-MAX_VAL_ACCURACY_DROP = 0.01  # a recipe may cost at most this much validation accuracy against words only
+MAX_VAL_COMMAND_DROP = 0.01  # a recipe may cost at most this much validation command accuracy against words only
 SAME_HIT = ("fa_per_hour_at_own_hit", "words_only_fa_per_hour_at_same_hit")
 AT_WORDS_HIT = ("fa_per_hour_at_words_only_hit", "words_only_fa_per_hour")
 METRICS = (
     "best_val_accuracy",
+    "val_command_accuracy",
     "val_stream_hit_rate",
     "command_accuracy",
     "gated_command_accuracy",
@@ -84,13 +95,14 @@ def at_words_only_hit(runs: list[dict]) -> None:
 
 def chosen_on_validation(rows: list[dict]) -> str | None:
     """The recipe to ship, by validation numbers only: among recipes within
-    ``MAX_VAL_ACCURACY_DROP`` of words-only validation accuracy, the fewest validation
+    ``MAX_VAL_COMMAND_DROP`` of words-only validation command accuracy (the accuracy the
+    promise is about; overall accuracy also rewards the unknown class), the fewest validation
     false accepts per hour at 50% miss (the certified points hear too little to compare)."""
     base, key = rows[0], VAL_AT_MISS[0]
     fair = [
         r
         for r in rows[1:]
-        if r[key] is not None and r["best_val_accuracy"] >= base["best_val_accuracy"] - MAX_VAL_ACCURACY_DROP
+        if r[key] is not None and r["val_command_accuracy"] >= base["val_command_accuracy"] - MAX_VAL_COMMAND_DROP
     ]
     return min(fair, key=lambda r: r[key])["config"] if fair else None
 
@@ -138,7 +150,7 @@ def main() -> None:
         rows.append(row)
     base = rows[0]
     for row in rows:
-        for key in ("command_accuracy", "gated_command_accuracy", "best_val_accuracy"):
+        for key in ("command_accuracy", "gated_command_accuracy", "best_val_accuracy", "val_command_accuracy"):
             if row[key] is not None and base[key] is not None:
                 row[f"{key}_change_pts"] = round(100 * (row[key] - base[key]), 2)
     chosen = chosen_on_validation(rows)
@@ -157,8 +169,8 @@ def main() -> None:
         f"recordings 10 dB under the words, {100 * args.reverb:g}% of the words through simulated rooms; the "
         "detector is certified on the validation streams (95% upper bound within stream.target_fa_per_hour), "
         "every test FA/h with its own bound. Chosen on validation, never on these test numbers: "
-        f"chosen_on_validation marks the recipe within {100 * MAX_VAL_ACCURACY_DROP:g} point of words-only "
-        "validation accuracy with the fewest validation FA/h at 50% miss.\n\n"
+        f"chosen_on_validation marks the recipe within {100 * MAX_VAL_COMMAND_DROP:g} point of words-only "
+        "validation command accuracy with the fewest validation FA/h at 50% miss.\n\n"
         "Per run:\n\n" + per_run
     )
     report.write("calibration", {"args": vars(args)}, rows, "Certified false accepts on talk in rooms", notes)

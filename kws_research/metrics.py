@@ -21,6 +21,8 @@ TRAINING_METRICS = (
 # Front-end models only: one call of the streaming model (models/streaming.py) every stream.hop_ms.
 STREAMING_MODEL_METRICS = ("macs_per_hop",)
 TEST_METRICS = ("test_accuracy", "test_loss", "command_accuracy")
+# What a recipe is chosen by without looking at test: command accuracy on the validation split.
+VALIDATION_METRICS = ("val_command_accuracy",)
 OPEN_SET_METRICS = ("unseen_unknown_recall", "false_command_rate", "heldout_clips")
 GATED_METRICS = ("gated_val_accuracy", "gated_test_accuracy", "gated_command_accuracy")
 

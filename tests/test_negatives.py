@@ -265,16 +265,17 @@ def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(m
 
 
 @pytest.mark.slow  # end to end; make test runs it, make test-fast does not
-def test_the_openset_experiment_trains_on_speech_and_is_measured_with_people_talking(tone_root, tmp_path):
+def test_the_openset_experiment_trains_on_talk_in_rooms_and_is_measured_with_people_talking(tone_root, tmp_path):
     from kws_research.models.gate import calibrated_rule
     from kws_research.train import train
 
     speech = [f"dataset.synthetic_speech.{k}={v}" for k, v in SPEECH.items()]
     cfg = compose("train", tiny_overrides(tone_root, tmp_path, "+experiment=openset", *speech, *TINY_STREAMS))
-    assert cfg.stream.background == "speech" and cfg.stream_eval and cfg.openset.rule == "prior"
+    assert cfg.stream.background == "conversation" and cfg.stream_eval and cfg.openset.rule == "prior"
+    assert list(cfg.dataset.synthetic_speech.engines) == ["espeak", "piper"] and cfg.augment.reverb == 0.3
     result = train(cfg)
     assert calibrated_rule(result.metrics)[0] == "prior"
     assert np.isfinite(result.metrics["stream_fa_per_hour"]) and 0 <= result.metrics["stream_hit_rate"] <= 1
     run = MlflowClient(cfg.tracking.uri).get_run(result.run_id)
-    assert run.data.params["dataset.unknown_sources.speech"] == "0.2"
-    assert run.data.params["stream.background"] == "speech"
+    assert run.data.params["dataset.unknown_sources.conversation"] == "0.25"
+    assert run.data.params["stream.background"] == "conversation" and run.data.params["stream.reverb"] == "0.5"

@@ -16,6 +16,7 @@ from kws_research.config import compose
 from kws_research.contract import CLIP_SAMPLES, to_float
 from kws_research.data.dataset import prepare
 from kws_research.errors import ConfigError
+from kws_research.metrics import command_accuracy
 from kws_research.models import load_model
 from kws_research.train import train
 from kws_research.training.memory import custom_gradient_count
@@ -71,6 +72,10 @@ def test_one_run_leaves_the_complete_mlflow_record(tone_root, tmp_path):
     test = data.splits["test"]
     probs = model.predict(to_float(test.audio), verbose=0)
     assert float((probs.argmax(1) == test.labels).mean()) == pytest.approx(metrics["test_accuracy"])
+    validation = data.splits["validation"]
+    val_probs = model.predict(to_float(validation.audio), verbose=0)
+    expected = command_accuracy(validation.labels, val_probs, data.classes)
+    assert metrics["val_command_accuracy"] == pytest.approx(expected)
 
 
 def test_same_seed_same_validation_accuracy(tone_root, tmp_path):

@@ -198,13 +198,16 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
     batch = int(cfg.trainer.batch_size)
     classes = list(data.classes)
     openset = cfg.openset
-    splits = ("validation", "test", "heldout") if openset.gate else ("test", "heldout")
     probs = {
         split: evaluate.predict(model, pipeline.evaluation_dataset(data.splits[split], len(classes), batch))
-        for split in splits
+        for split in ("validation", "test", "heldout")
         if split in data.splits and len(data.splits[split])
     }
     final: dict[str, float] = {}
+    if "validation" in probs:
+        final["val_command_accuracy"] = evaluate.command_accuracy(
+            data.splits["validation"].labels, probs["validation"], classes
+        )
     test_result = None
     test = data.splits["test"]
     if "test" in probs:

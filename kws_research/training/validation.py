@@ -11,6 +11,7 @@ from kws_research.metrics import (
     STREAMING_MODEL_METRICS,
     TEST_METRICS,
     TRAINING_METRICS,
+    VALIDATION_METRICS,
 )
 from kws_research.models.gate import METRIC, RULES
 from kws_research.schema import check_declared
@@ -22,7 +23,7 @@ from kws_research.training.augment import AugmentSettings
 def produced_metrics(cfg: DictConfig) -> set[str]:
     """The metrics a completed run of ``cfg`` reports (test ones need a non-empty test
     split), so a sweep can refuse an objective or constraint no run will produce."""
-    names = {*TRAINING_METRICS, *TEST_METRICS}
+    names = {*TRAINING_METRICS, *VALIDATION_METRICS, *TEST_METRICS}
     if cfg.model.get("frontend") is not None:
         names.update(STREAMING_MODEL_METRICS)
     heldout = bool(cfg.dataset.get("heldout_unknown_words"))
