@@ -194,7 +194,7 @@ def _description(cfg, data, metrics: Mapping, model_id: str) -> str:
 
 
 def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, history: dict, metrics: Mapping) -> dict:
-    """Test-split metrics and every artifact of the run contract."""
+    """Validation command accuracy, test-split metrics and every artifact of the run contract."""
     batch = int(cfg.trainer.batch_size)
     classes = list(data.classes)
     openset = cfg.openset
