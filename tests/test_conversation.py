@@ -4,6 +4,7 @@ background of negatives-only streams, built only from that split."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -108,3 +109,32 @@ def test_conversation_is_an_unknown_source_of_the_splits_own_words(tone_root, tm
     again = prepare({**cfg, "cache_dir": str(tmp_path / "d")})
     assert again.splits["train"].sources == data.splits["train"].sources  # seeded
     np.testing.assert_array_equal(np.asarray(again.splits["train"].audio), np.asarray(data.splits["train"].audio))
+
+
+def test_streams_hear_the_heldout_words_of_their_own_speakers_only(tone_root, tmp_path):
+    cfg = tone_dataset_cfg(tone_root, tmp_path / "cache", unknown_percentage=100.0, heldout_unknown_words=["dog"])
+    data = prepare(cfg)
+    heldout = data.splits["heldout"].sources
+    speaker = {"spk0000": "validation", "spk0001": "test"}  # the root's lists; everyone else trains
+    assert data.heldout_splits == [speaker.get(s.split("/")[1].split("_nohash_")[0], "train") for s in heldout]
+    settings = StreamSettings.from_config(
+        {
+            "validation": {"mixed_minutes": 1, "negatives_minutes": 2},
+            "test": {"mixed_minutes": 1, "negatives_minutes": 2},
+            "background": "conversation",
+        }
+    )
+    heard = {}
+    for split in ("train", "validation", "test"):
+        stream = streams.build(data, split, "negatives", 120, settings, seed=0)
+        heard[split] = {data.heldout_splits[e["clip"][1]] for e in stream.events if e["clip"][0] == "heldout"}
+    # the certificate is earned on never-trained words too, each split from its own speakers
+    assert heard == {"train": set(), "validation": {"validation"}, "test": {"test", "train"}}
+    # a cache written before the held-out clips knew their speakers' split is rebuilt in place
+    meta = data.path / "meta.json"
+    old = json.loads(meta.read_text())
+    del old["heldout_splits"]
+    meta.write_text(json.dumps(old))
+    again = prepare(cfg)
+    assert again.path == data.path and again.heldout_splits == data.heldout_splits
+    assert not again.summary["from_cache"]

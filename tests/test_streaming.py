@@ -288,6 +288,8 @@ def test_a_training_run_logs_its_streaming_evaluation(streamed_run):
     shipped = on_validation[m["detector_threshold"]]  # the calibrated setting lies on the validation DET
     assert shipped["hit_rate"] == pytest.approx(m["val_stream_hit_rate"])
     assert shipped["fa_per_hour"] == pytest.approx(m["val_stream_fa_per_hour"])
+    for stream in report["streams"].values():  # the tiny root has a few clips, each heard many times
+        assert 0 < stream["distinct_clips"] < stream["words"]
 
 
 @same_worker

@@ -29,6 +29,9 @@ from kws_research.errors import KwsError
 from kws_research.processes import remove_dead_temporaries
 
 CACHE_VERSION = 1
+# meta.json: the split of each held-out clip's speaker (streams hear a split's own speakers'
+# held-out words); a cache written before it is rebuilt in place, its fingerprint unchanged
+HELDOUT_SPLITS = "heldout_splits"
 
 
 def fingerprint(layout: Layout, settings: dict) -> str:
@@ -95,6 +98,11 @@ class PreparedData:
     path: Path
     summary: dict = field(default_factory=dict)
     stored_test_fingerprint: str | None = None  # written by the cache build (meta.json)
+    heldout_splits: list[str] = field(default_factory=list)  # per held-out row: its speaker's split
+
+    def heldout_rows(self, splits: tuple[str, ...]) -> list[int]:
+        """Rows of the held-out words spoken by speakers of ``splits``."""
+        return [row for row, split in enumerate(self.heldout_splits) if split in splits]
 
     @cached_property
     def test_fingerprint(self) -> str:
@@ -117,9 +125,10 @@ def is_valid(path: Path, signature: str) -> bool:
     if not meta.is_file():
         return False
     try:
-        return json.loads(meta.read_text()).get("stat_signature") == signature
+        meta = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    return meta.get("stat_signature") == signature and HELDOUT_SPLITS in meta
 
 
 def load(path: Path) -> PreparedData:
@@ -141,6 +150,7 @@ def load(path: Path) -> PreparedData:
         noise_files=meta["noise_files"],
         fingerprint=meta["fingerprint"],
         stored_test_fingerprint=meta.get("test_fingerprint"),
+        heldout_splits=list(meta.get(HELDOUT_SPLITS, [])),
         path=path,
         summary=summary,
     )

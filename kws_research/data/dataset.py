@@ -234,8 +234,12 @@ def _build(
         class_index = {c: i for i, c in enumerate(plan.classes)}
         written = {}
         test_fingerprint = None
+        heldout_splits = []
         for split, items in split_items.items():
-            kept = [it for it in items if it.kind == "window" or all(p in decoded for p in it.paths)]
+            usable = [it.kind == "window" or all(p in decoded for p in it.paths) for it in items]
+            kept = [it for it, ok in zip(items, usable) if ok]
+            if split == HELDOUT:
+                heldout_splits = [s for s, ok in zip(plan.heldout_splits, usable) if ok]
             audio = writer.audio(split, len(kept), CLIP_SAMPLES)
             for row, item in enumerate(kept):
                 audio[row] = _render(item, decoded, noise, noise_files)
@@ -259,6 +263,7 @@ def _build(
                 "splits": list(written),
                 "fingerprint": fp,
                 "test_fingerprint": test_fingerprint,
+                cache.HELDOUT_SPLITS: heldout_splits,
                 "stat_signature": signature,
                 "noise_files": noise_files,
                 "root": str(root),

@@ -76,6 +76,7 @@ class TaskPlan:
     classes: tuple[str, ...]
     splits: dict[str, list[Item]]
     heldout: list[Item] = field(default_factory=list)
+    heldout_splits: list[str] = field(default_factory=list)  # the split of each held-out clip's speaker
     unknown_by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -167,5 +168,7 @@ def plan_task(
         plan.splits[split] = command_items + unknown_items + silence
         if not command_items:
             plan.warnings.append(f"{split}: no command clips (check the split lists or percentages)")
-    plan.heldout = [Item(UNKNOWN, "clip", (e.path,)) for word in sorted(heldout_words) for e in layout.words[word]]
+    heldout = [e for word in sorted(heldout_words) for e in layout.words[word]]
+    plan.heldout = [Item(UNKNOWN, "clip", (e.path,)) for e in heldout]
+    plan.heldout_splits = [layout.split_of(e, spec.validation_percentage, spec.testing_percentage) for e in heldout]
     return plan

@@ -152,7 +152,12 @@ def evaluate(
         "test_mixed": mixed,
         "test_negatives": negatives,
         "streams": {
-            f"{split}_{kind}": {"minutes": round(s.hours * 60, 2), "words": len(s.events)}
+            f"{split}_{kind}": {
+                "minutes": round(s.hours * 60, 2),
+                "words": len(s.events),
+                # how often the same recordings come back: a false accept on one recurs with it
+                "distinct_clips": len({tuple(e["clip"][:2]) for e in s.events}),
+            }
             for (split, kind), s in scored.items()
         },
         "det_curve": curve,

@@ -12,8 +12,10 @@ words (``conversation``, :mod:`kws_research.data.conversation`), play under it
 ``background_snr_db`` below the words: people talking near the phone). With ``stream.reverb``, that share of
 the words is heard through one of ``stream.rooms`` (simulated rooms, its decay
 running into the gap after it; the word's SNR is that of the dry word). Test
-streams also use the held-out words when the data set has them; validation
-streams never do.
+and validation streams also use the held-out words (never trained on) when the data set
+has them, each from its own speakers: the validation speakers' recordings in validation
+streams, the others' in test streams, so the certificate is earned on words the model
+never heard, as the test's false accepts are.
 
 Streams are seeded and cached next to the data cache (``audio.npy`` int16 and
 ``events.json``, written under a temporary name and renamed when complete).
@@ -39,7 +41,9 @@ from kws_research.locks import FileLock
 from kws_research.streaming.settings import StreamSettings
 
 KINDS = ("mixed", "negatives")
-STREAM_VERSION = 1
+# whose recordings of the held-out words each split's streams take (data/task.py splits them by speaker)
+HELDOUT_SPEAKERS = {"validation": ("validation",), "test": ("test", "train")}
+STREAM_VERSION = 2  # 2: validation streams hear their speakers' held-out words
 FRAME = SAMPLE_RATE // 100  # 10 ms frames for finding where a word is audible
 ACTIVE_DB = 30.0  # a frame is part of the word when within this many dB of the clip's loudest frame
 
@@ -82,9 +86,15 @@ def _pools(data, split: str) -> dict[str, list[tuple[np.ndarray, int, str, str]]
         elif label != silence:
             commands.append((arrays.audio, row, data.classes[int(label)], split))
     heldout = data.splits.get("heldout")
-    if split == "test" and heldout is not None:
-        others += [(heldout.audio, row, UNKNOWN, "heldout") for row in range(len(heldout))]
+    if heldout is not None:
+        others += [(heldout.audio, row, UNKNOWN, "heldout") for row in _heldout_rows(data, split)]
     return {"command": commands, "unknown": others}
+
+
+def _heldout_rows(data, split: str) -> list[int]:
+    """The held-out words a split's streams hear: their validation speakers' in validation
+    streams, everyone else's in test streams (no one's was trained on), none in training ones."""
+    return data.heldout_rows(HELDOUT_SPEAKERS.get(split, ()))
 
 
 def _noise_track(data, split: str) -> np.ndarray:
@@ -187,10 +197,11 @@ def split_identity(data, split: str) -> str:
     """What a stream of ``split`` is made of: its clips and labels (held-out words for
     test) and its noise; runs whose data differ only in training options share streams."""
     h = hashlib.sha256(json.dumps(list(data.classes)).encode())
-    parts = [data.splits[split]] + ([data.splits["heldout"]] if split == "test" and "heldout" in data.splits else [])
-    for part in parts:
-        h.update(np.ascontiguousarray(part.audio).tobytes())
-        h.update(np.asarray(part.labels, dtype=np.int64).tobytes())
+    part = data.splits[split]
+    h.update(np.ascontiguousarray(part.audio).tobytes())
+    h.update(np.asarray(part.labels, dtype=np.int64).tobytes())
+    if "heldout" in data.splits:
+        h.update(np.ascontiguousarray(data.splits["heldout"].audio[_heldout_rows(data, split)]).tobytes())
     for start, stop in data.noise_segments(split):
         h.update(np.ascontiguousarray(data.noise[start:stop]).tobytes())
     return h.hexdigest()
