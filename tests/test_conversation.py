@@ -13,7 +13,7 @@ from helpers.data import tone_dataset_cfg
 from kws_research.contract import SAMPLE_RATE
 from kws_research.data.conversation import GAP_SECONDS, conversation
 from kws_research.data.dataset import prepare
-from kws_research.data.layout import scan
+from kws_research.data.layout import scan, speaker_id
 from kws_research.streaming import streams
 from kws_research.streaming.settings import StreamSettings
 
@@ -116,7 +116,7 @@ def test_streams_hear_the_heldout_words_of_their_own_speakers_only(tone_root, tm
     data = prepare(cfg)
     heldout = data.splits["heldout"].sources
     speaker = {"spk0000": "validation", "spk0001": "test"}  # the root's lists; everyone else trains
-    assert data.heldout_splits == [speaker.get(s.split("/")[1].split("_nohash_")[0], "train") for s in heldout]
+    assert data.heldout_splits == [speaker.get(speaker_id(s), "train") for s in heldout]
     settings = StreamSettings.from_config(
         {
             "validation": {"mixed_minutes": 1, "negatives_minutes": 2},

@@ -194,8 +194,8 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
 
 
 def split_identity(data, split: str) -> str:
-    """What a stream of ``split`` is made of: its clips and labels (held-out words for
-    test) and its noise; runs whose data differ only in training options share streams."""
+    """What a stream of ``split`` is made of: its clips and labels, its speakers' held-out
+    words and its noise; runs whose data differ only in training options share streams."""
     h = hashlib.sha256(json.dumps(list(data.classes)).encode())
     part = data.splits[split]
     h.update(np.ascontiguousarray(part.audio).tobytes())
