@@ -39,17 +39,22 @@ ifeq ($(wildcard $(VENV)/.gpu),)
 endif
 endif
 
+# The editable install's one note (setuptools' "Editable installation" reminder, printed because
+# conf/ and sweeps/ are mapped into the package) is silenced; every packaging warning still shows.
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[synth,piper,dev]'
+	@echo "Installing kws-research into $(VENV): TensorFlow (CPU), Keras, coremltools, MLflow, Optuna, Hydra,"
+	@echo "the espeak-ng and Piper data generators and the test tools (about 3 GB; 2-4 minutes, once)."
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[synth,piper,dev]'
 ifneq ($(strip $(GPU)),)
 	$(PY) -m pip uninstall --quiet -y tensorflow-cpu
 	$(PY) -m pip install --quiet '$(TF_GPU)'
 	touch $(VENV)/.gpu
 	$(PY) -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 endif
-	touch $(STAMP)
+	@touch $(STAMP)
+	@echo "Installed: $$($(PY) -m pip list 2>/dev/null | wc -l) packages in $(VENV); every make target uses it."
 
 data: $(STAMP)
 	$(PY) -m kws_research.prepare $(DATASET) $(ARGS)

@@ -16,15 +16,50 @@ def test_every_python_package_is_listed_for_the_wheel():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "kws_research").rglob("__init__.py")}
     assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages"
+    shipped = {"kws_research.conf." + ".".join(p.relative_to(REPO / "conf").parts) for p in (REPO / "conf").rglob("*/")}
+    assert shipped <= listed, f"add {sorted(shipped - listed)} to [tool.setuptools] packages and package-data"
+
+
+def _source_copy(folder):
+    """What a source distribution holds: the package, its configs and sweeps, pyproject, README."""
+    for name in ("kws_research", "conf", "sweeps"):
+        shutil.copytree(REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, folder / name)
+
+
+@pytest.mark.slow  # builds a wheel
+def test_the_wheel_builds_without_a_warning_and_ships_every_config(tmp_path):
+    import zipfile
+
+    source, out = tmp_path / "src", tmp_path / "dist"
+    _source_copy(source)
+    out.mkdir()
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))",
+        ]
+        + [str(out)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    warnings = [line for line in (build.stdout + build.stderr).splitlines() if "Warning" in line]
+    assert not warnings, warnings[:5]
+    names = zipfile.ZipFile(out / build.stdout.strip().splitlines()[-1]).namelist()
+    configs = {f"kws_research/conf/{p.relative_to(REPO / 'conf').as_posix()}" for p in (REPO / "conf").rglob("*.yaml")}
+    sweeps = {f"kws_research/sweeps/{p.name}" for p in (REPO / "sweeps").glob("*.yaml")}
+    assert configs | sweeps <= set(names), sorted((configs | sweeps) - set(names))[:5]
 
 
 @pytest.mark.slow  # builds and installs a wheel
 def test_a_non_editable_install_runs_prepare_from_another_folder(tmp_path, tone_root):
     source = tmp_path / "src"
-    for name in ("kws_research", "conf", "sweeps"):
-        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source / name)
+    _source_copy(source)
     site = tmp_path / "site"
     subprocess.run(
         [

@@ -4,16 +4,13 @@ front end, trainer and data set option composes and runs; each sweep file sample
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import optuna
 import pytest
+from helpers.system import portable_report
 
 from kws_research.config import compose
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
@@ -59,21 +56,7 @@ def test_every_config_folder_is_covered_here():
 @pytest.mark.slow  # a subprocess with TF_ENABLE_ONEDNN_OPTS=0 trains every family
 def test_every_model_config_trains_evaluates_and_reloads_on_portable_kernels(tmp_path):
     """TF_ENABLE_ONEDNN_OPTS=0 forces the kernels of CPUs without AVX-512 on any machine."""
-    tests = os.path.dirname(__file__)
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); from helpers.models import portable_training_report;"
-        "print(json.dumps(portable_training_report(sys.argv[3:], sys.argv[2])))"
-    )
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", code, tests, str(tmp_path), *MODELS],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = portable_report("models", "portable_training_report", str(tmp_path), *MODELS)
     assert sorted(report) == MODELS
     for name, row in report.items():
         assert math.isfinite(row["loss"]), name

@@ -8,8 +8,9 @@ the graph Core ML converts (inside :func:`dense_dft`; MIL has no FFT op) is
 
     Conv1D with fixed windowed-DFT kernels (real and imaginary parts of every
     used FFT bin, stride = hop)  ->  square  ->  matmul with the mel matrix
-    (stacked twice, so re**2 + im**2 happens inside it)  ->  log(x + offset)
-    (with fixed power-of-two scales that keep fp16 in range, see POWER_SCALE)
+    (stacked twice, so re**2 + im**2 happens inside it)  ->  log(x / offset + 1)
+    (with fixed power-of-two scales that keep fp16 in range, see POWER_SCALE; measured
+    from the log floor so near-silent windows keep their float32 precision)
     [-> matmul with a DCT-II matrix for MFCC]  [-> per-utterance normalisation]
 
 Per-utterance normalisation removes each band's mean over time and divides by
@@ -215,7 +216,18 @@ class LogMelSpectrogram(keras.layers.Layer):
         return ops.matmul(power, self.mel[: len(self.bins)])
 
     def _from_energy(self, energy):
-        features = ops.log(energy + self.settings.log_offset * POWER_SCALE) - float(np.log(POWER_SCALE))
+        """``log(mel + log_offset)``, computed as the level above the floor, ``log(mel / log_offset + 1)``.
+
+        Near-silent windows sit at the floor, where ``log(mel + log_offset)`` is about -9.2 and
+        float32 keeps it to 5e-7; the per-utterance normalisation then divides the tiny
+        differences between frames by as little as ``sqrt(1e-3)`` and the round-off becomes
+        1e-4 in the features (docs/export.md, "Float error"). Measured from the floor, those
+        features are near 0 and keep their small differences; the constant ``log(log_offset)``
+        is removed by the normalisation anyway and added back only without it."""
+        s = self.settings
+        features = ops.log(energy * float(1.0 / (s.log_offset * POWER_SCALE)) + 1.0)
+        if s.normalize != "utterance":
+            features = features + float(np.log(s.log_offset))
         return ops.matmul(features, self.dct) if self.dct is not None else features
 
     def frame_features(self, audio):

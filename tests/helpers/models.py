@@ -34,12 +34,11 @@ def zoo_model(name: str, num_classes: int = 5, *overrides: str):
     return small_random_weights(build_model(cfg.model, num_classes))
 
 
-def portable_training_report(names: list[str], folder: str) -> dict:
+def portable_training_report(folder: str, *names: str) -> dict:
     """For each model config: one training step, evaluation, and a safe-mode save/reload.
 
-    Run it in a subprocess with ``TF_ENABLE_ONEDNN_OPTS=0`` (TensorFlow's portable CPU
-    kernels, what CPUs without AVX-512 and Apple silicon run): a layer that only oneDNN
-    implements fails here on any machine."""
+    Run it with ``helpers.system.portable_report`` (TensorFlow's portable CPU kernels): a
+    layer that only oneDNN implements fails there on any machine."""
     import keras
     import tensorflow as tf
 

@@ -1,10 +1,36 @@
-"""Running a command on a tiny file system of its own (full disk, read-only folder)."""
+"""Running a command on a tiny file system of its own (full disk, read-only folder), and a\ncheck on TensorFlow's portable kernels."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def portable_report(module: str, function: str, *args: str) -> dict:
+    """``helpers.<module>.<function>(*args)`` run in a subprocess with ``TF_ENABLE_ONEDNN_OPTS=0``:
+    TensorFlow's portable CPU kernels, what CPUs without AVX-512 and Apple silicon run, on any
+    machine (the variable is read when TensorFlow loads). Returns the JSON it printed."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import importlib;"
+        "f = getattr(importlib.import_module('helpers.' + sys.argv[2]), sys.argv[3]);"
+        "print(json.dumps(f(*sys.argv[4:])))"
+    )
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(TESTS), module, function, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def small_filesystem_command(
