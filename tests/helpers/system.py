@@ -1,4 +1,5 @@
-"""Running a command on a tiny file system of its own (full disk, read-only folder), and a\ncheck on TensorFlow's portable kernels."""
+"""Running a command on a tiny file system of its own (full disk, read-only folder), and a
+check on TensorFlow's portable kernels."""
 
 from __future__ import annotations
 
