@@ -20,6 +20,13 @@ DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 # SQLAlchemy 2 maps a bare scheme to this driver module; the harness ships the second one.
 BARE_DRIVERS = {"postgresql": ("psycopg", "psycopg2"), "mysql": ("MySQLdb", "pymysql")}
 CONNECT_TIMEOUT_S = 5.0
+# Every connection a store opens gives up after this many seconds (libpq's and PyMySQL's
+# connect_timeout): a port that accepts and never answers would otherwise hold a stage in
+# the driver's connect, deaf to SIGTERM and SIGINT, for as long as TCP keeps the socket.
+DATABASE_CONNECT_TIMEOUT_S = 10
+TIMEOUT_QUERY = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
+# What libpq says when the peer is no PostgreSQL server (silent, HTTP, garbage).
+NOT_POSTGRES = ("timeout expired", "invalid response", "closed the connection unexpectedly", "expected", "lost")
 
 
 def _installed(module: str) -> bool:
@@ -36,6 +43,46 @@ def with_driver(url: str) -> str:
     if _installed(default) or not _installed(shipped):
         return url
     return f"{scheme}+{shipped.lower()}://{rest}"
+
+
+def database_url(url: str) -> str:
+    """The URL a store is opened with: the installed driver (:func:`with_driver`) and, for a
+    server, a connect timeout unless the URL sets one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = with_driver(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url  # check_server says what is wrong with it
+    option = TIMEOUT_QUERY.get(parsed.get_backend_name())
+    if option is None or option in parsed.query:
+        return url
+    return parsed.update_query_dict({option: str(DATABASE_CONNECT_TIMEOUT_S)}).render_as_string(hide_password=False)
+
+
+def _handshake(parsed, key: str, where: str) -> None:
+    """Open one real connection: a peer that accepts and never answers, or answers as
+    something else, is one line within the connect timeout."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(parsed, poolclass=NullPool)
+    try:
+        engine.connect().close()
+    except DBAPIError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        backend = parsed.get_backend_name()
+        if backend == "postgresql" and any(s in reason.lower() for s in NOT_POSTGRES):
+            raise KwsError(
+                f"{key}: {where} did not answer as a PostgreSQL server within {DATABASE_CONNECT_TIMEOUT_S} s "
+                f"({reason}); check the host and port of {key}"
+            ) from None
+        raise KwsError(f"{key}: the database server at {where} refused the connection ({reason}); fix {key}") from None
+    finally:
+        engine.dispose()
 
 
 def check_server(url: str, key: str) -> None:
@@ -67,6 +114,8 @@ def check_server(url: str, key: str) -> None:
             f"{key}: database server {parsed.host}:{port} of {parsed.render_as_string(hide_password=True)} is not "
             f"reachable ({exc.strerror or exc}); start it or point {key} at a reachable store"
         ) from None
+    if backend in TIMEOUT_QUERY:
+        _handshake(make_url(database_url(url)), key, f"{parsed.host}:{port}")
 
 
 def check_sqlite_file(path: Path, url: str, key: str) -> None:

@@ -16,9 +16,13 @@ from kws_research.cli import hydra_stage, print_json_line
 
 def main_export(cfg: DictConfig) -> dict:
     # loaded here, not at import: --help and a bad override answer before TensorFlow loads
+    from hydra.core.hydra_config import HydraConfig
+
+    from kws_research.exporting.options import evaluation_of
     from kws_research.exporting.registry import registered_line
     from kws_research.exporting.stage import export_run
 
+    cfg.evaluation = evaluation_of(list(HydraConfig.get().overrides.task), cfg.evaluation)
     result = export_run(OmegaConf.to_container(cfg, resolve=True))
     print(result.pop("comparison"))
     for check in result.pop("checks"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kws_research.errors import ConfigError
+from kws_research.paths import system_folder
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,13 @@ class Spec:
         elif self.choices:
             text = "one of " + ", ".join(self.choices)
         else:
-            text = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string"}.get(
-                self.kind, f"a {self.kind}"
-            )
+            text = {
+                "int": "an integer",
+                "number": "a number",
+                "bool": "true or false",
+                "str": "a string",
+                "folder": "a folder path",
+            }.get(self.kind, f"a {self.kind}")
         if self.low is not None and self.high is not None:
             text += f" in [{self.low:g}, {self.high:g}]"
         elif self.low is not None:
@@ -70,6 +75,8 @@ def ANY_OF(*options: Spec) -> Spec:
 
 
 STR_OR_NULL = Spec("str", nullable=True)
+FOLDER = Spec("folder")  # a folder of the user's: never the file-system root or a system folder
+FOLDER_OR_NULL = Spec("folder", nullable=True)
 FRACTION = NUMBER(0, 1)
 PERCENT = NUMBER(0, 100)
 MINUTES = NUMBER(0)
@@ -94,7 +101,8 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "augment.noise_volume": NUMBER(0, 1),
         "augment.speed_range": LIST(NUMBER(0.5, 2.0), null=True),
         "model.dropout": NUMBER(0, 1),
-        "dataset.root": STR_OR_NULL,
+        "dataset.root": FOLDER_OR_NULL,
+        "dataset.cache_dir": FOLDER,
         "dataset.url": STR_OR_NULL,
         "dataset.archive_sha256": STR_OR_NULL,
         "dataset.archive_size": INT(1, null=True),
@@ -103,8 +111,8 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "dataset.validation_percentage": PERCENT,
         "dataset.testing_percentage": PERCENT,
         "dataset.heldout_unknown_words": LIST(Spec("str")),
-        "dataset.unknown_folder": STR_OR_NULL,
-        "dataset.long_folder": STR_OR_NULL,
+        "dataset.unknown_folder": FOLDER_OR_NULL,
+        "dataset.long_folder": FOLDER_OR_NULL,
         "dataset.hard_negatives": Spec("any", nullable=True),
         "dataset.synthetic_unknown.vocabulary": STR_OR_NULL,
         "dataset.synthetic_speech.vocabulary": STR_OR_NULL,
@@ -143,7 +151,8 @@ DECLARED: dict[str, dict[str, Spec]] = {
     "prepare": {"workers": INT(1, null=True)},
     "export": {
         "quantize": Spec("str", nullable=True, choices=("int8",)),
-        "output_dir": STR_OR_NULL,
+        "evaluation": Spec("str", choices=("run", "here")),
+        "output_dir": FOLDER_OR_NULL,
         "verify_clips": INT(1, null=True),
         "registry.name": STR_OR_NULL,
         "metadata.license": STR_OR_NULL,
@@ -154,9 +163,9 @@ DECLARED: dict[str, dict[str, Spec]] = {
     },
     "mine": {
         "minutes": NUMBER(0.01),
-        "folder": STR_OR_NULL,
+        "folder": FOLDER_OR_NULL,
         "threshold": NUMBER(0, 1, null=True),
-        "output": STR_OR_NULL,
+        "output": FOLDER_OR_NULL,
     },
 }
 
@@ -187,11 +196,14 @@ def check_value(key: str, value: Any, spec: Spec) -> None:
         "number": numeric and math.isfinite(value),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
+        "folder": isinstance(value, str),
         "list": isinstance(value, Sequence) and not isinstance(value, str),
         "mapping": isinstance(value, Mapping),
     }[kind]
     if not ok or (spec.choices and value not in spec.choices):
         _fail(key, value, spec)
+    if kind == "folder" and (reason := system_folder(value)):
+        raise ConfigError(key, f"{value!r} is {reason}", "the harness reads and writes only folders of yours")
     if numeric and ((spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high)):
         _fail(key, value, spec)
     if kind == "list" and spec.item is not None:

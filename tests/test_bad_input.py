@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+from pathlib import Path
 
 import pytest
 from helpers.data import tiny_overrides
@@ -40,12 +41,36 @@ def _error_lines(result) -> list[str]:
         ("export", "verify_clips=-5", "verify_clips: -5 is not an integer >= 1 or null"),
         ("export", "tolerance.fp16=abc", "tolerance.fp16: 'abc' is not a number in [0, 1]"),
         ("prepare", "workers=0", "workers: 0 is not an integer >= 1 or null"),
+        ("export", "output_dir=/", "output_dir: '/' is the file-system root"),
+        ("export", "output_dir=/etc", "output_dir: '/etc' is the system folder /etc"),
+        ("export", "output_dir=/usr/share/kws", "output_dir: '/usr/share/kws' is inside the system folder /usr"),
+        ("prepare", "dataset.cache_dir=/", "dataset.cache_dir: '/' is the file-system root"),
+        ("train", "dataset.unknown_folder=/", "dataset.unknown_folder: '/' is the file-system root"),
+        ("train", "dataset.root=/proc", "dataset.root: '/proc' is the system folder /proc"),
+        ("mine", "output=/etc/mined", "output: '/etc/mined' is inside the system folder /etc"),
     ],
 )
 def test_every_value_is_checked_against_its_kind_when_composed(config_name, override, message):
     with pytest.raises(ConfigError) as caught:
         compose(config_name, [override])
     assert str(caught.value).startswith(message)
+
+
+def test_system_folders_are_refused_by_the_stage_writing_nothing(tmp_path):
+    """`export output_dir=/etc` wrote 8 entries there and `dataset.cache_dir=/` created
+    /prepared; both are one line now, before any work (a link to /etc counts as /etc)."""
+    link = tmp_path / "looks-like-mine"
+    link.symlink_to("/etc")
+    before = sorted(p.name for p in Path("/etc").iterdir())
+    for stage, override, said in (
+        ("export", f"output_dir={link}", "is the system folder /etc"),
+        ("prepare", "dataset.cache_dir=/", "is the file-system root"),
+    ):
+        result = run_stage(stage, override, cwd=tmp_path, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert len(_error_lines(result)) == 1 and said in _error_lines(result)[0], result.stderr[-2000:]
+    assert sorted(p.name for p in Path("/etc").iterdir()) == before and not Path("/prepared").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["looks-like-mine"]
 
 
 def test_values_of_the_right_kind_and_group_choices_pass():
@@ -168,6 +193,31 @@ def test_stores_that_cannot_work_are_one_line_each(tmp_path):
         factories.storage(f"postgresql://u@127.0.0.1:{port}/optuna", None)
     with pytest.raises(KwsError, match=r"^tracking.uri: 'garbage' is not a store URL"):
         store.client_for({"uri": "garbage"})
+
+
+@pytest.mark.slow  # real servers; the silent one takes the connect timeout twice
+@pytest.mark.parametrize("kind", ["silent", "http"])
+def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tmp_path):
+    """libpq waited 16+ minutes on a port that accepts and never answers, deaf to SIGTERM;
+    now every store connection has a connect timeout and the check says what it met."""
+    from helpers.servers import impostor
+
+    with impostor(kind) as port:
+        url = f"postgresql://u:p@127.0.0.1:{port}/db"
+        with pytest.raises(KwsError, match=rf"^storage: 127.0.0.1:{port} did not answer as a PostgreSQL server"):
+            factories.storage(url, None)
+        result = run_stage("train", f"tracking.uri={url}", "trainer.epochs=1", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: tracking.uri: 127.0.0.1:{port} did not answer as a PostgreSQL server"), last
+
+
+def test_every_database_url_is_opened_with_a_connect_timeout():
+    from kws_research.databases import DATABASE_CONNECT_TIMEOUT_S, database_url
+
+    assert database_url("postgresql+psycopg2://u:p@h/db").endswith(f"?connect_timeout={DATABASE_CONNECT_TIMEOUT_S}")
+    assert database_url("postgresql+psycopg2://u:p@h/db?connect_timeout=3").endswith("connect_timeout=3")
+    assert database_url("sqlite:///x.db") == "sqlite:///x.db"
 
 
 def test_a_bare_postgresql_url_uses_the_installed_driver():

@@ -395,6 +395,54 @@ def test_evaluate_stage_and_export_ship_the_calibrated_detector(streamed_run, tm
     assert "MACs per hop (streaming model)" in exported["comparison"]
 
 
+@pytest.mark.slow  # export end to end; make test runs it, make test-fast does not
+@same_worker
+def test_export_ships_the_detector_the_run_was_certified_with(streamed_run, tmp_path, capsys):
+    """The run was evaluated on tiny streams; export's own `stream` config (default: minutes
+    of streams) would evaluate it again and ship another detector. By default it ships the
+    run's: same threshold, window and bound in the metadata as the run logged, no new evaluation."""
+    import coremltools as ct
+
+    from kws_research.exporting.stage import export_run
+    from kws_research.streaming.evaluation import DIGEST_TAG
+
+    folder, result = streamed_run
+    tracking = [f"tracking.uri=sqlite:///{folder}/mlruns.db", f"tracking.artifact_location={folder}/mlartifacts"]
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    before = client.get_run(result.run_id).data
+    cfg = compose(
+        "export",
+        [f"run_id={result.run_id}", *tracking, f"output_dir={tmp_path}/out", "baseline=skip", "format=neuralnetwork"],
+    )
+    assert StreamSettings.from_config(cfg.stream).digest() not in before.tags[DIGEST_TAG]  # export's own differs
+    exported = export_run(OmegaConf.to_container(cfg, resolve=True))
+    assert exported["coreml_verified"] is True
+    printed = capsys.readouterr().out
+    assert "streaming evaluation of run" not in printed.replace("shipping the streaming evaluation", "")
+    assert (
+        f"shipping the streaming evaluation of run {result.run_id}" in printed
+        and "h of validation negatives" in printed
+    )
+    after = client.get_run(result.run_id).data
+    assert after.tags[DIGEST_TAG] == before.tags[DIGEST_TAG]
+    meta = ct.models.MLModel(
+        str(tmp_path / "out" / "kws-tc_resnet.mlmodel"), skip_model_load=True
+    ).user_defined_metadata
+    for key in ("detector_threshold", "detector_window_ms", "val_stream_fa_per_hour_upper95", "temperature"):
+        assert float(meta[key]) == pytest.approx(before.metrics[key]), key
+    assert meta["stream_settings"] == before.tags[DIGEST_TAG].split("/")[0]
+    assert float(meta["val_stream_negatives_hours"]) == pytest.approx(0.5 / 60, abs=1e-3)
+
+
+def test_stream_options_on_the_export_command_line_mean_evaluating_here():
+    from kws_research.exporting.options import evaluation_of
+
+    assert evaluation_of(["run_id=x", "format=both"], "run") == "run"
+    assert evaluation_of(["stream=long"], "run") == evaluation_of(["stream.seed=1"], "run") == "here"
+    assert evaluation_of(["stream=long", "evaluation=run"], "run") == "run"
+    assert evaluation_of(["streaming=off", "streaming_model=false"], "run") == "run"
+
+
 @same_worker
 def test_feature_stream_scoring_equals_window_by_window(streamed_run, tmp_path):
     """Each frame computed once gives every window's probabilities and the same detections."""

@@ -30,6 +30,8 @@ def check_options(cfg: Mapping) -> None:
     for key in ("gate", "streaming"):
         if cfg[key] not in ("auto", "off"):
             raise ConfigError(key, f"{cfg[key]!r} is not auto or off")
+    if cfg["evaluation"] not in ("run", "here"):
+        raise ConfigError("evaluation", f"{cfg['evaluation']!r} is not run or here")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
         raise ConfigError(
             "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"
@@ -38,6 +40,15 @@ def check_options(cfg: Mapping) -> None:
         StreamSettings.from_config(cfg.get("stream"))
     registry.check_options(dict(cfg["registry"]))
     check_declared("export", cfg)  # the kinds and ranges again: a Python caller may have changed them
+
+
+def evaluation_of(overrides: list[str], given: str) -> str:
+    """``evaluation`` as the command line means it: ``here`` when it sets any ``stream``
+    option (``stream=long``, ``stream.seed=1``) without saying ``evaluation=``."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if "evaluation" in keys:
+        return given
+    return "here" if any(k == "stream" or k.startswith("stream.") for k in keys) else given
 
 
 def writable_folder(path: str | None) -> Path | None:

@@ -42,12 +42,15 @@ from kws_research.exporting.options import (
     writable_folder,
 )
 from kws_research.exporting.streaming import (
+    certificate,
     ensure_evaluated,
+    evaluation_line,
     shipped_detector,
     stream_reference,
     verification_hop_ms,
     verify_stream,
     verify_streaming_model,
+    with_evaluation,
 )
 from kws_research.models import load_model
 from kws_research.models.gate import gated
@@ -92,6 +95,7 @@ def _metadata(source, cfg) -> dict:
         "confidence_gate_threshold": rule[1] if rule and rule[0] == "threshold" else None,
         "unknown_prior_weight": rule[1] if rule and rule[0] == "prior" else None,
         **shipped_detector(source, cfg),
+        **(certificate(source, cfg) if shipped_detector(source, cfg) else {}),
     }
 
 
@@ -220,6 +224,8 @@ def _deployed_model(job: ExportJob) -> None:
     model = load_model(job.source.model_path)
     job.rule = open_set_rule(job.source, job.cfg)
     ensure_evaluated(job.client, job.source, model, job.data, job.cfg, job.rule)
+    if shipped_detector(job.source, job.cfg):
+        print(evaluation_line(job.source, job.cfg), flush=True)
     if job.rule is not None:
         model = gated(model, *job.rule, job.source.labels)
     temperature = shipped_detector(job.source, job.cfg).get("temperature", 1.0)
@@ -327,6 +333,7 @@ def export_run(cfg: Mapping) -> dict:
             check_outputs(output_dir, source, cfg)
         folder = output_dir or tmp / "coreml"
         folder.mkdir(parents=True, exist_ok=True)
+        cfg = with_evaluation(source, cfg)
         job = ExportJob(cfg, client, source, source_data(source), folder, tmp)
         _deployed_model(job)
         _convert_and_verify(job)

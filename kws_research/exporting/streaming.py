@@ -20,13 +20,54 @@ from kws_research.coreml import runtime
 from kws_research.errors import KwsError
 from kws_research.streaming import streams
 from kws_research.streaming.detector import Detection, DetectorSettings, detections
-from kws_research.streaming.evaluation import log_evaluation
+from kws_research.streaming.evaluation import DIGEST_TAG, log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_scorer, score
 from kws_research.streaming.settings import SHIPPED_METRICS, StreamSettings
 from kws_research.tracking.source import source_data
 
 log = logging.getLogger(__name__)
+
+
+def run_stream_settings(source) -> dict | None:
+    """The stream settings of the run's latest streaming evaluation: those its report names
+    (or, for runs evaluated before reports named them, its training config's) when their
+    digest is the one the run is tagged with; None when the run has no evaluation."""
+    tagged = source.tags.get(DIGEST_TAG, "").split("/")[0]
+    candidates = ((source.streaming or {}).get("stream_config"), source.config.get("stream"))
+    return next((c for c in candidates if c and StreamSettings.from_config(c).digest() == tagged), None)
+
+
+def with_evaluation(source, cfg) -> dict:
+    """``cfg`` with the stream settings export ships the detector of: by default
+    (``evaluation=run``) those the run's own evaluation was certified on, so the run's
+    detector is shipped as it was logged; the config's with ``evaluation=here`` or when the
+    run has no evaluation."""
+    if cfg["streaming"] != "auto" or cfg["evaluation"] != "run":
+        return cfg
+    logged = run_stream_settings(source)
+    return {**cfg, "stream": logged} if logged is not None else cfg
+
+
+def certificate(source, cfg) -> dict:
+    """What the shipped detector's false-accept bound was earned on (model metadata)."""
+    minutes = ((source.streaming or {}).get("streams") or {}).get("validation_negatives", {}).get("minutes")
+    return {
+        "stream_settings": StreamSettings.from_config(cfg["stream"]).digest(),
+        "val_stream_negatives_hours": round(minutes / 60, 3) if minutes is not None else None,
+    }
+
+
+def evaluation_line(source, cfg) -> str:
+    """Which evaluation export ships, and on how many hours of negatives it was certified."""
+    earned = certificate(source, cfg)
+    hours = earned["val_stream_negatives_hours"]
+    return (
+        f"shipping the streaming evaluation of run {source.run_id} (stream settings {earned['stream_settings']}): "
+        f"detector threshold {source.metrics.get('detector_threshold', float('nan')):g}, certified for "
+        f"{source.metrics.get('val_stream_fa_per_hour_upper95', float('nan')):.3g} FA/h on "
+        f"{'?' if hours is None else f'{hours:g}'} h of validation negatives"
+    )
 
 
 def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
@@ -40,7 +81,7 @@ def ensure_evaluated(client, source, model, data, cfg, rule) -> None:
     evaluation = evaluate_model(model, data, source.config["dataset"], cfg["stream"], rule)
     log_evaluation(client, source.run_id, evaluation, source.model_label)
     run = client.get_run(source.run_id)
-    source.metrics, source.tags = dict(run.data.metrics), dict(run.data.tags)
+    source.metrics, source.tags, source.streaming = dict(run.data.metrics), dict(run.data.tags), evaluation.report
 
 
 def shipped_detector(source, cfg) -> dict:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +146,7 @@ def evaluate(
     }
     report = {
         "settings_digest": settings.digest(),
+        "stream_config": asdict(settings),  # what export evaluates with to ship this detector unchanged
         "detector": detector.as_dict(),
         "temperature": temperature,
         "validation_point": chosen,

@@ -130,7 +130,7 @@ def storage(url: str, heartbeat_interval: int | None, on_stale: Callable | None 
 
     if url.startswith("journal:"):
         return _journal(Path(url[len("journal:") :]).expanduser())
-    url = databases.with_driver(url)
+    url = databases.database_url(url)
     if url.startswith("sqlite:///"):
         databases.check_sqlite_file(Path(url[len("sqlite:///") :]).expanduser(), url, "storage")
     else:

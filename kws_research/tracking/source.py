@@ -22,6 +22,7 @@ class SourceRun:
     metrics: dict
     tags: dict
     report: dict | None
+    streaming: dict | None = None  # streaming/streaming.json: the run's latest streaming evaluation
 
     @property
     def fingerprint(self) -> str:
@@ -136,6 +137,7 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
     import yaml
 
     report_path = local / "classification_report.json"
+    streaming_path = local / "streaming" / "streaming.json"
     return SourceRun(
         run_id=run_id,
         experiment_id=run.info.experiment_id,
@@ -145,6 +147,7 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
         report=json.loads(report_path.read_text()) if report_path.exists() else None,
+        streaming=json.loads(streaming_path.read_text()) if streaming_path.exists() else None,
     )
 
 

@@ -73,7 +73,7 @@ def check_reachable(uri: str) -> None:
 
 
 def resolve_uri(tracking: Mapping) -> str:
-    return databases.with_driver(str(tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI))
+    return databases.database_url(str(tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI))
 
 
 def client_for(tracking: Mapping):
