@@ -25,6 +25,18 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def check_config_dir(argv: list[str]) -> None:
+    """Hydra's ``--config-dir``/``-cd``: a folder that is not there is one line (Hydra printed
+    three and exited 1)."""
+    for index, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in ("--config-dir", "-cd"):
+            continue
+        folder = value if eq else (argv[index + 1] if index + 1 < len(argv) else "")
+        if not folder or not os.path.isdir(os.path.expanduser(folder)):
+            fail(f"--config-dir: {folder or '(no folder given)'} is not a folder; give a folder of extra configs")
+
+
 def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], None]:
     """A ``main()`` that composes ``conf/<config_name>.yaml`` with the command-line
     overrides and calls ``run(cfg)``; a bad override or a :class:`KwsError` becomes one
@@ -56,6 +68,7 @@ def hydra_stage(config_name: str, run: Callable[[Any], Any]) -> Callable[[], Non
 
     def main() -> None:
         overrides = sys.argv[1:]
+        check_config_dir(overrides)
         if not any(arg.startswith("-") for arg in overrides):  # Hydra's own flags go to Hydra as they are
             try:
                 check_overrides(config_name, overrides)

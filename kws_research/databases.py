@@ -25,6 +25,9 @@ CONNECT_TIMEOUT_S = 5.0
 # the driver's connect, deaf to SIGTERM and SIGINT, for as long as TCP keeps the socket.
 DATABASE_CONNECT_TIMEOUT_S = 10
 TIMEOUT_QUERY = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
+# Tables that mark a SQLite file as a store the harness opens (MLflow's or Optuna's): any
+# other database with tables of its own is the user's, and MLflow would add 40 tables to it.
+STORE_TABLES = ({"experiments", "runs"}, {"studies", "trials"})
 # What libpq says when the peer is no PostgreSQL server (silent, HTTP, garbage).
 NOT_POSTGRES = ("timeout expired", "invalid response", "closed the connection unexpectedly", "expected", "lost")
 
@@ -136,10 +139,12 @@ def check_sqlite_file(path: Path, url: str, key: str) -> None:
         raise KwsError(f"{key}: {path} is not writable; fix its permissions or change {key}")
     if not path.exists() or path.stat().st_size == 0:
         return
+    tables: set[str] = set()
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
             verdict = connection.execute("PRAGMA quick_check(1)").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             connection.close()
     except sqlite3.OperationalError as exc:
@@ -152,4 +157,10 @@ def check_sqlite_file(path: Path, url: str, key: str) -> None:
         raise KwsError(
             f"{key}: {path} is not a readable database ({verdict}); it was left as it is: move it away "
             f"(or restore a backup) and rerun, or set {key} to another store"
+        )
+    if tables and not any(marker <= tables for marker in STORE_TABLES):
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        raise KwsError(
+            f"{key}: {path} is a SQLite database with tables of its own ({shown}), not an MLflow or Optuna "
+            f"store; it was left as it is: set {key} to a new file, e.g. sqlite:///mlruns.db"
         )

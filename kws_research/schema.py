@@ -11,6 +11,7 @@ samplers and pruners (from their constructors' type hints).
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ class Spec:
     item: Spec | None = None
     choices: tuple[str, ...] = ()
     options: tuple[Spec, ...] = ()  # kind "union": any one of these
+    pattern: str | None = None  # strings: a regular expression the whole value matches
+    pattern_text: str = ""  # what the pattern allows, in words
 
     def describe(self) -> str:
         if self.kind == "union":
@@ -41,6 +44,8 @@ class Spec:
             text = f"a list of {self.item.describe() if self.item else 'values'}"
         elif self.choices:
             text = "one of " + ", ".join(self.choices)
+        elif self.pattern:
+            text = self.pattern_text
         else:
             text = {
                 "int": "an integer",
@@ -75,6 +80,13 @@ def ANY_OF(*options: Spec) -> Spec:
 
 
 STR_OR_NULL = Spec("str", nullable=True)
+# MLflow's registered model names as a path-safe name: no folder parts, no spaces
+MODEL_NAME = Spec(
+    "str",
+    nullable=True,
+    pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
+    pattern_text="a name of letters, digits, '_', '.' and '-' (no '/')",
+)
 FOLDER = Spec("folder")  # a folder of the user's: never the file-system root or a system folder
 FOLDER_OR_NULL = Spec("folder", nullable=True)
 FRACTION = NUMBER(0, 1)
@@ -140,6 +152,10 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "stream.rooms.count": INT(1),
         "augment.rooms.count": INT(1),
         "dataset.generator.engines": LIST(Spec("str", choices=("espeak", "piper"))),
+        "dataset.generator.speakers": INT(3),  # one speaker at least per split
+        "dataset.generator.repetitions": INT(1),
+        "dataset.generator.validation_fraction": NUMBER(0, 0.45),  # the training split keeps 10% at least
+        "dataset.generator.testing_fraction": NUMBER(0, 0.45),
         "dataset.synthetic_unknown.engines": LIST(Spec("str", choices=("espeak", "piper"))),
         "dataset.synthetic_speech.engines": LIST(Spec("str", choices=("espeak", "piper"))),
         "tracking.experiment": STR_OR_NULL,
@@ -154,7 +170,7 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "evaluation": Spec("str", choices=("run", "here")),
         "output_dir": FOLDER_OR_NULL,
         "verify_clips": INT(1, null=True),
-        "registry.name": STR_OR_NULL,
+        "registry.name": MODEL_NAME,
         "metadata.license": STR_OR_NULL,
         "tolerance.fp32": FRACTION,
         "tolerance.fp16": FRACTION,
@@ -201,6 +217,8 @@ def check_value(key: str, value: Any, spec: Spec) -> None:
         "mapping": isinstance(value, Mapping),
     }[kind]
     if not ok or (spec.choices and value not in spec.choices):
+        _fail(key, value, spec)
+    if spec.pattern and not re.fullmatch(spec.pattern, value):
         _fail(key, value, spec)
     if kind == "folder" and (reason := system_folder(value)):
         raise ConfigError(key, f"{value!r} is {reason}", "the harness reads and writes only folders of yours")

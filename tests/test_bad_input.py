@@ -48,6 +48,10 @@ def _error_lines(result) -> list[str]:
         ("train", "dataset.unknown_folder=/", "dataset.unknown_folder: '/' is the file-system root"),
         ("train", "dataset.root=/proc", "dataset.root: '/proc' is the system folder /proc"),
         ("mine", "output=/etc/mined", "output: '/etc/mined' is inside the system folder /etc"),
+        ("export", "registry.name=../evil/x", "registry.name: '../evil/x' is not a name of letters, digits"),
+        ("prepare", "dataset.generator.speakers=0", "dataset.generator.speakers: 0 is not an integer >= 3"),
+        ("prepare", "dataset.generator.speakers=2", "dataset.generator.speakers: 2 is not an integer >= 3"),
+        ("prepare", "dataset.generator.validation_fraction=0.9", "dataset.generator.validation_fraction: 0.9 is"),
     ],
 )
 def test_every_value_is_checked_against_its_kind_when_composed(config_name, override, message):
@@ -71,6 +75,14 @@ def test_system_folders_are_refused_by_the_stage_writing_nothing(tmp_path):
         assert len(_error_lines(result)) == 1 and said in _error_lines(result)[0], result.stderr[-2000:]
     assert sorted(p.name for p in Path("/etc").iterdir()) == before and not Path("/prepared").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["looks-like-mine"]
+
+
+def test_a_missing_config_dir_is_one_line(tmp_path):
+    for args in (["--config-dir", str(tmp_path / "missing")], [f"--config-dir={tmp_path / 'missing'}"]):
+        result = run_stage("train", *args, cwd=tmp_path, timeout=120)
+        assert result.returncode == 2 and _error_lines(result) == [
+            f"error: --config-dir: {tmp_path / 'missing'} is not a folder; give a folder of extra configs"
+        ], result.stderr[-2000:]
 
 
 def test_values_of_the_right_kind_and_group_choices_pass():
@@ -191,6 +203,17 @@ def test_stores_that_cannot_work_are_one_line_each(tmp_path):
             store.client_for({"uri": uri})
     with pytest.raises(KwsError, match=r"^storage: database server 127.0.0.1"):
         factories.storage(f"postgresql://u@127.0.0.1:{port}/optuna", None)
+    theirs = tmp_path / "inventory.db"
+    connection = sqlite3.connect(theirs)
+    connection.execute("create table items (name text)")
+    connection.commit()
+    connection.close()
+    kept = theirs.read_bytes()
+    with pytest.raises(KwsError, match=r"^tracking.uri: .*inventory.db is a SQLite database with tables of its own"):
+        store.client_for({"uri": f"sqlite:///{theirs}"})
+    with pytest.raises(KwsError, match=r"^storage: .*inventory.db is a SQLite database with tables of its own"):
+        factories.storage(f"sqlite:///{theirs}", None)
+    assert theirs.read_bytes() == kept  # not one MLflow or Optuna table added
     with pytest.raises(KwsError, match=r"^tracking.uri: 'garbage' is not a store URL"):
         store.client_for({"uri": "garbage"})
 

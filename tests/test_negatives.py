@@ -279,3 +279,22 @@ def test_the_openset_experiment_trains_on_talk_in_rooms_and_is_measured_with_peo
     run = MlflowClient(cfg.tracking.uri).get_run(result.run_id)
     assert run.data.params["dataset.unknown_sources.conversation"] == "0.25"
     assert run.data.params["stream.background"] == "conversation" and run.data.params["stream.reverb"] == "0.5"
+
+
+def test_names_that_are_not_utf8_are_skipped_and_listed_in_every_outside_folder(tone_root, tmp_path, long_folder):
+    """A non-UTF-8 file name under dataset.long_folder or dataset.unknown_folder was a
+    traceback; it is skipped and listed, as in word folders."""
+    import os
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(6):
+        sf.write(clips / f"s{i}_word.wav", long_recording(1, SAMPLE_RATE, i), SAMPLE_RATE, subtype="PCM_16")
+    for folder, source in ((long_folder / "show", "episode0.flac"), (clips, "s0_word.wav")):
+        with open(os.fsencode(folder) + b"/zz_\xff\xfe" + source[source.rindex(".") :].encode(), "wb") as handle:
+            handle.write((folder / source).read_bytes())
+    cfg = windows_cfg(tone_root, tmp_path / "c", unknown_sources={"words": 1.0, "long_folder": 0.5, "folder": 0.5})
+    cfg["long_folder"], cfg["unknown_folder"] = str(long_folder), str(clips)
+    skipped = {row["file"]: row["reason"] for row in prepare(cfg).summary["skipped"]}
+    assert "UTF-8" in skipped["long_folder/show/zz_\\xff\\xfe.flac"], skipped
+    assert "UTF-8" in skipped["folder/zz_\\xff\\xfe.wav"], skipped

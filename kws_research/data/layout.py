@@ -99,7 +99,7 @@ def printable(path: Path, root: Path) -> str:
     return os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
 
 
-def _utf8(name: str) -> bool:
+def utf8_name(name: str) -> bool:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes, kept by Python as surrogate escapes
@@ -114,7 +114,7 @@ def _entries(folder: Path, root: Path, unusable: dict[str, str]) -> list[FileEnt
             continue
         if not path.is_file():
             continue
-        if not _utf8(path.name):
+        if not utf8_name(path.name):
             unusable[printable(path, root)] = NOT_UTF8
             continue
         stat = path.stat()
@@ -148,7 +148,7 @@ def scan(root: Path | str) -> Layout:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name.startswith((".", "_")):
             continue
-        if not _utf8(folder.name):
+        if not utf8_name(folder.name):
             unusable[printable(folder, root) + "/"] = NOT_UTF8
             continue
         entries = _entries(folder, root, unusable)

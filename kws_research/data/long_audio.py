@@ -20,7 +20,7 @@ import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, INT16_SCALE
 from kws_research.data.audio import ClipError, decode_long
-from kws_research.data.layout import SPLITS, which_set
+from kws_research.data.layout import NOT_UTF8, SPLITS, printable, utf8_name, which_set
 from kws_research.errors import ConfigError, KwsError
 
 LONG_SUFFIXES = (".wav", ".flac")
@@ -48,11 +48,17 @@ class WindowSettings:
         return settings
 
 
-def recordings(folder: Path, key: str, validation_percentage: float, testing_percentage: float) -> dict:
-    """The long files of ``folder`` (recursively) per split, by file hash."""
+def recordings(
+    folder: Path, key: str, validation_percentage: float, testing_percentage: float, skipped: dict | None = None
+) -> dict:
+    """The long files of ``folder`` (recursively) per split, by file hash; files whose names
+    are not UTF-8 are left out (and listed in ``skipped``: no split or cache can name them)."""
     if not folder.is_dir():
         raise KwsError(f"{key}: {folder} is not a folder; point it at a folder of long .wav/.flac recordings")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LONG_SUFFIXES and p.is_file())
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LONG_SUFFIXES and p.is_file())
+    files = [p for p in found if utf8_name(str(p.relative_to(folder)))]
+    if skipped is not None:
+        skipped.update({printable(p, folder): NOT_UTF8 for p in found if p not in files})
     if not files:
         raise KwsError(f"{key}: {folder} holds no .wav or .flac files")
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}

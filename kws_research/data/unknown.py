@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kws_research.data import sources
+from kws_research.data.layout import NOT_UTF8, printable, utf8_name
 from kws_research.data.sources import Outside
 from kws_research.errors import KwsError
 
@@ -137,6 +138,9 @@ def clip_folder(
     their files named ``<prefix>/<relative path>`` (``prefix``: ``key``)."""
     found = Outside()
     for path in sorted(folder.rglob("*.wav")):
+        if not utf8_name(str(path.relative_to(folder))):
+            found.skipped[f"{prefix or key}/{printable(path, folder)}"] = NOT_UTF8
+            continue
         rel = path.relative_to(folder).as_posix()
         found.clips[split_of(rel)].append(str(path))
         stat = path.stat()

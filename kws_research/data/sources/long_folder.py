@@ -29,14 +29,23 @@ class LongRecordings(UnknownSource):
     def identity(self, settings: dict, share: float) -> dict:
         return {"windows": asdict(settings["windows"])} if share else {}
 
-    def recordings(self, spec, settings: dict, cache_dir: Path) -> tuple[dict[str, list[Path]], Path]:
+    def recordings(
+        self, spec, settings: dict, cache_dir: Path, skipped: dict | None = None
+    ) -> tuple[dict[str, list[Path]], Path]:
+        """Per split, the recordings; files left out for their names go into ``skipped``."""
         folder = Path(str(settings["folder"])).expanduser().resolve()
         pct = (spec.validation_percentage, spec.testing_percentage)
-        return long_audio.recordings(folder, "dataset.long_folder", *pct), folder
+        unusable: dict[str, str] = {}
+        split = long_audio.recordings(folder, "dataset.long_folder", *pct, unusable)
+        if skipped is not None:
+            skipped.update({f"{self.name}/{name}": why for name, why in unusable.items()})
+        return split, folder
 
     def outside(self, spec, settings: dict, cache_dir: Path) -> Outside:
-        recordings, base = self.recordings(spec, settings, cache_dir)
+        unusable: dict[str, str] = {}
+        recordings, base = self.recordings(spec, settings, cache_dir, unusable)
         windows, failed = long_audio.plan_windows(recordings, settings["windows"], cache_dir / "long_windows")
+        failed = {**failed, **unusable}
         if not windows["train"]:
             raise KwsError(
                 f"dataset.{self.config_key}: no window of the training recordings is louder than "

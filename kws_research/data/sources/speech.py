@@ -32,7 +32,9 @@ class Speech(LongRecordings):
             return {}
         return {**super().identity(settings, share), "speech": without_default_engines(settings["options"])}
 
-    def recordings(self, spec, settings: dict, cache_dir: Path) -> tuple[dict[str, list[Path]], Path]:
+    def recordings(
+        self, spec, settings: dict, cache_dir: Path, skipped: dict | None = None
+    ) -> tuple[dict[str, list[Path]], Path]:
         root = speech_root(spec, cache_dir).resolve()
         return speech.split_recordings(root), root
 
