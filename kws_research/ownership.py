@@ -131,6 +131,26 @@ def remove(path: Path, key: str, hint: str) -> None:
     unrecord(path)
 
 
+def replace(new: Path, target: Path, key: str, hint: str) -> Path:
+    """Put the finished folder ``new`` at ``target`` in renames: the old folder (if the
+    harness made it) aside, the new one in, then the old one deleted. A process killed in
+    between leaves ``target`` whole, old or new, never half deleted; what it set aside is a
+    marked ``.<name>.old.<pid>.tmp`` that the next run removes (``remove_dead_temporaries``)."""
+    check_replaceable(target, key, hint)
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = target.with_name(f".{target.name}.old.{os.getpid()}.tmp")
+        target.rename(aside)
+        unrecord(target)
+    new.rename(target)
+    if aside is not None:
+        if _empty_folder(aside):
+            aside.rmdir()
+        else:
+            discard(aside)
+    return target
+
+
 def discard(path: Path) -> None:
     """Best-effort removal of a temporary the harness itself created and marked; a folder
     without the mark is left alone (it may be a user's folder of the same name)."""

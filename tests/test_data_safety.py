@@ -86,3 +86,36 @@ def test_every_stage_leaves_planted_user_files_byte_for_byte(tone_root, tmp_path
     with pytest.raises(KwsError, match=r"^output: .*my_windows exists and was not created by kws-research"):
         mine_run(client, run_id, {**mine_cfg, "output": str(user_output)})
     assert (user_output / "clip.wav").read_bytes() == b"mine"
+
+
+def test_a_folder_is_replaced_whole_and_a_killed_swap_is_cleaned_up(tmp_path):
+    """mine, the cache, the generator and downloads replace their earlier folder by renames:
+    the old one aside, the new one in, the old one deleted; never half deleted. What a killed
+    process set aside carries the mark and is removed by the next run; a user's folder is
+    never swapped."""
+    import subprocess
+    import sys
+
+    from kws_research import ownership
+    from kws_research.processes import remove_dead_temporaries
+
+    target = ownership.new_folder(tmp_path / "mined", "mined")
+    (target / "old.wav").write_bytes(b"old")
+    new = ownership.new_folder(tmp_path / ".mined.123.tmp", "mined")
+    (new / "new.wav").write_bytes(b"new")
+    ownership.replace(new, target, "output", "hint")
+    assert sorted(p.name for p in target.iterdir() if not p.name.startswith(".")) == ["new.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mined"]  # nothing set aside is left
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = ownership.new_folder(tmp_path / f".mined.old.{dead.stdout.strip()}.tmp", "mined")
+    (aside / "old.wav").write_bytes(b"old")
+    assert remove_dead_temporaries(tmp_path) == [aside] and not aside.exists()
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("mine")
+    other = ownership.new_folder(tmp_path / ".theirs.1.tmp", "mined")
+    with pytest.raises(KwsError, match="was not created by kws-research"):
+        ownership.replace(other, theirs, "output", "hint")
+    assert (theirs / "keep.txt").read_text() == "mine" and other.is_dir()

@@ -102,6 +102,13 @@ def test_export_converts_verifies_compares_and_logs(trained):
 
     again = export_run(export_cfg(folder, f"run_id={run_id}", "format=mlprogram", "precision=fp32"))  # oneDNN
     assert again["baseline_run_id"] == baselines[0].info.run_id  # found, not trained again
+    # the re-export (mlprogram only, no streaming model) replaced the first one as a whole
+    assert {a.path for a in client.list_artifacts(run_id, "coreml")} == {
+        "coreml/kws-tc_resnet.mlpackage",
+        "coreml/verification.json",
+        "coreml/comparison.md",
+        "coreml/comparison.png",
+    }
     assert len(client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")) == 1
 
 

@@ -4,6 +4,7 @@ background) and hard-negative mining, each as an unknown source of a real prepar
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -258,6 +259,11 @@ def test_mined_windows_are_an_unknown_source_of_the_next_run_for_training_only(m
     assert (rounds.fingerprint != data.fingerprint) == (streamed["mined_windows"] > 0)  # a round that found nothing
     with pytest.raises(KwsError, match="python -m kws_research.mine run_id=nope"):
         prepare(dict(cfg.dataset, hard_negatives="nope"))
+    half = folder / "cache" / "hard_negatives" / "half-mined"  # what a mining killed mid-swap used to leave
+    shutil.copytree(folder / "cache" / "hard_negatives" / result.run_id, half)
+    (half / "mined.json").unlink()
+    with pytest.raises(KwsError, match=r"half-mined has no mined.json: a mining of run half-mined did not finish"):
+        prepare(dict(cfg.dataset, hard_negatives="half-mined"))
     mine_cfg = OmegaConf.to_container(compose("mine", [*TINY_STREAMS, f"folder={folder}/nonexistent"]), resolve=True)
     client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
     with pytest.raises(KwsError, match=r"^folder: .*nonexistent is not a folder"):

@@ -214,8 +214,7 @@ class CacheWriter:
 
     def commit(self) -> None:
         """Make the cache visible, replacing a stale one this harness built (never anything else)."""
-        ownership.remove(self.path, "dataset.cache_dir", "set dataset.cache_dir=<another folder>")
-        self.tmp.rename(self.path)
+        ownership.replace(self.tmp, self.path, "dataset.cache_dir", "set dataset.cache_dir=<another folder>")
 
     def abort(self) -> None:
         ownership.discard(self.tmp)

@@ -212,8 +212,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
 
 def _move_into_place(tmp: Path, target: Path, archive_file: str) -> None:
     check_target(target, archive_file)  # again: the folder may have changed while extracting
-    ownership.remove(target, "dataset.root", "set dataset.root=<a new folder>")  # empty, or our interrupted one
-    tmp.rename(target)
+    ownership.replace(tmp, target, "dataset.root", "set dataset.root=<a new folder>")  # empty, or our interrupted one
 
 
 def ensure_downloaded(url: str, root: Path, sha256: str | None, size: int | None) -> Path:

@@ -283,8 +283,7 @@ def write_complete(target: Path, write) -> dict:
         description = write(tmp)
         description["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / COMPLETE_MARKER).write_text(json.dumps(description, indent=1))
-        ownership.remove(target, "dataset.root", hint)  # an incomplete earlier attempt of ours
-        tmp.rename(target)
+        ownership.replace(tmp, target, "dataset.root", hint)  # an incomplete earlier attempt of ours
     except BaseException:
         ownership.discard(tmp)
         raise

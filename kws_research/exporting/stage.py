@@ -57,7 +57,7 @@ from kws_research.models.gate import gated
 from kws_research.models.streaming import macs_per_hop, streaming_model
 from kws_research.models.temperature import tempered_model
 from kws_research.tracking import store
-from kws_research.tracking.runs import log_artifacts, log_metrics
+from kws_research.tracking.runs import log_artifacts, log_metrics, remove_artifacts
 from kws_research.tracking.source import fetch, open_set_rule, resolve_run_id, source_data
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ def _log_on_run(
     log_metrics(client, run_id, metrics)
     client.set_tag(run_id, "coreml_verified", str(verified).lower())
     client.set_tag(run_id, "coreml_interface", interface)
+    remove_artifacts(client, run_id, "coreml")  # a re-export replaces the run's export as a whole
     for name in REPORTS:
         log_artifacts(client, run_id, folder / name, "coreml")
     for path in files:

@@ -26,6 +26,7 @@ from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.audio import write_wav
 from kws_research.data.unknown import MINED_FILE
+from kws_research.processes import remove_dead_temporaries
 from kws_research.streaming import calibration, detector
 from kws_research.streaming.detector import DetectorSettings
 from kws_research.streaming.scoring import Scorer
@@ -91,6 +92,7 @@ def save(mined: Mined, folder: Path, about: dict, key: str = "dataset.cache_dir"
     """The windows as 16 kHz WAV clips plus ``mined.json``, written whole or not at all."""
     hint = f"move it away or set {key}=<another folder>"
     check_output(folder, key)
+    remove_dead_temporaries(folder.parent)  # what a killed mining left beside it
     tmp = ownership.new_folder(folder.with_name(f".{folder.name}.{os.getpid()}.tmp"), f"mined {folder.name}")
     try:
         for index, (window, record) in enumerate(zip(mined.windows, mined.detections)):
@@ -99,8 +101,7 @@ def save(mined: Mined, folder: Path, about: dict, key: str = "dataset.cache_dir"
             record["file"] = name
         summary = {**about, "hours": mined.hours, "fa_per_hour": mined.fa_per_hour, "detections": mined.detections}
         (tmp / MINED_FILE).write_text(json.dumps(summary, indent=1))
-        ownership.remove(folder, key, hint)  # an earlier mining of the same run
-        tmp.rename(folder)
+        ownership.replace(tmp, folder, key, hint)  # an earlier mining of the same run, swapped whole
     except BaseException:
         ownership.discard(tmp)
         raise

@@ -142,6 +142,25 @@ def log_artifacts(client, run_id: str, local: Path | str, artifact_path: str | N
         ) from exc
 
 
+def remove_artifacts(client, run_id: str, artifact_path: str) -> None:
+    """Remove a folder of the run's artifacts the harness logged, so that what is logged
+    next replaces it as a whole (a re-export without a streaming model must not keep the
+    last export's streaming files). A store that cannot delete says so in a warning."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if not client.list_artifacts(run_id, artifact_path):
+        return
+    try:
+        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(artifact_path)
+    except (NotImplementedError, OSError) as exc:
+        log.warning(
+            "run %s: could not remove its old %s/ artifacts (%s); they stay beside the new ones",
+            run_id,
+            artifact_path,
+            exc,
+        )
+
+
 @contextlib.contextmanager
 def artifact_dir() -> Iterator[Path]:
     """A scratch folder whose content is logged with ``client.log_artifacts``."""

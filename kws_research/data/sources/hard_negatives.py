@@ -19,6 +19,11 @@ def hard_negative_folder(value: str, cache_dir: Path) -> Path:
         return folder.resolve()
     mined = cache_dir / "hard_negatives" / value
     if mined.is_dir():
+        if not (mined / MINED_FILE).is_file():
+            raise KwsError(
+                f"dataset.hard_negatives: {mined} has no {MINED_FILE}: a mining of run {value} did not finish; "
+                f"run `python -m kws_research.mine run_id={value}` again"
+            )
         return mined.resolve()
     raise KwsError(
         f"dataset.hard_negatives: {value} is neither a folder nor a run with mined windows in {mined.parent}; "
