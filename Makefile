@@ -44,6 +44,7 @@ endif
 $(STAMP): pyproject.toml
 	@echo "Installing kws-research into $(VENV): TensorFlow (CPU), Keras, coremltools, MLflow, Optuna, Hydra,"
 	@echo "the espeak-ng and Piper data generators and the test tools (about 3 GB; 2-4 minutes, once)."
+	@date +%s > /tmp/kws-install-start.$$PPID
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[synth,piper,dev]'
@@ -54,6 +55,7 @@ ifneq ($(strip $(GPU)),)
 	$(PY) -c "import tensorflow as tf; print('GPUs:', tf.config.list_physical_devices('GPU'))"
 endif
 	@touch $(STAMP)
+	@echo $$(( $$(date +%s) - $$(cat /tmp/kws-install-start.$$PPID) )) > $(VENV)/.install-seconds; rm -f /tmp/kws-install-start.$$PPID
 	@echo "Installed: $$($(PY) -m pip list 2>/dev/null | wc -l) packages in $(VENV); every make target uses it."
 
 data: $(STAMP)
@@ -103,8 +105,10 @@ bench-accuracy: $(STAMP)
 	$(PY) -m benchmarks.bench_accuracy --data $(if $(DATA),$(DATA),$(SUBSET)) \
 		--commands '$(if $(DATA),$(COMMANDS),$(SUBSET_COMMANDS))' $(BENCH_ARGS)
 
+# The sweep's "where the time went" table shows the install when this make just did it.
 sweep: $(STAMP)
-	$(PY) -m kws_research.sweep sweep=$(SWEEP) $(DATASET) $(ARGS)
+	KWS_INSTALL_SECONDS=$$(cat $(VENV)/.install-seconds 2>/dev/null; rm -f $(VENV)/.install-seconds) \
+		$(PY) -m kws_research.sweep sweep=$(SWEEP) $(DATASET) $(ARGS)
 
 export: $(STAMP)
 	$(PY) -m kws_research.export run_id=$(RUN_ID) $(ARGS)

@@ -9,6 +9,7 @@ the UI command; the last stdout line is the summary as one JSON object.
 from __future__ import annotations
 
 import logging.config
+import os
 import sys
 import warnings
 
@@ -25,6 +26,23 @@ USAGE = __doc__
 def configure_logging() -> None:
     """The same stderr logging as the Hydra stages (conf/hydra/job_logging/kws.yaml)."""
     logging.config.dictConfig(yaml.safe_load((CONF_DIR / "hydra" / "job_logging" / "kws.yaml").read_text()))
+
+
+def time_table(timings: dict):
+    """Where the time of this command went: the install (``make`` passes its seconds in
+    ``KWS_INSTALL_SECONDS`` when it installed just now), the data, the study, the baseline, the export."""
+    from rich.table import Table
+
+    rows = dict(timings)
+    if os.environ.get("KWS_INSTALL_SECONDS", "").isdigit():
+        rows = {"install": float(os.environ["KWS_INSTALL_SECONDS"]), **rows}
+    table = Table(title="where the time went", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", justify="right")
+    for stage, seconds in rows.items():
+        table.add_row(stage, f"{seconds:.0f} s")
+    table.add_row("total", f"{sum(rows.values()):.0f} s")
+    return table
 
 
 def print_result(result: dict) -> None:
@@ -58,6 +76,7 @@ def print_result(result: dict) -> None:
         )
         if registered := registered_line(final):
             console.print(registered)
+    console.print(time_table(result.get("timings") or {}))
     console.print(f"browse: make ui  (or: mlflow ui --backend-store-uri {result.get('tracking_uri')} --workers 1)")
 
 

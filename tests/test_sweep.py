@@ -134,6 +134,11 @@ def test_sweep_leaves_parent_and_nested_trial_runs(tone_root, tmp_path):
     assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"] == result["best_run_id"]
     metrics = parent.data.metrics
     assert metrics["best_value"] == pytest.approx(best.value)
+    # where the time went, printed by the sweep stage and logged on the parent run
+    assert set(result["timings"]) >= {"data", "study"} and all(v >= 0 for v in result["timings"].values())
+    assert {f"time_{stage}_s" for stage in result["timings"]} <= set(metrics)
+    if result.get("final_stage"):
+        assert {"baseline", "export"} <= set(result["timings"])
     assert (metrics["n_complete"], metrics["n_pruned"], metrics["n_failed"]) == (
         states.count(TrialState.COMPLETE),
         states.count(TrialState.PRUNED),

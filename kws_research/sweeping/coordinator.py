@@ -20,7 +20,7 @@ from kws_research.sweeping.definition import SweepDefinition
 from kws_research.sweeping.report import describe, log_report
 from kws_research.sweeping.runner import trial_budget, work
 from kws_research.tracking.datasets import log_dataset_input
-from kws_research.tracking.runs import flatten, git_commit, log_params, tracked_run
+from kws_research.tracking.runs import flatten, git_commit, log_metrics, log_params, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def run_workers(definition: SweepDefinition, parent_run_id: str, deadline: float
 
 def run_sweep(definition: SweepDefinition) -> dict:
     """Search, report on the parent run, then run the final stage on the best trial."""
+    started = time.perf_counter()
     context = open_context(definition)  # decodes the data once, before any worker
+    timings = {"data": time.perf_counter() - started}
     data, client, experiment, study = context.data, context.client, context.experiment_id, context.study
     previous = list(study.user_attrs.get("mlflow_parent_runs", []))  # dead ones were ended by client_for
     tags = {
@@ -99,10 +101,12 @@ def run_sweep(definition: SweepDefinition) -> dict:
         log_dataset_input(client, parent, data)
         try:
             workers = worker_count(definition, trial_budget(definition, context.space))
+            searched = time.perf_counter()
             if workers == 1:
                 work(context, parent, deadline)
             else:
                 run_workers(definition, parent, deadline, workers)
+            timings["study"] = time.perf_counter() - searched
         finally:
             try:
                 result = log_report(client, parent, study, definition)
@@ -113,6 +117,12 @@ def run_sweep(definition: SweepDefinition) -> dict:
     try:
         result["final_stage"] = final_stage(definition, result)
     finally:
+        final = result.get("final_stage") or {}
+        if final:
+            timings["baseline"] = final.get("baseline_seconds", 0.0)
+            timings["export"] = final.get("seconds", 0.0) - timings["baseline"]
+        result["timings"] = {stage: round(seconds, 1) for stage, seconds in timings.items()}
+        log_metrics(client, parent, {f"time_{stage}_s": seconds for stage, seconds in result["timings"].items()})
         describe(client, parent, result)
     return result
 
