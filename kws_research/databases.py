@@ -76,7 +76,8 @@ def _handshake(parsed, key: str, where: str) -> None:
     try:
         engine.connect().close()
     except DBAPIError as exc:
-        reason = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
+        said = str(exc.orig or exc).strip()
+        reason = said.splitlines()[0] if said else type(exc).__name__
         backend = parsed.get_backend_name()
         if backend == "postgresql" and any(s in reason.lower() for s in NOT_POSTGRES):
             raise KwsError(

@@ -72,7 +72,8 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
 
 
 @pytest.mark.slow  # end to end; make test runs it, make test-fast does not
-def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
+@pytest.mark.parametrize("size_kb", [64, 640])  # full before any artifact; full in the middle of the model
+def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path, size_kb):
     artifacts = tmp_path / "artifacts"
     db = tmp_path / "mlruns.db"
     command = stage(
@@ -86,7 +87,7 @@ def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
         f"tracking.uri=sqlite:///{db}",
         f"tracking.artifact_location={artifacts}",
     )
-    result = run_on_small_filesystem(command, artifacts, tmp_path, size_kb=64)
+    result = run_on_small_filesystem(command, artifacts, tmp_path, size_kb=size_kb)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     line = last_line(result)
     assert line.startswith("error: tracking.artifact_location: cannot write the artifacts of run ")
@@ -94,3 +95,5 @@ def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
     client = MlflowClient(f"sqlite:///{db}")
     (run,) = client.search_runs([client.get_experiment_by_name("speech_commands").experiment_id])
     assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
+    left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
+    assert not [p for p in left if p.endswith("model.keras")], left  # no truncated model in the store

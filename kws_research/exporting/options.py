@@ -30,8 +30,6 @@ def check_options(cfg: Mapping) -> None:
     for key in ("gate", "streaming"):
         if cfg[key] not in ("auto", "off"):
             raise ConfigError(key, f"{cfg[key]!r} is not auto or off")
-    if cfg["evaluation"] not in ("run", "here"):
-        raise ConfigError("evaluation", f"{cfg['evaluation']!r} is not run or here")
     if cfg["interface"] == "seed" and cfg["format"] == "mlprogram":
         raise ConfigError(
             "interface", "seed is the tutorial's neuralnetwork interface; use format=neuralnetwork or both"

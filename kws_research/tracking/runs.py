@@ -135,6 +135,12 @@ def log_artifacts(client, run_id: str, local: Path | str, artifact_path: str | N
             client.log_artifact(run_id, str(local), artifact_path)
     except OSError as exc:
         where = client.get_run(run_id).info.artifact_uri
+        if local.is_dir():  # a folder logged at the root: each of its entries, never the root itself
+            written = [artifact_path] if artifact_path else [p.name for p in local.iterdir()]
+        else:
+            written = [f"{artifact_path}/{local.name}" if artifact_path else local.name]
+        for path in written:
+            _discard_artifacts(client, run_id, path)  # no half-written file stays in the store
         raise KwsError(
             f"tracking.artifact_location: cannot write the artifacts of run {run_id} to {where} "
             f"({exc.strerror or exc}); free space there, or set tracking.artifact_location=<folder> together "
@@ -142,16 +148,29 @@ def log_artifacts(client, run_id: str, local: Path | str, artifact_path: str | N
         ) from exc
 
 
+def _repository(client, run_id: str):
+    """The artifact repository of a run (local folder, server, object store)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+
+
+def _discard_artifacts(client, run_id: str, artifact_path: str) -> None:
+    """Best effort: what a failed upload wrote under ``artifact_path`` (a full disk may refuse this too)."""
+    try:
+        _repository(client, run_id).delete_artifacts(artifact_path)
+    except Exception as exc:  # the store is failing already; the error that matters is raised by the caller
+        log.debug("could not remove the partial artifacts %s of run %s: %s", artifact_path, run_id, exc)
+
+
 def remove_artifacts(client, run_id: str, artifact_path: str) -> None:
     """Remove a folder of the run's artifacts the harness logged, so that what is logged
     next replaces it as a whole (a re-export without a streaming model must not keep the
     last export's streaming files). A store that cannot delete says so in a warning."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     if not client.list_artifacts(run_id, artifact_path):
         return
     try:
-        get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(artifact_path)
+        _repository(client, run_id).delete_artifacts(artifact_path)
     except (NotImplementedError, OSError) as exc:
         log.warning(
             "run %s: could not remove its old %s/ artifacts (%s); they stay beside the new ones",

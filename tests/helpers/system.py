@@ -40,7 +40,8 @@ def small_filesystem_command(
     """``command`` run with a fresh tmpfs of ``size_kb`` KB (read-only if asked) mounted on
     ``mount``, in a private user and mount namespace (``unshare``, no root needed where
     user namespaces are allowed). After the command, ``*.tmp`` paths left in the mount are
-    printed as ``LEFT <path>``. None where this machine cannot do it."""
+    printed as ``LEFT <path>`` and every file as ``FILE <path> <bytes>``. None where this
+    machine cannot do it."""
     if shutil.which("unshare") is None:
         return None
     mount.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def small_filesystem_command(
     options = f"size={size_kb}k" + (",ro" if read_only else "")
     script = (
         'mount -t tmpfs -o "$0" tmpfs "$1" || exit 99; cd "$2"; shift 3; "$@"; rc=$?; '
-        'find "$MOUNT" -name "*.tmp" -printf "LEFT %p\\n"; exit $rc'
+        'find "$MOUNT" -name "*.tmp" -printf "LEFT %p\\n"; find "$MOUNT" -type f -printf "FILE %p %s\\n"; exit $rc'
     )
     return [
         "env",
