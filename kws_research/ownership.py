@@ -143,11 +143,11 @@ def replace(new: Path, target: Path, key: str, hint: str) -> Path:
         target.rename(aside)
         unrecord(target)
     new.rename(target)
-    if aside is not None:
-        if _empty_folder(aside):
-            aside.rmdir()
+    if aside is not None:  # checked to be ours above
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
         else:
-            discard(aside)
+            aside.unlink(missing_ok=True)
     return target
 
 

@@ -97,3 +97,34 @@ def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path, 
     assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
     left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
     assert not [p for p in left if p.endswith("model.keras")], left  # no truncated model in the store
+
+
+@pytest.mark.slow  # trains a run, then exports it onto a tiny file system
+def test_a_full_output_dir_is_one_line_and_leaves_no_half_written_model(tone_root, tmp_path):
+    """Export into a full output_dir gave a raw shutil.Error list and a half-written
+    .mlpackage that the next export refused as not created by kws-research."""
+    from helpers.data import tiny_overrides
+
+    from kws_research.config import compose
+    from kws_research.train import train
+
+    run_id = train(compose("train", tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "trainer.epochs=1"))).run_id
+    out = tmp_path / "out"
+    command = stage(
+        "export",
+        f"run_id={run_id}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+        f"tracking.artifact_location={tmp_path}/mlartifacts",
+        f"output_dir={out}",
+        "streaming=off",
+        "streaming_model=false",
+        "baseline=skip",
+        "format=both",
+    )
+    result = run_on_small_filesystem(command, out, tmp_path, size_kb=512)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = last_line(result)
+    assert line.startswith("error: output_dir: cannot write kws-tc_resnet.") and f"in {out} (" in line, line
+    assert "free space there or set output_dir=<another folder>" in line
+    left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
+    assert not [p for p in left if ".mlpackage" in p or p.endswith(".mlmodel")], left

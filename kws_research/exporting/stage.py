@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -115,8 +117,22 @@ def _about(source, cfg, what: str) -> About:
 
 
 def _save(mlmodel, path: Path) -> Path:
-    ownership.remove(path, "output_dir", OUTPUT_HINT)
-    mlmodel.save(str(path))
+    """Written beside ``path`` under a temporary name listed as the harness's before a byte
+    is written, then renamed into place: a full disk or a kill never leaves a half-written
+    model under the final name, nor one the next export would refuse as not its own."""
+    ownership.check_replaceable(path, "output_dir", OUTPUT_HINT)
+    tmp = ownership.record(path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}"), growing=True)
+    try:
+        mlmodel.save(str(tmp))
+    except OSError as exc:  # shutil.Error (an .mlpackage's copied files) included
+        ownership.remove(tmp, "output_dir", OUTPUT_HINT)
+        why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc.strerror
+        raise KwsError(
+            f"output_dir: cannot write {path.name} in {path.parent} ({why or exc}); free space there or set "
+            "output_dir=<another folder> (an earlier export there is left as it was)"
+        ) from None
+    ownership.replace(tmp, path, "output_dir", OUTPUT_HINT)
+    ownership.unrecord(tmp)
     return ownership.record(path)
 
 
