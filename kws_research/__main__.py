@@ -28,9 +28,12 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a mistake, not a request for help: the usage goes with the error to stderr
+        print(f"error: kws: no stage given; stages: {', '.join(STAGES)}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    if argv[0] in ("-h", "--help", "help"):
         print(usage())
-        raise SystemExit(0 if argv else 2)
+        raise SystemExit(0)
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
         print(f"error: kws: no stage {stage!r}; stages: {', '.join(STAGES)} (kws --help)", file=sys.stderr)

@@ -9,6 +9,7 @@ artifact paths. Exits non-zero when verification fails.
 
 from __future__ import annotations
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from kws_research.cli import hydra_stage, print_json_line
@@ -16,8 +17,6 @@ from kws_research.cli import hydra_stage, print_json_line
 
 def main_export(cfg: DictConfig) -> dict:
     # loaded here, not at import: --help and a bad override answer before TensorFlow loads
-    from hydra.core.hydra_config import HydraConfig
-
     from kws_research.exporting.options import evaluation_of
     from kws_research.exporting.registry import registered_line
     from kws_research.exporting.stage import export_run

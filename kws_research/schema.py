@@ -137,8 +137,8 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "stream.unknown_fraction": FRACTION,
         "stream.unknown_percentage": NUMBER(0, null=True),
         "stream.thresholds": LIST(NUMBER(0, 1), null=True),
-        "stream.target_fa_per_hour": NUMBER(0),
-        "stream.hop_ms": INT(1, 1000),
+        "stream.target_fa_per_hour": NUMBER(0.01),  # 0.01 FA/h already needs 300 h of negatives
+        "stream.hop_ms": INT(10, 1000),  # StreamSettings' own range: refused when composed, not 20 s later
         "stream.min_count": INT(1),
         "stream.verify_seconds": NUMBER(0),
         "stream.batch_size": INT(1),

@@ -48,6 +48,9 @@ def _error_lines(result) -> list[str]:
         ("train", "dataset.unknown_folder=/", "dataset.unknown_folder: '/' is the file-system root"),
         ("train", "dataset.root=/proc", "dataset.root: '/proc' is the system folder /proc"),
         ("mine", "output=/etc/mined", "output: '/etc/mined' is inside the system folder /etc"),
+        ("train", "stream.hop_ms=7", "stream.hop_ms: 7 is not an integer in [10, 1000]"),
+        ("train", "stream.target_fa_per_hour=0", "stream.target_fa_per_hour: 0 is not a number >= 0.01"),
+        ("train", "stream.target_fa_per_hour=1e-9", "stream.target_fa_per_hour: 1e-09 is not a number >= 0.01"),
         ("export", "registry.name=../evil/x", "registry.name: '../evil/x' is not a name of letters, digits"),
         ("prepare", "dataset.generator.speakers=0", "dataset.generator.speakers: 0 is not an integer >= 3"),
         ("prepare", "dataset.generator.speakers=2", "dataset.generator.speakers: 2 is not an integer >= 3"),
@@ -75,6 +78,19 @@ def test_system_folders_are_refused_by_the_stage_writing_nothing(tmp_path):
         assert len(_error_lines(result)) == 1 and said in _error_lines(result)[0], result.stderr[-2000:]
     assert sorted(p.name for p in Path("/etc").iterdir()) == before and not Path("/prepared").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["looks-like-mine"]
+
+
+def test_kws_without_a_stage_is_an_error_on_stderr(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "kws_research"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert (
+        result.stderr.startswith("error: kws: no stage given; stages: prepare, train") and "usage: kws" in result.stderr
+    )
+    helped = subprocess.run([sys.executable, "-m", "kws_research", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: kws") and helped.stderr == ""
 
 
 def test_a_missing_config_dir_is_one_line(tmp_path):
