@@ -126,6 +126,9 @@ def check_sqlite_file(path: Path, url: str, key: str) -> None:
     """The folder of a sqlite store must take new files (sqlite writes its journal beside
     the database) and an existing database must read back as one."""
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        name = "optuna.db" if key == "storage" else "mlruns.db"
+        raise KwsError(f"{key}: {path} is a folder, not a database file; set {key}=sqlite:///{path}/{name}")
     if not folder.is_dir():
         raise KwsError(f"{key}: folder {folder} of {url} does not exist; create it or change {key}")
     try:

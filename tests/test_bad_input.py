@@ -219,6 +219,8 @@ def test_stores_that_cannot_work_are_one_line_each(tmp_path):
             store.client_for({"uri": uri})
     with pytest.raises(KwsError, match=r"^storage: database server 127.0.0.1"):
         factories.storage(f"postgresql://u@127.0.0.1:{port}/optuna", None)
+    with pytest.raises(KwsError, match=rf"^tracking.uri: {tmp_path} is a folder, not a database file"):
+        store.client_for({"uri": f"sqlite:///{tmp_path}"})
     theirs = tmp_path / "inventory.db"
     connection = sqlite3.connect(theirs)
     connection.execute("create table items (name text)")

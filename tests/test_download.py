@@ -223,6 +223,7 @@ def test_a_user_file_where_the_archive_goes_is_not_overwritten(tmp_path, archive
         ("file:///etc/passwd", "is not an http:// or https:// URL"),
         ("{base}/garbage.tar.gz", "is not a tar archive"),
         ("{base}/passwd", "is not a tar archive"),
+        ("{base}/missing.tar.gz", "the server answered HTTP 404 (Not Found); check dataset.url"),
     ],
 )
 def test_bad_archive_urls_are_one_line_and_leave_nothing_behind(tmp_path, url, message):

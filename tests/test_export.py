@@ -148,6 +148,12 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
     client.set_terminated(empty)
     with pytest.raises(KwsError, match="has no model/model.keras artifact"):
         export_run(export_cfg(folder, f"run_id={empty}"))
+    finished = client.create_run(experiment, tags={"role": "trial"}).info.run_id  # its model deleted
+    client.set_terminated(finished)
+    with pytest.raises(KwsError, match=f"run {finished} finished, but its model/model.keras artifact is missing"):
+        export_run(export_cfg(folder, f"run_id={finished}"))
+    with pytest.raises(KwsError, match="^baseline: no MLflow run 'nope'"):  # before any conversion
+        export_run(export_cfg(folder, f"run_id={run_id}", "baseline=nope"))
     other = client.create_run(experiment, tags={"role": "baseline", "dataset_fingerprint": "f" * 64}).info.run_id
     client.set_terminated(other)
     with pytest.raises(KwsError, match="baseline: run .* was trained on data set ffffffffffff"):
@@ -259,6 +265,9 @@ def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_p
     blocker.write_text("")
     with pytest.raises(KwsError, match="output_dir: cannot write"):
         export_run(export_cfg(folder, f"run_id={run_id}", f"output_dir={blocker}/models"))
+    with pytest.raises(KwsError, match="no MLflow run 'deadbeef'"):  # refused: no empty output_dir left behind
+        export_run(export_cfg(folder, "run_id=deadbeef", f"output_dir={tmp_path}/new/models"))
+    assert not (tmp_path / "new").exists()
 
 
 @same_worker

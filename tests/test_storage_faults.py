@@ -128,3 +128,24 @@ def test_a_full_output_dir_is_one_line_and_leaves_no_half_written_model(tone_roo
     assert "free space there or set output_dir=<another folder>" in line
     left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
     assert not [p for p in left if ".mlpackage" in p or p.endswith(".mlmodel")], left
+
+
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
+def test_an_unwritable_artifact_folder_is_refused_before_training(tone_root, tmp_path):
+    """It was found out only when the trained model was logged, and the message said
+    "free space" for a folder that refuses writes."""
+    artifacts = tmp_path / "artifacts"
+    command = stage(
+        "train",
+        *data_args(tone_root),
+        "model=tc_resnet",
+        "trainer.epochs=1",
+        f"dataset.cache_dir={tmp_path}/cache",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
+        f"tracking.artifact_location={artifacts}",
+    )
+    result = run_on_small_filesystem(command, artifacts, tmp_path, 64, read_only=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = last_line(result)
+    assert line.startswith(f"error: tracking.artifact_location: {artifacts} is not writable (Read-only file system)")
+    assert "epoch" not in result.stderr.lower() and "free space" not in line

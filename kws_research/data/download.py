@@ -78,6 +78,13 @@ def download(
     try:
         if size is None or start < size:
             start, total = _fetch(url, part, start, size, timeout, progress)
+    except urllib.error.HTTPError as exc:  # the server answered: no such file (404), no access (403), ...
+        if part.is_file() and part.stat().st_size == 0:
+            ownership.remove(part, "dataset.url", hint)
+        raise KwsError(
+            f"download of {url} failed: the server answered HTTP {exc.code} ({exc.reason}); check dataset.url, "
+            "or download it yourself and set dataset.root"
+        ) from exc
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         start = part.stat().st_size if part.is_file() else 0
         reason = getattr(exc, "reason", None) or exc

@@ -71,7 +71,7 @@ def baseline_for(
         run_id = found.info.run_id if found else train_baseline(source, tracking, overrides)
     else:
         run_id = option
-        run = get_run(client, run_id)
+        run = get_run(client, run_id, "baseline")
         if not same_test_split(run, test_fingerprint, source.fingerprint):
             other = run.data.tags.get("dataset_fingerprint", "")
             raise KwsError(

@@ -50,12 +50,16 @@ def evaluation_of(overrides: list[str], given: str) -> str:
 
 
 def writable_folder(path: str | None) -> Path | None:
+    """``output_dir``, checked to take files before any work; not created yet (the export
+    makes it when it has something to write, so a refused export leaves no empty folder)."""
     if not path:
         return None
     folder = Path(path).expanduser()
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".kws-write-test-"):
             pass  # a new file of its own: nothing of the user's is touched
     except OSError as exc:
         raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc

@@ -56,11 +56,11 @@ from kws_research.exporting.streaming import (
 )
 from kws_research.models import load_model
 from kws_research.models.gate import gated
-from kws_research.models.streaming import macs_per_hop, streaming_model
+from kws_research.models.streaming import macs_per_hop, separable_frontend, streaming_model
 from kws_research.models.temperature import tempered_model
 from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics, remove_artifacts
-from kws_research.tracking.source import fetch, open_set_rule, resolve_run_id, source_data
+from kws_research.tracking.source import fetch, get_run, open_set_rule, resolve_run_id, source_data
 
 log = logging.getLogger(__name__)
 
@@ -258,9 +258,12 @@ def _streaming_form(job: ExportJob):
     hop = samples_of(verification_hop_ms(job.source, job.cfg))
     job.macs_per_hop = macs_per_hop(job.model, hop)
     if job.macs_per_hop is None:
+        frontend = separable_frontend(job.model)
         job.streaming_model = (
-            f"none: {job.source.model_label} has no separable front end, or the hop of {hop} samples "
-            "is not a whole number of its frame hops"
+            f"none: {job.source.model_label} has no separable front end (its first layers read the waveform)"
+            if frontend is None
+            else f"none: the hop of {hop} samples is not a whole number of the front end's "
+            f"{frontend.settings.hop}-sample frame hops (stream.hop_ms: a multiple of {frontend.settings.hop_ms:g})"
         )
         log.warning("no streaming model: %s", job.streaming_model)
         return None
@@ -344,6 +347,8 @@ def export_run(cfg: Mapping) -> dict:
     output_dir = writable_folder(cfg["output_dir"])
     client = store.client_for(cfg["tracking"])
     run_id = resolve_run_id(client, cfg["run_id"], cfg["sweep"])
+    if str(cfg["baseline"]) not in ("auto", "skip"):  # a wrong baseline id is one line before any work
+        get_run(client, str(cfg["baseline"]), "baseline")
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")

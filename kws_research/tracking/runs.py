@@ -141,9 +141,10 @@ def log_artifacts(client, run_id: str, local: Path | str, artifact_path: str | N
             written = [f"{artifact_path}/{local.name}" if artifact_path else local.name]
         for path in written:
             _discard_artifacts(client, run_id, path)  # no half-written file stays in the store
+        remedy = "fix its permissions" if isinstance(exc, PermissionError) else "free space there"
         raise KwsError(
             f"tracking.artifact_location: cannot write the artifacts of run {run_id} to {where} "
-            f"({exc.strerror or exc}); free space there, or set tracking.artifact_location=<folder> together "
+            f"({exc.strerror or exc}); {remedy}, or set tracking.artifact_location=<folder> together "
             "with a new tracking.experiment=<name> (an experiment keeps the artifact folder it was created with)"
         ) from exc
 

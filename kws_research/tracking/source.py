@@ -99,14 +99,15 @@ def resolve_run_id(client, run_id: str, sweep: str | None) -> str:
     return parent.data.tags["best_run_id"]
 
 
-def get_run(client, run_id: str):
+def get_run(client, run_id: str, key: str = "run_id"):
+    """The run, or one line naming ``key`` (the option that named it)."""
     from mlflow.exceptions import MlflowException
 
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise KwsError(
-            f"run_id: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
+            f"{key}: no MLflow run {run_id!r} in {client.tracking_uri}; find run ids with "
             "`make ui` or the last line of `train`/`sweep`"
         ) from exc
     if run.info.lifecycle_stage == "deleted":
@@ -126,6 +127,11 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
     names = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
     if "model/model.keras" not in names:
         state = run.data.tags.get("optuna.state") or run.info.status
+        if state in ("FINISHED", "COMPLETE"):
+            raise KwsError(
+                f"run {run_id} finished, but its model/model.keras artifact is missing from "
+                f"{run.info.artifact_uri} (deleted or moved?); restore the artifact folder, or train the run again"
+            )
         raise KwsError(
             f"run {run_id} has no model/model.keras artifact (run state {state}: pruned, failed or "
             "still running runs keep no model); export a finished training run"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -90,6 +91,28 @@ def client_for(tracking: Mapping):
     return client
 
 
+def check_artifact_folder(location: str | None) -> None:
+    """A local artifact folder must take files before any work (it was found out only when
+    the trained model was logged): the folder, or the first of its parents that exists."""
+    if not location or not location.startswith("file:"):
+        return
+    from urllib.parse import unquote, urlparse
+
+    folder = Path(unquote(urlparse(location).path))
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if existing is None:
+        return
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".kws-write-test-"):
+            pass
+    except OSError as exc:
+        raise KwsError(
+            f"tracking.artifact_location: {existing} is not writable ({exc.strerror or exc}), so runs could not "
+            f"keep their artifacts in {folder}; fix its permissions, or set tracking.artifact_location=<folder> "
+            "together with a new tracking.experiment=<name> (an experiment keeps the folder it was created with)"
+        ) from None
+
+
 def experiment_id(client, tracking: Mapping, name: str) -> str:
     """Get or create experiment ``name`` (artifacts under ``tracking.artifact_location``),
     marked as model training for MLflow's UI."""
@@ -101,11 +124,13 @@ def experiment_id(client, tracking: Mapping, name: str) -> str:
             client.restore_experiment(experiment.experiment_id)
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the harness set it
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        check_artifact_folder(experiment.artifact_location)
         return experiment.experiment_id
     location = None
     if not is_remote(client.tracking_uri):
         root = Path(str(tracking.get("artifact_location") or "mlartifacts")).expanduser().resolve()
         location = (root / name).as_uri()
+        check_artifact_folder(location)
     try:
         return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:  # created by a parallel worker in the meantime
