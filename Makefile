@@ -91,9 +91,11 @@ baseline: $(STAMP)
 	$(PY) -m kws_research.train +experiment=baseline $(DATASET) $(ARGS)
 
 UI_PORT ?= 5000
+# The store the stages use: MLFLOW_TRACKING_URI when set, else the default sqlite:///mlruns.db.
+UI_STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns.db)
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning  (store: sqlite:///mlruns.db, artifacts: ./mlartifacts)"
-	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns.db --default-artifact-root ./mlartifacts \
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning  (store: $(UI_STORE), artifacts: ./mlartifacts)"
+	exec $(PY) -m mlflow ui --backend-store-uri '$(UI_STORE)' --default-artifact-root ./mlartifacts \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
 bench-train: $(STAMP)

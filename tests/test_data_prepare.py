@@ -58,6 +58,10 @@ def test_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path):
     second = prepare(cfg)
     assert second.summary["from_cache"] is True
     assert second.path == first.path
+    copy = tmp_path / "copy"  # an identical copy elsewhere (as tar extracts it: same bytes and times)
+    shutil.copytree(root, copy)
+    copied = prepare(dict(cfg, root=str(copy)))
+    assert copied.summary["from_cache"] is True and copied.summary["root"] == str(copy)
     changed = root / "yes" / "spk0002_nohash_0.wav"
     new_audio = word_clip(4, 9, 9)
     sf.write(changed, new_audio, SAMPLE_RATE, subtype="PCM_16")
@@ -95,6 +99,7 @@ def _plant_bad_clips(root):
     sf.write(word / "onehz_nohash_0.wav", np.array([0.1, -0.1, 0.1, -0.1]), 1, subtype="PCM_16")
     with open(os.fsencode(word) + b"/zz_\xff\xfe_nohash_0.wav", "wb") as handle:  # not UTF-8
         handle.write((word / "long3s_nohash_0.wav").read_bytes())
+    (word / "loop_nohash_0.wav").symlink_to(word / "loop_nohash_0.wav")  # a link to itself
 
 
 def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
@@ -108,11 +113,13 @@ def test_planted_bad_clips_are_skipped_counted_and_listed(tmp_path):
         "yes/trunc_nohash_0.wav",
         "yes/text_nohash_0.wav",
         "yes/onehz_nohash_0.wav",
+        "yes/loop_nohash_0.wav",
         not_utf8,
     }
     assert "empty" in skipped["yes/zero_nohash_0.wav"]
     assert "below 8000 Hz" in skipped["yes/onehz_nohash_0.wav"] and "UTF-8" in skipped[not_utf8]
-    assert data.summary["n_skipped"] == 5
+    assert "symbolic link to nothing" in skipped["yes/loop_nohash_0.wav"]
+    assert data.summary["n_skipped"] == 6
     sources = [s for split in data.splits.values() for s in split.sources]
     assert "yes/stereo8k_nohash_0.wav" in sources and "yes/long3s_nohash_0.wav" in sources
     assert data.summary["n_truncated"] == 1 and "yes/shortbody_nohash_0.wav" in sources

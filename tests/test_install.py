@@ -119,3 +119,17 @@ def test_a_non_editable_install_runs_prepare_from_another_folder(tmp_path, tone_
         timeout=120,
     )
     assert "'quick'" in sweeps.stderr  # the shipped sweep files are found too
+
+
+def test_make_ui_opens_the_store_the_stages_use():
+    """`make ui` ignored MLFLOW_TRACKING_URI and made an empty mlruns.db in the current folder."""
+    if shutil.which("make") is None:
+        pytest.skip("no make here")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    for uri, expected in (
+        (None, "sqlite:///mlruns.db"),
+        ("sqlite:////tmp/elsewhere.db", "sqlite:////tmp/elsewhere.db"),
+    ):
+        run_env = dict(env, MLFLOW_TRACKING_URI=uri) if uri else env
+        dry = subprocess.run(["make", "-n", "ui"], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0 and f"--backend-store-uri '{expected}'" in dry.stdout, dry.stdout + dry.stderr

@@ -126,3 +126,31 @@ def test_piper_is_a_second_seeded_engine_with_its_own_speakers(tmp_path):
     assert both.digest() != GeneratorSettings(speakers=3, repetitions=1, words=words).digest()
     with pytest.raises(KwsError, match="engines"):
         GeneratorSettings.from_config({"engines": ["festival"]}, "dataset.generator")
+
+
+def test_a_damaged_generated_set_says_so_and_refresh_generates_it_again(tmp_path):
+    """A word folder deleted from the harness's own set read as a wrong dataset.commands."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from kws_research.config import compose
+
+    overrides = [
+        "dataset=synthetic",
+        f"dataset.cache_dir={tmp_path}/cache",
+        "dataset.generator.speakers=3",
+        "dataset.generator.repetitions=1",
+        "dataset.generator.noise_seconds=12",
+    ]
+    cfg = OmegaConf.to_container(compose("prepare", overrides).dataset, resolve=True)
+    first = prepare(cfg)
+    root = tmp_path / "cache" / "synthetic"
+    (generated,) = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    shutil.rmtree(generated / "yes")
+    with pytest.raises(
+        KwsError, match=r"^dataset.root: the generated data set .* is damaged \(no folder for \['yes'\]\)"
+    ):
+        prepare(cfg)
+    again = prepare(cfg, refresh=True)
+    assert (generated / "yes").is_dir() and again.fingerprint == first.fingerprint  # seeded: the same set

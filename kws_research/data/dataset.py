@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from kws_research import ownership
 from kws_research.config import shipped_group
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, STORED_DTYPE, saturate_int16
 from kws_research.data import cache, long_audio, sources
@@ -72,13 +73,16 @@ def cache_root(cfg: Mapping) -> Path:
     return Path(str(cfg.get("cache_dir") or ".cache/kws_research")).expanduser()
 
 
-def resolve_root(cfg: Mapping) -> Path:
-    """The data root, generated (synthetic) or downloaded (official archives) if asked."""
+def resolve_root(cfg: Mapping, refresh: bool = False) -> Path:
+    """The data root, generated (synthetic) or downloaded (official archives) if asked;
+    ``refresh`` generates the harness's own synthetic set again (a damaged one, say)."""
     generator = cfg.get("generator")
     if generator is not None:
         settings = GeneratorSettings.from_config(generator, "dataset.generator")
         root = Path(str(cfg.get("root") or cache_root(cfg) / "synthetic" / settings.digest()))
         try:
+            if refresh:
+                ownership.remove(root, "dataset.root", "set dataset.root=<a new folder> or leave it unset")
             return ensure_generated(root, settings)
         except OSError as exc:
             key = "dataset.root" if cfg.get("root") else "dataset.cache_dir"
@@ -283,7 +287,7 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
     started = time.perf_counter()
     cfg = dataset_config(cfg)
     name = str(cfg.get("name", "dataset"))
-    root = resolve_root(cfg)
+    root = resolve_root(cfg, refresh)
     layout = scan(root)
     if not layout.noise_files:
         log.warning("%s has no %s folder: no silence clips or noise augmentation possible", root, BACKGROUND_NOISE_DIR)
@@ -316,8 +320,12 @@ def prepare(cfg: Mapping, refresh: bool = False, workers: int | None = None) -> 
             log.info("decoding %s into %s", root, path)
             _build(path, name, root, fp, signature, spec, layout, workers or min(8, (os.cpu_count() or 2) * 2), extra)
     data = cache.load(path)
-    data.summary = dict(
-        data.summary, cache=str(path), from_cache=from_cache, seconds=round(time.perf_counter() - started, 3)
+    data.summary = dict(  # root: this data root, also when the cache was built from an identical copy elsewhere
+        data.summary,
+        root=str(root),
+        cache=str(path),
+        from_cache=from_cache,
+        seconds=round(time.perf_counter() - started, 3),
     )
     return data
 

@@ -92,6 +92,7 @@ def which_set(path: str, validation_percentage: float, testing_percentage: float
 
 
 NOT_UTF8 = "name is not valid UTF-8; rename it to use it"
+BROKEN_LINK = "a symbolic link to nothing (broken, or a loop); fix or remove it"
 
 
 def printable(path: Path, root: Path) -> str:
@@ -111,6 +112,9 @@ def _entries(folder: Path, root: Path, unusable: dict[str, str]) -> list[FileEnt
     entries = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.exists():
+            unusable[printable(path, root)] = BROKEN_LINK
             continue
         if not path.is_file():
             continue

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kws_research import ownership
 from kws_research.contract import CLIP_SAMPLES
 from kws_research.data import sources
 from kws_research.data.items import Item
@@ -114,6 +115,11 @@ def check_words(spec: TaskSpec, layout: Layout) -> None:
     """Every configured word must have a folder under the root."""
     spec.validate()
     missing = [w for w in spec.commands if w not in layout.words]
+    if missing and ownership.is_marked(layout.root):  # the harness generated it: damaged, not misconfigured
+        raise KwsError(
+            f"dataset.root: the generated data set {layout.root} is damaged (no folder for {missing}); "
+            "generate it again with `kws prepare ... refresh=true` (or delete that folder)"
+        )
     if missing:
         raise KwsError(
             f"dataset.commands: no folder for {missing} under {layout.root}; "
