@@ -15,7 +15,7 @@ from helpers.stages import run_stage
 
 from kws_research import ownership
 from kws_research.data.dataset import prepare
-from kws_research.data.download import EXTRACTED_MARKER, download, safe_extract
+from kws_research.data.download import EXTRACTED_MARKER, download, ensure_downloaded, safe_extract
 from kws_research.errors import KwsError
 
 
@@ -142,6 +142,10 @@ def test_extraction_refuses_members_escaping_the_target(tmp_path):
         safe_extract(evil, tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists()
     assert not (tmp_path / "target").exists()
+    with ArchiveServer({"evil.tar": evil.read_bytes()}) as server:  # downloaded: the archive is not kept
+        with pytest.raises(KwsError, match="outside the target.*the downloaded file was deleted"):
+            ensure_downloaded(server.url("evil.tar"), tmp_path / "data" / "sc", None, None)
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").iterdir())
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -152,6 +152,10 @@ class NotAnArchive(KwsError):
     """The downloaded file is not a tar archive (a wrong URL, an error page)."""
 
 
+class UnsafeArchive(KwsError):
+    """The archive has a member that would land outside the target (traversal, links, devices)."""
+
+
 def archive_name(url: str) -> str:
     """The file name an archive URL ends in; other schemes and folder URLs are refused."""
     scheme, _, rest = url.partition("://")
@@ -202,7 +206,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
             tar.extractall(tmp, filter="data")
     except tarfile.FilterError as exc:
         ownership.discard(tmp)
-        raise KwsError(
+        raise UnsafeArchive(
             f"{archive}: member {exc.tarinfo.name!r} would be written outside the target "
             "folder; refusing to extract this archive"
         ) from exc
@@ -239,6 +243,11 @@ def ensure_downloaded(url: str, root: Path, sha256: str | None, size: int | None
     log.info("extracting %s to %s", archive, root)
     try:
         return safe_extract(archive, root)
+    except UnsafeArchive as exc:
+        if not ownership.is_ours(archive):
+            raise
+        ownership.remove(archive, "dataset.url", "")
+        raise UnsafeArchive(f"dataset.url: {url}: {exc}; the downloaded file was deleted, nothing was kept") from None
     except NotAnArchive as exc:
         if not ownership.is_ours(archive):
             raise
