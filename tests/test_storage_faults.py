@@ -149,3 +149,25 @@ def test_an_unwritable_artifact_folder_is_refused_before_training(tone_root, tmp
     line = last_line(result)
     assert line.startswith(f"error: tracking.artifact_location: {artifacts} is not writable (Read-only file system)")
     assert "epoch" not in result.stderr.lower() and "free space" not in line
+
+
+@pytest.mark.slow  # end to end; make test runs it, make test-fast does not
+def test_a_full_disk_under_the_store_itself_is_one_line(tone_root, tmp_path):
+    """The store and its artifacts on one full disk: MLflow's table creation failed with 121
+    lines and two tracebacks."""
+    store = tmp_path / "store"
+    command = stage(
+        "train",
+        *data_args(tone_root),
+        "model=tc_resnet",
+        "trainer.epochs=1",
+        f"dataset.cache_dir={tmp_path}/cache",
+        f"tracking.uri=sqlite:///{store}/mlruns.db",
+        f"tracking.artifact_location={store}/artifacts",
+    )
+    result = run_on_small_filesystem(command, store, tmp_path, size_kb=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert last_line(result) == (
+        f"error: tracking.uri: the store sqlite:///{store}/mlruns.db cannot be written (database or disk is full); "
+        f"free space in {store} or set tracking.uri to a store with space"
+    )

@@ -86,9 +86,22 @@ def client_for(tracking: Mapping):
     uri = resolve_uri(tracking)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri)
-    end_dead_runs(client)
+    try:  # the first use of the store: MLflow creates or upgrades its tables here
+        client = MlflowClient(tracking_uri=uri)
+        end_dead_runs(client)
+    except Exception as exc:  # SQLAlchemy's or MLflow's, whichever layer saw the full disk first
+        if not any(s in str(exc) for s in FULL_STORE):
+            raise
+        where = Path(uri[len("sqlite:///") :]).resolve().parent if uri.startswith("sqlite:///") else uri
+        raise KwsError(
+            f"tracking.uri: the store {uri} cannot be written (database or disk is full); free space in {where} "
+            "or set tracking.uri to a store with space"
+        ) from None
     return client
+
+
+# What SQLite and the file system say when the store's disk is full.
+FULL_STORE = ("database or disk is full", "No space left on device")
 
 
 def check_artifact_folder(location: str | None) -> None:
