@@ -125,6 +125,7 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "dataset.heldout_unknown_words": LIST(Spec("str")),
         "dataset.unknown_folder": FOLDER_OR_NULL,
         "dataset.long_folder": FOLDER_OR_NULL,
+        "dataset.long_speaker": STR_OR_NULL,
         "dataset.hard_negatives": Spec("any", nullable=True),
         "dataset.synthetic_unknown.vocabulary": STR_OR_NULL,
         "dataset.synthetic_speech.vocabulary": STR_OR_NULL,

@@ -24,7 +24,7 @@ from kws_research.data.long_audio import WindowSettings, window_offsets
 from kws_research.data.sources.speech import speech_root
 from kws_research.data.speech import split_recordings
 from kws_research.data.unknown import HOMOPHONES
-from kws_research.errors import KwsError
+from kws_research.errors import ConfigError, KwsError
 from kws_research.streaming import streams
 from kws_research.streaming.runs import mine_run, stream_backgrounds
 from kws_research.streaming.settings import StreamSettings
@@ -304,3 +304,38 @@ def test_names_that_are_not_utf8_are_skipped_and_listed_in_every_outside_folder(
     skipped = {row["file"]: row["reason"] for row in prepare(cfg).summary["skipped"]}
     assert "UTF-8" in skipped["long_folder/show/zz_\\xff\\xfe.flac"], skipped
     assert "UTF-8" in skipped["folder/zz_\\xff\\xfe.wav"], skipped
+
+
+def test_long_recordings_are_split_by_the_speaker_their_names_give(tone_root, tmp_path):
+    """A LibriSpeech-like folder (`<speaker>-<chapter>-<utterance>.flac`): with
+    dataset.long_speaker every speaker's files go to one split, as clips do."""
+    from kws_research.data import long_audio
+
+    folder = tmp_path / "talk"
+    folder.mkdir()
+    for speaker in range(12):
+        for chapter in range(3):
+            path = folder / f"{100 + speaker}-{chapter}-0000.flac"
+            sf.write(path, long_recording(3, SAMPLE_RATE, speaker * 3 + chapter), SAMPLE_RATE)
+
+    def splits_of_speakers(pattern) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        files = long_audio.recordings(folder, "k", 30.0, 30.0, None, long_audio.speaker_pattern(pattern))
+        for split, paths in files.items():
+            for path in paths:
+                found.setdefault(path.name.split("-")[0], set()).add(split)
+        return found
+
+    assert any(len(s) > 1 for s in splits_of_speakers(None).values())  # by file, a voice is heard in two splits
+    by_speaker = splits_of_speakers(r"^(\d+)-")
+    assert len(by_speaker) == 12 and all(len(s) == 1 for s in by_speaker.values()), by_speaker
+    assert {next(iter(s)) for s in by_speaker.values()} == {"train", "validation", "test"}
+    cfg = windows_cfg(tone_root, tmp_path / "c", unknown_sources={"words": 1.0, "long_folder": 1.0})
+    cfg.update(long_folder=str(folder), long_speaker=r"^(\d+)-", unknown_sources_in_eval=True)
+    cfg.update(validation_percentage=30.0, testing_percentage=30.0)
+    for split in ("train", "validation", "test"):  # the data set uses the same split
+        for _, source in window_rows(prepare(cfg), split):
+            name = source.split(":", 1)[1].rsplit("@", 1)[0].rsplit("/", 1)[-1]
+            assert by_speaker[name.split("-")[0]] == {split}, (name, split)
+    with pytest.raises(ConfigError, match="^dataset.long_speaker: .* has no group"):
+        prepare(dict(cfg, long_speaker=r"^\d+-"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,11 +49,37 @@ class WindowSettings:
         return settings
 
 
+def speaker_pattern(pattern: str | None, key: str = "dataset.long_speaker") -> re.Pattern | None:
+    """``dataset.long_speaker`` compiled: a regular expression with one group (the speaker)."""
+    if pattern is None:
+        return None
+    try:
+        compiled = re.compile(str(pattern))
+    except re.error as exc:
+        raise ConfigError(key, f"{pattern!r} is not a regular expression ({exc})") from None
+    if compiled.groups < 1:
+        raise ConfigError(key, f"{pattern!r} has no group: put the speaker part in parentheses, e.g. '^(\\d+)-'")
+    return compiled
+
+
+def split_key(rel: str, speaker: re.Pattern | None) -> str:
+    """What a long recording's split is drawn from: its speaker when ``speaker`` names one in
+    its path, else the file itself (hashed like a clip name)."""
+    found = speaker.search(rel) if speaker is not None else None
+    return f"{found.group(1)}_nohash_" if found else rel
+
+
 def recordings(
-    folder: Path, key: str, validation_percentage: float, testing_percentage: float, skipped: dict | None = None
+    folder: Path,
+    key: str,
+    validation_percentage: float,
+    testing_percentage: float,
+    skipped: dict | None = None,
+    speaker: re.Pattern | None = None,
 ) -> dict:
-    """The long files of ``folder`` (recursively) per split, by file hash; files whose names
-    are not UTF-8 are left out (and listed in ``skipped``: no split or cache can name them)."""
+    """The long files of ``folder`` (recursively) per split, by speaker (``speaker``: a
+    pattern whose first group names it) or else by file; files whose names are not UTF-8
+    are left out (and listed in ``skipped``: no split or cache can name them)."""
     if not folder.is_dir():
         raise KwsError(f"{key}: {folder} is not a folder; point it at a folder of long .wav/.flac recordings")
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LONG_SUFFIXES and p.is_file())
@@ -63,7 +90,8 @@ def recordings(
         raise KwsError(f"{key}: {folder} holds no .wav or .flac files")
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}
     for path in files:
-        out[which_set(path.relative_to(folder).as_posix(), validation_percentage, testing_percentage)].append(path)
+        rel = path.relative_to(folder).as_posix()
+        out[which_set(split_key(rel, speaker), validation_percentage, testing_percentage)].append(path)
     return out
 
 

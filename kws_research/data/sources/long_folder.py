@@ -36,7 +36,8 @@ class LongRecordings(UnknownSource):
         folder = Path(str(settings["folder"])).expanduser().resolve()
         pct = (spec.validation_percentage, spec.testing_percentage)
         unusable: dict[str, str] = {}
-        split = long_audio.recordings(folder, "dataset.long_folder", *pct, unusable)
+        speaker = long_audio.speaker_pattern(settings.get("speaker"))
+        split = long_audio.recordings(folder, "dataset.long_folder", *pct, unusable, speaker)
         if skipped is not None:
             skipped.update({f"{self.name}/{name}": why for name, why in unusable.items()})
         return split, folder
@@ -60,6 +61,13 @@ class LongRecordings(UnknownSource):
 class LongFolder(LongRecordings):
     seed_key = 6
     needs = ("long_folder", "a folder of long .wav/.flac recordings")
+
+    def settings(self, cfg: Mapping) -> dict:
+        return {**super().settings(cfg), "speaker": cfg.get("long_speaker")}
+
+    def identity(self, settings: dict, share: float) -> dict:
+        speaker = {"speaker": settings["speaker"]} if share and settings["speaker"] else {}  # it decides the splits
+        return {**super().identity(settings, share), **speaker}
 
 
 SOURCE = LongFolder()
