@@ -233,6 +233,15 @@ class ExportJob:
     macs_per_hop: int | None = None
     convert_seconds: float = 0.0
     baseline_seconds: float = 0.0  # finding (or training) the baseline and evaluating it on streams
+    temperature: float = 1.0  # folded into the shipped graph
+
+
+def tempered_tolerance(tolerance: float, temperature: float) -> float:
+    """The tolerance for a model shipped with ``temperature`` folded in: a temperature below 1
+    multiplies every difference in log-probability by ``1 / T`` before the softmax, so the same
+    round-off in the network moves the shipped probabilities up to ``1 / T`` times as far
+    (docs/export.md, "Float error"); above 1 it shrinks them, and the tolerance stays."""
+    return tolerance / min(1.0, temperature)
 
 
 def _deployed_model(job: ExportJob) -> None:
@@ -246,8 +255,8 @@ def _deployed_model(job: ExportJob) -> None:
         print(evaluation_line(job.source, job.cfg), flush=True)
     if job.rule is not None:
         model = gated(model, *job.rule, job.source.labels)
-    temperature = shipped_detector(job.source, job.cfg).get("temperature", 1.0)
-    job.model = tempered_model(model, temperature) if temperature != 1.0 else model
+    job.temperature = shipped_detector(job.source, job.cfg).get("temperature", 1.0)
+    job.model = tempered_model(model, job.temperature) if job.temperature != 1.0 else model
 
 
 def _streaming_form(job: ExportJob):
@@ -274,7 +283,7 @@ def _convert_and_verify(job: ExportJob) -> None:
     """Each planned file: converted, saved, read back and compared with Keras (clips and
     stream); the streaming model of each format is fed the same stream hop by hop."""
     keras_probs = np.asarray(job.model.predict(job.audio, batch_size=64, verbose=0), dtype=np.float32)
-    tolerance = dict(job.cfg["tolerance"])
+    tolerance = {p: tempered_tolerance(float(t), job.temperature) for p, t in dict(job.cfg["tolerance"]).items()}
     stream_model = _streaming_form(job)
     needs_stream = shipped_detector(job.source, job.cfg) or stream_model is not None
     reference = stream_reference(job.model, job.data, job.source, job.cfg) if needs_stream else None
