@@ -11,10 +11,10 @@ import importlib.util
 import os
 import socket
 import sqlite3
-import tempfile
 from pathlib import Path
 
 from kws_research.errors import KwsError
+from kws_research.paths import write_probe
 
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 # SQLAlchemy 2 maps a bare scheme to this driver module; the harness ships the second one.
@@ -132,8 +132,7 @@ def check_sqlite_file(path: Path, url: str, key: str) -> None:
     if not folder.is_dir():
         raise KwsError(f"{key}: folder {folder} of {url} does not exist; create it or change {key}")
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
-            pass
+        write_probe(folder)
     except OSError as exc:
         raise KwsError(
             f"{key}: cannot write in {folder.resolve()} ({exc.strerror or exc}), where {path.name} and its journal "

@@ -8,6 +8,7 @@ A checkout (and an editable install) reads the repository's ``conf/`` and
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -64,3 +65,19 @@ def system_folder(value: str) -> str | None:
             if candidate == folder or folder in candidate.parents:
                 return f"the system folder {folder}" if candidate == folder else f"inside the system folder {folder}"
     return None
+
+
+def existing_folder(path: Path) -> Path:
+    """``path`` or the nearest of its parents that exists: where a folder yet to be made
+    would be created, so what decides whether it can be."""
+    path = Path(path).expanduser()
+    return next(p for p in [path, *path.absolute().parents] if p.exists())
+
+
+def write_probe(folder: Path) -> None:
+    """Raise the OSError a new file in ``folder`` meets (full, read-only, not permitted, not a
+    folder); the probe is a new file of its own, so nothing of the user's is touched."""
+    if not Path(folder).is_dir():
+        raise NotADirectoryError(f"{folder} is a file")
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".kws-write-test-"):
+        pass

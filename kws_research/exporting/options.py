@@ -3,7 +3,6 @@ files it plans and the output folder (which it never writes over a user's file i
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from kws_research import ownership
 from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
 from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import registry
+from kws_research.paths import existing_folder, write_probe
 from kws_research.schema import check_declared
 from kws_research.streaming.settings import StreamSettings
 
@@ -55,12 +55,8 @@ def writable_folder(path: str | None) -> Path | None:
     if not path:
         return None
     folder = Path(path).expanduser()
-    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
     try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".kws-write-test-"):
-            pass  # a new file of its own: nothing of the user's is touched
+        write_probe(existing_folder(folder))
     except OSError as exc:
         raise KwsError(f"output_dir: cannot write to {folder} ({exc.strerror or exc}); choose another folder") from exc
     return folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from kws_research import databases
 from kws_research.errors import KwsError
+from kws_research.paths import existing_folder, write_probe
 from kws_research.tracking.runs import end_dead_runs
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,9 @@ def check_artifact_folder(location: str | None) -> None:
     from urllib.parse import unquote, urlparse
 
     folder = Path(unquote(urlparse(location).path))
-    existing = next((p for p in [folder, *folder.parents] if p.exists()), None)
-    if existing is None:
-        return
+    existing = existing_folder(folder)
     try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".kws-write-test-"):
-            pass
+        write_probe(existing)
     except OSError as exc:
         raise KwsError(
             f"tracking.artifact_location: {existing} is not writable ({exc.strerror or exc}), so runs could not "
