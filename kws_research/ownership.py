@@ -132,10 +132,11 @@ def remove(path: Path, key: str, hint: str) -> None:
 
 
 def replace(new: Path, target: Path, key: str, hint: str) -> Path:
-    """Put the finished folder ``new`` at ``target`` in renames: the old folder (if the
+    """Put the finished ``new`` (folder or file) at ``target`` in renames: the old one (if the
     harness made it) aside, the new one in, then the old one deleted. A process killed in
-    between leaves ``target`` whole, old or new, never half deleted; what it set aside is a
-    marked ``.<name>.old.<pid>.tmp`` that the next run removes (``remove_dead_temporaries``)."""
+    between leaves ``target`` old or new, never half deleted; what it set aside is
+    ``.<name>.old.<pid>.tmp``, which the next run removes when it is a marked folder
+    (``remove_dead_temporaries``)."""
     check_replaceable(target, key, hint)
     aside = None
     if target.exists() or target.is_symlink():

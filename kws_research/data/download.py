@@ -243,16 +243,11 @@ def ensure_downloaded(url: str, root: Path, sha256: str | None, size: int | None
     log.info("extracting %s to %s", archive, root)
     try:
         return safe_extract(archive, root)
-    except UnsafeArchive as exc:
+    except (NotAnArchive, UnsafeArchive) as exc:  # a download of ours that cannot be used is not kept
         if not ownership.is_ours(archive):
             raise
         ownership.remove(archive, "dataset.url", "")
-        raise UnsafeArchive(f"dataset.url: {url}: {exc}; the downloaded file was deleted, nothing was kept") from None
-    except NotAnArchive as exc:
-        if not ownership.is_ours(archive):
-            raise
-        ownership.remove(archive, "dataset.url", "")
-        raise NotAnArchive(
-            f"dataset.url: {url} is not a tar archive ({one_line(exc.__cause__, 200)}); "
-            "the downloaded file was deleted, nothing was kept; check dataset.url"
+        what = f"is not a tar archive ({one_line(exc.__cause__, 200)})" if isinstance(exc, NotAnArchive) else f"{exc}"
+        raise type(exc)(
+            f"dataset.url: {url} {what}; the downloaded file was deleted, nothing was kept; check dataset.url"
         ) from None

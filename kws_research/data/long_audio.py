@@ -83,9 +83,11 @@ def recordings(
     if not folder.is_dir():
         raise KwsError(f"{key}: {folder} is not a folder; point it at a folder of long .wav/.flac recordings")
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in LONG_SUFFIXES and p.is_file())
-    files = [p for p in found if utf8_name(str(p.relative_to(folder)))]
+    files, unnamed = [], []
+    for path in found:
+        (files if utf8_name(str(path.relative_to(folder))) else unnamed).append(path)
     if skipped is not None:
-        skipped.update({printable(p, folder): NOT_UTF8 for p in found if p not in files})
+        skipped.update({printable(p, folder): NOT_UTF8 for p in unnamed})
     if not files:
         raise KwsError(f"{key}: {folder} holds no .wav or .flac files")
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}

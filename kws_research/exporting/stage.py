@@ -81,6 +81,7 @@ def _test_clips(data, source, limit: int | None) -> tuple[np.ndarray, np.ndarray
 def _metadata(source, cfg) -> dict:
     m = source.metrics
     rule = open_set_rule(source, cfg)
+    shipped = shipped_detector(source, cfg)
     return {
         "labels": json.dumps(source.labels),
         "sample_rate": SAMPLE_RATE,
@@ -96,8 +97,8 @@ def _metadata(source, cfg) -> dict:
         "interface": cfg["interface"],
         "confidence_gate_threshold": rule[1] if rule and rule[0] == "threshold" else None,
         "unknown_prior_weight": rule[1] if rule and rule[0] == "prior" else None,
-        **shipped_detector(source, cfg),
-        **(certificate(source, cfg) if shipped_detector(source, cfg) else {}),
+        **shipped,
+        **(certificate(source, cfg) if shipped else {}),
     }
 
 
@@ -251,11 +252,12 @@ def _deployed_model(job: ExportJob) -> None:
     model = load_model(job.source.model_path)
     job.rule = open_set_rule(job.source, job.cfg)
     ensure_evaluated(job.client, job.source, model, job.data, job.cfg, job.rule)
-    if shipped_detector(job.source, job.cfg):
+    shipped = shipped_detector(job.source, job.cfg)
+    if shipped:
         print(evaluation_line(job.source, job.cfg), flush=True)
     if job.rule is not None:
         model = gated(model, *job.rule, job.source.labels)
-    job.temperature = shipped_detector(job.source, job.cfg).get("temperature", 1.0)
+    job.temperature = shipped.get("temperature", 1.0)
     job.model = tempered_model(model, job.temperature) if job.temperature != 1.0 else model
 
 
