@@ -14,6 +14,7 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
+from kws_research.streaming.evaluation import fa_at_miss
 
 RECIPES = {
     "tutorial baseline (seed_cnn1d)": ["+experiment=baseline"],
@@ -52,12 +53,6 @@ def streaming_report(client, run_id: str) -> dict:
     """The ``streaming/streaming.json`` a run's streaming evaluation logged (DET curve included)."""
     with tempfile.TemporaryDirectory() as tmp:
         return json.loads(Path(client.download_artifacts(run_id, "streaming/streaming.json", tmp)).read_text())
-
-
-def fa_at_miss(curve: list[dict], miss: float) -> float | None:
-    """The fewest false accepts per hour on the DET curve with a miss rate within ``miss``."""
-    within = [p["fa_per_hour"] for p in curve if p["miss_rate"] <= miss]
-    return min(within) if within else None
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ import importlib.util
 import os
 import socket
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from kws_research.errors import KwsError
@@ -65,6 +67,27 @@ def database_url(url: str) -> str:
     return parsed.update_query_dict({option: str(DATABASE_CONNECT_TIMEOUT_S)}).render_as_string(hide_password=False)
 
 
+def interruptible(call: Callable[[], object]) -> object:
+    """``call()`` in a helper thread while the main thread waits in short steps: a driver's
+    connect is C code that holds off Python's signal handlers until it returns (up to the
+    connect timeout), so SIGINT/SIGTERM would wait for it; this way they end the stage at once."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="kws-connect", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def _handshake(parsed, key: str, where: str) -> None:
     """Open one real connection: a peer that accepts and never answers, or answers as
     something else, is one line within the connect timeout."""
@@ -74,7 +97,7 @@ def _handshake(parsed, key: str, where: str) -> None:
 
     engine = create_engine(parsed, poolclass=NullPool)
     try:
-        engine.connect().close()
+        interruptible(lambda: engine.connect().close())
     except DBAPIError as exc:
         said = str(exc.orig or exc).strip()
         reason = said.splitlines()[0] if said else type(exc).__name__

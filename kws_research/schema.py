@@ -87,6 +87,7 @@ MODEL_NAME = Spec(
     pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
     pattern_text="a name of letters, digits, '_', '.' and '-' (no '/')",
 )
+BACKGROUND = Spec("str", nullable=True, choices=("speech", "long_folder", "conversation"))
 FOLDER = Spec("folder")  # a folder of the user's: never the file-system root or a system folder
 FOLDER_OR_NULL = Spec("folder", nullable=True)
 FRACTION = NUMBER(0, 1)
@@ -143,7 +144,8 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "stream.min_count": INT(1),
         "stream.verify_seconds": NUMBER(0),
         "stream.batch_size": INT(1),
-        "stream.background": Spec("str", nullable=True, choices=("speech", "long_folder", "conversation")),
+        "stream.background": ANY_OF(BACKGROUND, LIST(BACKGROUND)),
+        "stream.unknown_sources": Spec("mapping", nullable=True),
         "stream.reverb": FRACTION,
         "augment.reverb": FRACTION,
         "stream.rooms.rt60": LIST(NUMBER(0.05, 2.0)),
@@ -159,9 +161,21 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "dataset.generator.testing_fraction": NUMBER(0, 0.45),
         "dataset.synthetic_unknown.engines": LIST(Spec("str", choices=("espeak", "piper"))),
         "dataset.synthetic_speech.engines": LIST(Spec("str", choices=("espeak", "piper"))),
+        "stream_windows.share": NUMBER(0, 0.95),
+        "stream_windows.minutes": NUMBER(0.1),
+        "stream_windows.gap_seconds": LIST(NUMBER(0, 10)),
+        "stream_windows.unknown_fraction": FRACTION,
+        "stream_windows.command_inside": FRACTION,
+        "stream_windows.partial_below": FRACTION,
+        "stream_windows.mining_rounds": INT(0),
+        "stream_windows.mining_epochs": INT(1),
+        "stream_windows.mining_minutes": NUMBER(0.1),
+        "stream_windows.mining_threshold": NUMBER(0, 1),
+        "stream_windows.mined_share": FRACTION,
         "tracking.experiment": STR_OR_NULL,
         "tracking.run_name": STR_OR_NULL,
         "model_label": STR_OR_NULL,
+        "stream_eval": ANY_OF(Spec("bool"), Spec("str", choices=("validation",))),
         "sweep": STR_OR_NULL,
         "run_id": Spec("str"),
     },

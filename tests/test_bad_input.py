@@ -285,3 +285,45 @@ def test_workers_are_capped_at_the_trial_budget(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert worker_count(load([f"sweep={sweep}", f"workers={cores + 1}", "n_trials=50"]), 50) == cores + 1
     assert f"more than the {cores} CPU core(s)" in caplog.text
+
+
+@pytest.mark.slow  # a real stage against a port that never answers
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_stage_waiting_on_a_silent_database_ends_at_once_on_a_signal(signal_name, tone_root, tmp_path):
+    """libpq's connect holds off Python's signal handlers until its timeout: the stage sat
+    there 10 s after SIGTERM (16+ minutes before the timeout existed)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from helpers.data import tiny_overrides
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(120)
+    port = listener.getsockname()[1]
+    overrides = [o for o in tiny_overrides(tone_root, tmp_path) if not o.startswith("tracking.uri=")]
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "kws_research.train", *overrides, f"tracking.uri=postgresql://u:p@127.0.0.1:{port}/db"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        held, _ = listener.accept()  # the stage is now in the driver's connect
+        time.sleep(0.5)
+        sent = time.monotonic()
+        stage.send_signal(getattr(signal, signal_name))
+        _, stderr = stage.communicate(timeout=60)
+        waited = time.monotonic() - sent
+        held.close()
+    finally:
+        stage.kill()
+        listener.close()
+    assert stage.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
+    assert waited < 5, f"{signal_name} took {waited:.1f} s to end the stage"
+    assert not (tmp_path / "mlruns.db").exists()

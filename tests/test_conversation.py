@@ -14,6 +14,8 @@ from kws_research.contract import SAMPLE_RATE
 from kws_research.data.conversation import GAP_SECONDS, conversation
 from kws_research.data.dataset import prepare
 from kws_research.data.layout import scan, speaker_id
+from kws_research.errors import KwsError
+from kws_research.labels import UNKNOWN
 from kws_research.streaming import streams
 from kws_research.streaming.settings import StreamSettings
 
@@ -138,3 +140,46 @@ def test_streams_hear_the_heldout_words_of_their_own_speakers_only(tone_root, tm
     again = prepare(cfg)
     assert again.path == data.path and again.heldout_splits == data.heldout_splits
     assert not again.summary["from_cache"]
+
+
+def test_talk_and_conversation_play_together_each_at_its_level(tone_root, tmp_path):
+    data = prepare(tone_dataset_cfg(tone_root, tmp_path / "cache", unknown_percentage=100.0))
+    base = {
+        "validation": {"mixed_minutes": 1, "negatives_minutes": 1},
+        "test": {"mixed_minutes": 1, "negatives_minutes": 1},
+    }
+    settings = {name: StreamSettings.from_config({**base, "background": name}) for name in ("conversation", None)}
+    both = StreamSettings.from_config({**base, "background": ["conversation", "long_folder"]})
+    assert both.backgrounds == ("conversation", "long_folder") and both.recordings == "long_folder"
+    talk = np.random.default_rng(5).normal(0, 3000, 20 * SAMPLE_RATE).astype(np.int16)  # a long recording
+    quiet = streams.build(data, "validation", "negatives", 60, settings[None], seed=0)
+    talked = streams.build(data, "validation", "negatives", 60, settings["conversation"], seed=0)
+    mixed = streams.build(data, "validation", "negatives", 60, both, seed=0, background=talk)
+    conversation_part = talked.audio.astype(float) - quiet.audio.astype(float)
+    recording_part = mixed.audio.astype(float) - talked.audio.astype(float)  # the same stream, then the recording
+    level = 10 * np.log10(np.mean(recording_part**2) / np.mean(conversation_part**2))
+    assert level == pytest.approx(0.0, abs=1.0)  # each background_snr_db under the words
+    with pytest.raises(KwsError, match=r"^stream\.background: takes one of speech and long_folder"):
+        StreamSettings.from_config({**base, "background": ["speech", "long_folder"]})
+    with pytest.raises(KwsError, match=r"^stream\.background: .* is not null or one or more of"):
+        StreamSettings.from_config({**base, "background": ["conversation", "talk"]})
+
+
+def test_streams_can_take_their_words_from_more_sources_in_every_split(tone_root, tmp_path):
+    from kws_research.streaming.runs import stream_source
+
+    cfg = tone_dataset_cfg(tone_root, tmp_path / "cache")
+    data = prepare(cfg)
+    settings = StreamSettings.from_config(
+        {
+            "validation": {"mixed_minutes": 1, "negatives_minutes": 1},
+            "test": {"mixed_minutes": 1, "negatives_minutes": 1},
+            "unknown_sources": {"words": 0.5, "reversed": 0.5},
+        }
+    )
+    source = stream_source(cfg, data, settings)
+    for split in ("validation", "test"):
+        part = source.splits[split]
+        kinds = {s.split(":", 1)[0] for s, label in zip(part.sources, part.labels) if source.classes[label] == UNKNOWN}
+        assert "reversed" in kinds, (split, kinds)
+    assert source.splits["train"].audio.shape != data.splits["train"].audio.shape  # prepared with 100% unknowns

@@ -109,6 +109,12 @@ def test_export_converts_verifies_compares_and_logs(trained):
         "coreml/comparison.md",
         "coreml/comparison.png",
     }
+    version = client.get_model_version(again["registered_model"], str(again["model_version"]))
+    assert json.loads(version.tags["coreml_files"]) == ["kws-tc_resnet.mlpackage"]
+    attached = {a.path for a in client.list_logged_model_artifacts(again["logged_model_id"], "coreml")}
+    assert attached == {f"coreml/{n}" for n in ("kws-tc_resnet.mlpackage", "verification.json", "comparison.md")} | {
+        "coreml/comparison.png"
+    }  # the registered files are the re-export's, none of the first export's
     assert len(client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")) == 1
 
 

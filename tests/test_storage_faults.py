@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers.system import small_filesystem_command
+from helpers.system import freed_filesystem_command, small_filesystem_command
 from mlflow.tracking import MlflowClient
 
 
@@ -171,3 +171,57 @@ def test_a_full_disk_under_the_store_itself_is_one_line(tone_root, tmp_path):
         f"error: tracking.uri: the store sqlite:///{store}/mlruns.db cannot be written (database or disk is full); "
         f"free space in {store} or set tracking.uri to a store with space"
     )
+
+
+def run_twice_freeing_space(command, mount, cwd):
+    """``command`` on a full tmpfs (a file of the user's leaves 64 KB), then again once that
+    file is deleted; returns (stdout, stderr of each run)."""
+    wrapped = freed_filesystem_command(command, mount, cwd, size_kb=32768, free_kb=64)
+    if wrapped is None:
+        pytest.skip("cannot mount a tmpfs in a user namespace here (unshare -rm)")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(wrapped, capture_output=True, text=True, timeout=600, env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"))
+    first, _, second = done.stderr.partition("FREED\n")
+    return done.stdout, first, second
+
+
+@pytest.mark.slow  # two runs of a stage per target
+@pytest.mark.parametrize("target", ["store", "artifacts", "cache", "output_dir"])
+def test_after_a_full_disk_freeing_space_and_rerunning_succeeds(tone_root, tmp_path, target):
+    from helpers.data import tiny_overrides
+
+    mount = tmp_path / target
+    place = {name: (mount if name == target else tmp_path / name) for name in ("store", "artifacts", "cache")}
+    place["store"].mkdir(exist_ok=True)
+    where = [
+        f"dataset.cache_dir={place['cache']}",
+        f"tracking.uri=sqlite:///{place['store']}/mlruns.db",
+        f"tracking.artifact_location={place['artifacts']}",
+    ]
+    if target == "output_dir":
+        from kws_research.config import compose
+        from kws_research.train import train
+
+        trained = train(compose("train", tiny_overrides(tone_root, tmp_path, "model=tc_resnet", "trainer.epochs=1")))
+        where = [f"tracking.uri=sqlite:///{tmp_path}/mlruns.db", f"tracking.artifact_location={tmp_path}/mlartifacts"]
+        command = stage("export", f"run_id={trained.run_id}", *where, f"output_dir={mount}", "baseline=skip")
+        command += ["streaming=off", "streaming_model=false", "format=mlprogram"]
+    else:
+        command = stage("train", *data_args(tone_root), "model=tc_resnet", "trainer.epochs=1", "augment=none", *where)
+    stdout, first, second = run_twice_freeing_space(command, mount, tmp_path)
+    lines = dict(line.split("=", 1) for line in stdout.splitlines() if line.startswith("RC"))
+    assert lines["RC1"] == "2" and "Traceback" not in first, first[-2000:]
+    assert [line for line in first.splitlines() if line.strip()][-1].startswith("error: ")
+    assert "No space left" in first or "is full" in first or "needs" in first, first[-1000:]
+    assert f"BALLAST {(32768 - 64) * 1024}" in stdout  # the user's file is untouched
+    assert lines["RC2"] == "0", second[-3000:]
+    assert "LEFT" not in stdout, stdout  # no temporary of either run is left
+    files = [line.split()[1] for line in stdout.splitlines() if line.startswith("FILE ")]
+    if target == "output_dir":
+        assert any(".mlpackage/" in f for f in files), files
+        return
+    if target != "store":  # a store on the mount is gone with it; the others outlive the namespace
+        client = MlflowClient(f"sqlite:///{place['store']}/mlruns.db")
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        statuses = sorted(r.info.status for r in runs)
+        assert statuses == (["FAILED", "FINISHED"] if target == "artifacts" else ["FINISHED"]), statuses

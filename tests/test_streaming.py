@@ -121,6 +121,44 @@ def test_the_false_accept_certificate_is_the_exact_poisson_bound():
     assert np.isnan(fa_upper_bound(0, 0.0))
 
 
+def test_the_certificate_counts_a_recording_heard_many_times_once(caplog):
+    from kws_research.streaming.detector import Detection
+    from kws_research.streaming.evaluation import _warn_uncertified
+    from kws_research.streaming.matching import fa_upper_bound
+
+    # 4 recordings, each played 10 times, one word every 3 s; recording 0 fires every time it plays
+    events = [
+        {
+            "kind": "unknown",
+            "label": UNKNOWN,
+            "start": 3.0 * i,
+            "end": 3.0 * i + 0.5,
+            "snr_db": 10.0,
+            "clip": ["test", i % 4, 0, 8000],
+        }
+        for i in range(40)
+    ]
+    hours = 2.0
+    fired = [Detection(3000.0 * i + 400, "yes", 0.99) for i in range(0, 40, 4)]
+    result = match(fired, events, hours, 1000)
+    assert result["false_accepts"] == 10 and result["fa_per_hour"] == 5.0
+    assert result["repeats"] == 10 and result["distinct_hours"] == pytest.approx(0.2)
+    assert result["distinct_false_accepts"] == 1  # one recording fired, ten times
+    assert result["fa_per_hour_upper95"] == pytest.approx(fa_upper_bound(1, 0.2))
+    assert result["fa_per_hour_upper95_by_hours"] == pytest.approx(fa_upper_bound(10, hours))
+    noise = [Detection(3000.0 * i + 2000, "yes", 0.99) for i in (1, 2, 3)]  # on no word: 3 of 10 repeats
+    assert match(noise, events, hours, 1000)["distinct_false_accepts"] == 1
+    quiet = match([], events, hours, 1000)
+    assert quiet["certifiable_fa_per_hour"] == pytest.approx(fa_upper_bound(0, 0.2)) == quiet["fa_per_hour_upper95"]
+    fresh = [{**e, "clip": ["test", i, 0, 8000]} for i, e in enumerate(events)]  # every word a new recording
+    assert match(fired, fresh, hours, 1000)["fa_per_hour_upper95"] == pytest.approx(fa_upper_bound(10, hours))
+    settings = stream_settings(target_fa_per_hour=1.0)
+    _warn_uncertified(settings, {**quiet, "threshold": 0.9, "hit_rate": 0.5}, hours)
+    (line,) = caplog.messages
+    assert "cannot support stream.target_fa_per_hour=1" in line and "12.0 distinct minutes" in line
+    assert "each 10.0 times" in line and f"{fa_upper_bound(0, 0.2):.3g} or more" in line
+
+
 def _hand_scored(events: list[dict], seconds: float, hours: float, noise_at: float | None = None):
     """Oracle scores of hand-placed words (plus a "no" heard at ``noise_at`` where nobody spoke)."""
     times = np.arange(1000.0, seconds * 1000 + 1, 100.0)
@@ -432,6 +470,12 @@ def test_export_ships_the_detector_the_run_was_certified_with(streamed_run, tmp_
         assert float(meta[key]) == pytest.approx(before.metrics[key]), key
     assert meta["stream_settings"] == before.tags[DIGEST_TAG].split("/")[0]
     assert float(meta["val_stream_negatives_hours"]) == pytest.approx(0.5 / 60, abs=1e-3)
+    # the independent material behind the bound: the tiny root's few recordings, each heard many times
+    assert float(meta["val_stream_distinct_hours"]) == pytest.approx(
+        before.metrics["val_stream_distinct_hours"], abs=1e-4
+    )
+    assert 0 < float(meta["val_stream_distinct_hours"]) < float(meta["val_stream_negatives_hours"])
+    assert "distinct minutes)" in printed
 
 
 def test_stream_options_on_the_export_command_line_mean_evaluating_here():

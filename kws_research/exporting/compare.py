@@ -28,6 +28,8 @@ STREAM_ROWS = (
     ("stream_fa", "stream_fa_per_hour"),
     ("stream_fa_upper", "stream_fa_per_hour_upper95"),
     ("stream_fa_certified", "val_stream_fa_per_hour_upper95"),
+    ("stream_val_hours", "val_stream_negatives_hours"),
+    ("stream_val_distinct_hours", "val_stream_distinct_hours"),
     ("stream_miss_1fah", "stream_miss_rate_at_1fah"),
     ("stream_latency", "stream_latency_ms"),
 )
@@ -39,6 +41,15 @@ def _rate(value) -> str:
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.0f} ms"
+
+
+def _earned(column: dict) -> str:
+    """The hours of validation negatives a certificate was earned on, and the distinct hours
+    (its recordings each counted once) it rests on."""
+    hours, distinct = column["stream_val_hours"], column["stream_val_distinct_hours"]
+    if hours is None:
+        return "-"
+    return f"{hours:.2f} h" + ("" if distinct is None else f" ({distinct:.2f} h)")
 
 
 def _pct(value) -> str:
@@ -135,6 +146,7 @@ def markdown(cols: list[dict], labels: list[str]) -> str:
                 ("stream: false accepts per hour (no commands)", [_rate(c["stream_fa"]) for c in cols]),
                 ("stream: its 95% upper bound (test)", [_rate(c["stream_fa_upper"]) for c in cols]),
                 ("stream: FA/h certified on validation (95% bound)", [_rate(c["stream_fa_certified"]) for c in cols]),
+                ("stream: ... on hours of negatives (distinct)", [_earned(c) for c in cols]),
                 ("stream: miss rate at 1 false accept per hour", [_pct(c["stream_miss_1fah"]) for c in cols]),
                 ("stream: latency after the word ends", [_ms(c["stream_latency"]) for c in cols]),
             ]

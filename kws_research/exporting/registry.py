@@ -185,7 +185,16 @@ def _link_version(client, model_id: str, name: str, version: str) -> None:
 
 
 def _attach(client, model_id: str, paths: list[Path]) -> None:
-    """Copy the Core ML files and reports into the logged model's ``coreml/`` folder."""
+    """The Core ML files and reports as the logged model's ``coreml/`` folder, replacing an
+    earlier export's whole (a re-export without a streaming model keeps no streaming file)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if client.list_logged_model_artifacts(model_id, "coreml"):
+        location = client.get_logged_model(model_id).artifact_location
+        try:
+            get_artifact_repository(location).delete_artifacts("coreml")
+        except (NotImplementedError, OSError) as exc:
+            log.warning("logged model %s: could not remove its old coreml/ files (%s)", model_id, exc)
     with tempfile.TemporaryDirectory(prefix="kws-register-") as tmp:
         for path in paths:
             target = Path(tmp) / path.name

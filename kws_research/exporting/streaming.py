@@ -20,7 +20,7 @@ from kws_research.coreml import runtime
 from kws_research.errors import KwsError
 from kws_research.streaming import streams
 from kws_research.streaming.detector import Detection, DetectorSettings, detections
-from kws_research.streaming.evaluation import DIGEST_TAG, log_evaluation
+from kws_research.streaming.evaluation import DIGEST_TAG, VALIDATION_ONLY, log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_scorer, score
 from kws_research.streaming.settings import SHIPPED_METRICS, StreamSettings
@@ -33,7 +33,7 @@ def run_stream_settings(source) -> dict | None:
     """The stream settings of the run's latest streaming evaluation: those its report names
     (or, for runs evaluated before reports named them, its training config's) when their
     digest is the one the run is tagged with; None when the run has no evaluation."""
-    tagged = source.tags.get(DIGEST_TAG, "").split("/")[0]
+    tagged = source.tags.get(DIGEST_TAG, "").split("/")[0].removesuffix(VALIDATION_ONLY)  # then evaluated whole
     candidates = ((source.streaming or {}).get("stream_config"), source.config.get("stream"))
     return next((c for c in candidates if c and StreamSettings.from_config(c).digest() == tagged), None)
 
@@ -51,22 +51,26 @@ def with_evaluation(source, cfg) -> dict:
 
 def certificate(source, cfg) -> dict:
     """What the shipped detector's false-accept bound was earned on (model metadata)."""
-    minutes = ((source.streaming or {}).get("streams") or {}).get("validation_negatives", {}).get("minutes")
+    negatives = ((source.streaming or {}).get("streams") or {}).get("validation_negatives", {})
+    minutes, distinct = negatives.get("minutes"), negatives.get("distinct_minutes")
     return {
         "stream_settings": StreamSettings.from_config(cfg["stream"]).digest(),
         "val_stream_negatives_hours": round(minutes / 60, 3) if minutes is not None else None,
+        # the independent material the bound counts (repeats of a recording are one)
+        "val_stream_distinct_hours": round(distinct / 60, 4) if distinct is not None else None,
     }
 
 
 def evaluation_line(source, cfg) -> str:
     """Which evaluation export ships, and on how many hours of negatives it was certified."""
     earned = certificate(source, cfg)
-    hours = earned["val_stream_negatives_hours"]
+    hours, distinct = earned["val_stream_negatives_hours"], earned["val_stream_distinct_hours"]
     return (
         f"shipping the streaming evaluation of run {source.run_id} (stream settings {earned['stream_settings']}): "
         f"detector threshold {source.metrics.get('detector_threshold', float('nan')):g}, certified for "
         f"{source.metrics.get('val_stream_fa_per_hour_upper95', float('nan')):.3g} FA/h on "
         f"{'?' if hours is None else f'{hours:g}'} h of validation negatives"
+        + ("" if distinct is None else f" ({60 * distinct:.1f} distinct minutes)")
     )
 
 

@@ -18,7 +18,7 @@ from kws_research.errors import ConfigError
 from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.streaming import mining, streams
-from kws_research.streaming.evaluation import DIGEST_TAG, Evaluation, evaluate, log_evaluation, variant
+from kws_research.streaming.evaluation import DIGEST_TAG, SPLITS, Evaluation, evaluate, log_evaluation, variant
 from kws_research.streaming.scoring import keras_scorer
 from kws_research.streaming.settings import StreamSettings
 from kws_research.tracking.runs import log_artifacts, log_metrics
@@ -29,11 +29,15 @@ log = logging.getLogger(__name__)
 
 def stream_source(dataset_cfg: Mapping, data, settings: StreamSettings):
     """The data set the streams take their words from: the run's, prepared with
-    ``stream.unknown_percentage`` (more distinct non-command words than training samples)."""
+    ``stream.unknown_percentage`` (more distinct non-command words than training samples)
+    and, with ``stream.unknown_sources``, those sources' words in every split."""
     share = settings.unknown_percentage
-    if share is None or float(share) == float(task_spec(dataset_cfg).unknown_percentage):
+    changes = {} if share is None else {"unknown_percentage": float(share)}
+    if settings.unknown_sources:
+        changes.update(unknown_sources=dict(settings.unknown_sources), unknown_sources_in_eval=True)
+    if all(dataset_cfg.get(key) == value for key, value in changes.items()):
         return data
-    return prepare({**dict(dataset_cfg), "unknown_percentage": float(share)})
+    return prepare({**dict(dataset_cfg), **changes})
 
 
 def stream_backgrounds(
@@ -41,22 +45,22 @@ def stream_backgrounds(
 ) -> dict | None:
     """Per split, the long recordings ``stream.background`` plays under the negatives-only
     streams (each split's own speakers or files: evaluation never hears training ones)."""
-    if settings.background in (None, "conversation"):  # conversation: built from each stream's own split
+    if settings.recordings is None:  # conversation: built from each stream's own split
         return None
 
     spec = task_spec(dataset_cfg)
-    if settings.background == "long_folder" and not spec.unknown.option("long_folder")["folder"]:
+    if settings.recordings == "long_folder" and not spec.unknown.option("long_folder")["folder"]:
         raise ConfigError("stream.background", "long_folder needs dataset.long_folder (a folder of long recordings)")
-    recordings, _ = long_recordings(spec, settings.background, cache_root(dataset_cfg))
+    recordings, _ = long_recordings(spec, settings.recordings, cache_root(dataset_cfg))
     return {split: long_audio.track(recordings[split]) for split in splits}
 
 
-def check_streams(data, dataset_cfg: Mapping, stream_cfg: Mapping) -> None:
+def check_streams(data, dataset_cfg: Mapping, stream_cfg: Mapping, splits: tuple[str, ...] = SPLITS) -> None:
     """Everything a streaming evaluation needs, checked before the model exists: the
     settings, the words of each split's streams and the background recordings."""
     settings = StreamSettings.from_config(stream_cfg)
-    streams.check_buildable(stream_source(dataset_cfg, data, settings), settings)
-    stream_backgrounds(dataset_cfg, settings)
+    streams.check_buildable(stream_source(dataset_cfg, data, settings), settings, splits)
+    stream_backgrounds(dataset_cfg, settings, splits)
 
 
 def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
@@ -64,11 +68,15 @@ def deployed(model, rule: tuple[str, float] | None, labels: list[str]):
     return gated(model, *rule, labels) if rule is not None else model
 
 
-def evaluate_model(model, data, dataset_cfg: Mapping, stream_cfg: Mapping, rule=None) -> Evaluation:
+def evaluate_model(
+    model, data, dataset_cfg: Mapping, stream_cfg: Mapping, rule=None, splits: tuple[str, ...] = SPLITS
+) -> Evaluation:
+    """``splits``: (validation, test), or validation alone (calibration only, for a search)."""
     settings = StreamSettings.from_config(stream_cfg)
     model = deployed(model, rule, list(data.classes))
     source = stream_source(dataset_cfg, data, settings)
-    evaluation = evaluate(keras_scorer(model), data, source, settings, stream_backgrounds(dataset_cfg, settings))
+    backgrounds = stream_backgrounds(dataset_cfg, settings, splits)
+    evaluation = evaluate(keras_scorer(model), data, source, settings, backgrounds, splits)
     evaluation.rule = rule
     return evaluation
 

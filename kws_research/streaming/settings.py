@@ -26,8 +26,27 @@ SHIPPED_METRICS = (
     "temperature",
     "val_stream_fa_per_hour_upper95",  # the false-accept rate the detector is certified for (95%)
 )
-# Every metric a streaming evaluation logs (see kws_research/streaming/evaluation.py).
+# What a streaming evaluation logs from the validation streams alone (``stream_eval=validation``
+# logs only these; see kws_research/streaming/evaluation.py).
+VALIDATION_STREAM_METRICS = (
+    "stream_target_met",
+    "stream_target_fa_per_hour",
+    "val_stream_hit_rate",
+    "val_stream_certified_hit_rate",
+    "val_stream_fa_per_hour_at_50pct_miss",
+    "val_stream_fa_per_hour",
+    "val_stream_fa_per_hour_upper95_by_hours",
+    "val_stream_negatives_hours",
+    "val_stream_distinct_hours",
+    "val_stream_certifiable_fa_per_hour",
+    *SHIPPED_METRICS,
+    "val_ece_before",
+    "val_ece_after",
+    "stream_scoring_speed",
+)
+# Every metric a whole streaming evaluation logs: the validation ones and the test streams'.
 STREAM_METRICS = (
+    *VALIDATION_STREAM_METRICS,
     "stream_hit_rate",
     "stream_miss_rate",
     "stream_wrong_rate",
@@ -40,17 +59,10 @@ STREAM_METRICS = (
     "stream_mixed_fa_per_hour",
     "stream_miss_rate_at_1fah",
     "stream_miss_rate_at_0p1fah",
-    "stream_target_met",
-    "stream_target_fa_per_hour",
-    "val_stream_hit_rate",
-    "val_stream_fa_per_hour",
-    *SHIPPED_METRICS,
     "ece_before",
     "ece_after",
-    "val_ece_before",
-    "val_ece_after",
-    "stream_scoring_speed",
 )
+EVALUATION_SPLITS = {True: ("validation", "test"), "validation": ("validation",)}  # by stream_eval
 
 
 # 160 thresholds from 0.2 to 0.995, then the tail up to 0.9999: on hours of talk a detector
@@ -78,7 +90,10 @@ class StreamSettings:
     temperature: bool = True
     verify_seconds: float = 20.0
     batch_size: int = 256
-    background: str | None = None  # speech | long_folder: people talking under the negatives-only streams
+    background: str | tuple[str, ...] | None = None  # people talking under the negatives-only streams:
+    # speech | long_folder (the dataset's long recordings of the split) | conversation, or a list of them
+    unknown_sources: dict | None = None  # shares of the sources the streams' non-command words come from in
+    # every split (e.g. {words: 0.7, folder: 0.3}: the root's words and dataset.unknown_folder); null: the root's
     background_snr_db: float = 10.0  # the background this many dB under the stream's words
     reverb: float = 0.0  # share of the words heard through a simulated room (kws_research/data/rooms.py)
     rooms: dict = field(default_factory=lambda: asdict(RoomSettings()))
@@ -99,6 +114,8 @@ class StreamSettings:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     raise ConfigError(f"stream.{split}.{key}", f"{value!r} must be a number of minutes > 0")
             cfg[split] = {k: float(part[k]) for k in SPLIT_MINUTES}
+        if isinstance(cfg.get("background"), (list, tuple)):
+            cfg["background"] = tuple(cfg["background"]) or None
         for key in ("snr_db", "window_ms", "suppression_ms", "thresholds", "gap_seconds"):
             values = cfg.pop(key, None)
             if values is None:  # null: the default (thresholds: null in the YAML)
@@ -129,10 +146,26 @@ class StreamSettings:
         if not 0 <= self.reverb <= 1:
             raise ConfigError("stream.reverb", f"{self.reverb!r} must be a share of words in [0, 1]")
         RoomSettings.from_config(self.rooms, "stream.rooms")
-        if self.background not in BACKGROUNDS:
+        names = self.backgrounds
+        if any(name not in BACKGROUNDS for name in names) or len(names) != len(set(names)):
             raise ConfigError(
-                "stream.background", f"{self.background!r} is not one of null, speech, long_folder, conversation"
+                "stream.background",
+                f"{self.background!r} is not null or one or more of speech, long_folder, conversation",
             )
+        if len([n for n in names if n != "conversation"]) > 1:
+            raise ConfigError("stream.background", "takes one of speech and long_folder (and conversation beside it)")
+
+    @property
+    def backgrounds(self) -> tuple[str, ...]:
+        """The backgrounds as a tuple (``background`` may be one name or a list)."""
+        if self.background is None:
+            return ()
+        return (self.background,) if isinstance(self.background, str) else tuple(self.background)
+
+    @property
+    def recordings(self) -> str | None:
+        """The background of long recordings (speech or long_folder), if one is asked for."""
+        return next((n for n in self.backgrounds if n != "conversation"), None)
 
     def stream_identity(self) -> dict:
         """What the audio of a stream depends on (detector settings do not)."""
@@ -140,13 +173,24 @@ class StreamSettings:
             "snr_db": list(self.snr_db),
             "unknown_fraction": self.unknown_fraction,
             "gap": list(self.gap_seconds),
-            **({"background": self.background, "background_snr_db": self.background_snr_db} if self.background else {}),
+            **(
+                {"background": self._background_key(), "background_snr_db": self.background_snr_db}
+                if self.background
+                else {}
+            ),
             **({"reverb": self.reverb, "rooms": self.room_settings().digest()} if self.reverb else {}),
         }
+
+    def _background_key(self) -> str | list[str]:
+        names = self.backgrounds
+        return names[0] if len(names) == 1 else list(names)  # one name: as streams were keyed before lists
 
     def room_settings(self) -> RoomSettings:
         return RoomSettings.from_config(self.rooms, "stream.rooms")
 
     def digest(self) -> str:
         """Identity of an evaluation: a run evaluated with other settings is evaluated again."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=list).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if fields["unknown_sources"] is None:  # evaluations from before the key keep their identity
+            del fields["unknown_sources"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]

@@ -181,12 +181,17 @@ def build(data, split: str, kind: str, seconds: float, settings: StreamSettings,
         for lo in range(0, total, step):
             idx = np.arange(lo, min(total, lo + step))
             speech[idx] += looped[idx] * np.interp(idx, centres, gains).astype(np.float32)
-    if kind == "negatives" and settings.background == "conversation":  # the split's own words, talked
+    talks = []
+    if kind == "negatives" and "conversation" in settings.backgrounds:  # the split's own words, talked
         words = [np.asarray(audio[row]) for audio, row, _, _ in pools["unknown"]]
         commands = [np.asarray(audio[row]) for audio, row, _, _ in pools["command"]]
-        background = conversation(words, commands, total, rng)
-    if kind == "negatives" and background is not None and background.size and gains:
-        talk = _loop(np.asarray(background, dtype=np.float32), total, rng)
+        talks.append(conversation(words, commands, total, rng))
+    if kind == "negatives" and background is not None and background.size:
+        talks.append(background)
+    for talk in talks:  # each background_snr_db under the words
+        if not talk.size or not gains:
+            continue
+        talk = _loop(np.asarray(talk, dtype=np.float32), total, rng)
         target = float(np.mean(powers)) / 10 ** (settings.background_snr_db / 10)
         level = np.sqrt(target / (float(np.mean(talk.astype(np.float64) ** 2)) or 1.0))
         speech += talk * np.float32(level)

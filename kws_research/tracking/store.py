@@ -87,6 +87,8 @@ def client_for(tracking: Mapping):
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:  # the first use of the store: MLflow creates or upgrades its tables here
+        if uri.startswith("sqlite:///"):
+            create_whole(Path(uri[len("sqlite:///") :]))
         client = MlflowClient(tracking_uri=uri)
         end_dead_runs(client)
     except Exception as exc:  # SQLAlchemy's or MLflow's, whichever layer saw the full disk first
@@ -98,6 +100,31 @@ def client_for(tracking: Mapping):
             "or set tracking.uri to a store with space"
         ) from None
     return client
+
+
+def create_whole(path: Path) -> None:
+    """A new sqlite store is made beside its place and linked in only with all of MLflow's
+    tables: a disk that fills while the tables are made must not leave a half-migrated store
+    that no later run can open. An existing store (or one a parallel process just made)
+    is left as it is."""
+    from mlflow.tracking import MlflowClient
+
+    if path.exists():
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        made = MlflowClient(tracking_uri=f"sqlite:///{temporary}")
+        made.search_experiments(max_results=1)  # MLflow makes its tables on first use
+        store = getattr(getattr(made, "_tracking_client", None), "store", None)
+        if hasattr(store, "engine"):
+            store.engine.dispose()  # no connection left on the file after it moves
+        try:
+            os.link(temporary, path)  # never replaces a store a parallel process linked first
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 # What SQLite and the file system say when the store's disk is full.

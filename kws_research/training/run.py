@@ -31,17 +31,19 @@ from kws_research.models.registry import model_name
 from kws_research.models.streaming import macs_per_hop
 from kws_research.streaming.evaluation import log_evaluation
 from kws_research.streaming.runs import check_streams, evaluate_model
+from kws_research.streaming.settings import EVALUATION_SPLITS
 from kws_research.tracking import store
 from kws_research.tracking.datasets import log_dataset_input
 from kws_research.tracking.logged_model import log_keras_model
 from kws_research.tracking.runs import flatten, git_commit, log_metrics, log_params, tracked_run
-from kws_research.training import evaluate, optim, pipeline, precision
+from kws_research.training import evaluate, optim, pipeline, precision, stream_windows
 from kws_research.training.artifacts import log_run_artifacts
 from kws_research.training.augment import AugmentSettings, WaveformAugmenter
 from kws_research.training.callbacks import EpochLogger, InterruptCheck, NonFiniteLoss
 from kws_research.training.memory import released_custom_gradients
 from kws_research.training.openset import gate_metrics
 from kws_research.training.result import RunHooks, TrainResult
+from kws_research.training.stream_windows import StreamWindowSettings
 from kws_research.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,10 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
         raise ConfigError(
             "dataset", f"{data.name}: the train or validation split is empty; check the split lists or percentages"
         )
+    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
     if cfg.stream_eval:
-        check_streams(
-            data, OmegaConf.to_container(cfg.dataset, resolve=True), OmegaConf.to_container(cfg.stream, resolve=True)
-        )
+        check_streams(data, dataset_cfg, stream_cfg, EVALUATION_SPLITS[cfg.stream_eval])
+    stream_windows.check(data, dataset_cfg, stream_cfg, StreamWindowSettings.from_config(cfg.get("stream_windows")))
     client = store.client_for(cfg.tracking)
     experiment = store.experiment_id(client, cfg.tracking, cfg.tracking.get("experiment") or data.name)
     label = model_label(cfg)
@@ -123,8 +125,12 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
             return TrainResult(run_id, dict(sizes), stopped=reason)
 
     epochs, batch = int(cfg.trainer.epochs), int(cfg.trainer.batch_size)
-    train_split = data.splits["train"]
-    steps = pipeline.steps_per_epoch(train_split, batch)
+    windows = StreamWindowSettings.from_config(cfg.get("stream_windows"))
+    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
+    examples = stream_windows.training_examples(
+        data.splits["train"], data, dataset_cfg, stream_cfg, windows, int(cfg.seed)
+    )
+    steps = pipeline.steps_per_epoch(examples, batch)
     optimizer, loss, schedule_callbacks = optim.build(cfg.optimizer, steps, epochs)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     settings = AugmentSettings.from_config(cfg.augment)
@@ -134,7 +140,6 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
         if settings.active
         else None
     )
-    train_ds = pipeline.training_dataset(train_split, num_classes, batch, int(cfg.seed), augmenter)
     val_ds = pipeline.evaluation_dataset(data.splits["validation"], num_classes, batch)
 
     patience = cfg.trainer.get("early_stopping_patience") or epochs
@@ -142,17 +147,34 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
         monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True, verbose=0
     )
     epoch_logger = EpochLogger(client, run_id)
-    callbacks = [epoch_logger, InterruptCheck(), NonFiniteLoss(), stopper, *schedule_callbacks, *hooks.callbacks]
+    callbacks = [epoch_logger, InterruptCheck(), NonFiniteLoss(), *schedule_callbacks, *hooks.callbacks]
     started = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=_verbosity(cfg.trainer.get("verbose")),
-    )
+    first = max(1, epochs - windows.mining_epochs_total())
+    segments = [(0, first)] + [
+        (e, min(epochs, e + windows.mining_epochs)) for e in range(first, epochs, windows.mining_epochs)
+    ]
+    for index, (begin, end) in enumerate(segments):
+        if index:  # a mining round: early stopping chose the weights it goes on from
+            log_metrics(
+                client,
+                run_id,
+                stream_windows.mine_round(
+                    model, examples, data, dataset_cfg, stream_cfg, windows, index - 1, int(cfg.seed)
+                ),
+                step=index,
+            )
+        model.fit(
+            pipeline.training_dataset(examples, num_classes, batch, int(cfg.seed), augmenter, first_epoch=begin),
+            validation_data=val_ds,
+            initial_epoch=begin,
+            epochs=end,
+            steps_per_epoch=steps,
+            callbacks=callbacks + ([stopper] if not index else []),
+            shuffle=False,
+            verbose=_verbosity(cfg.trainer.get("verbose")),
+        )
+        if any(getattr(cb, "stop_reason", None) for cb in hooks.callbacks):
+            break
     train_seconds = time.perf_counter() - started
     history = epoch_logger.history
     val_history = history.get("val_accuracy", [])
@@ -232,9 +254,11 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
 
 
 def _stream_evaluation(cfg, data, model, client, run_id: str, final: dict, title: str) -> dict:
-    """``stream_eval=true``: the streaming evaluation of the model as export ships it."""
+    """``stream_eval=true``: the streaming evaluation of the model as export ships it
+    (``stream_eval=validation``: its calibration on the validation streams alone)."""
     rule = calibrated_rule(final)  # openset.gate=true: the rule export folds in
     dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
-    evaluation = evaluate_model(model, data, dataset, OmegaConf.to_container(cfg.stream, resolve=True), rule)
+    stream = OmegaConf.to_container(cfg.stream, resolve=True)
+    evaluation = evaluate_model(model, data, dataset, stream, rule, EVALUATION_SPLITS[cfg.stream_eval])
     log_evaluation(client, run_id, evaluation, title)
     return evaluation.metrics

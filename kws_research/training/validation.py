@@ -15,7 +15,7 @@ from kws_research.metrics import (
 )
 from kws_research.models.gate import METRIC, RULES
 from kws_research.schema import check_declared
-from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
+from kws_research.streaming.settings import STREAM_METRICS, VALIDATION_STREAM_METRICS, StreamSettings
 from kws_research.training import optim, precision
 from kws_research.training.augment import AugmentSettings
 
@@ -35,7 +35,7 @@ def produced_metrics(cfg: DictConfig) -> set[str]:
         if heldout:
             names.update(f"gated_{key}" for key in OPEN_SET_METRICS if key != "heldout_clips")
     if cfg.stream_eval:
-        names.update(STREAM_METRICS)
+        names.update(STREAM_METRICS if cfg.stream_eval is True else VALIDATION_STREAM_METRICS)
     return names
 
 

@@ -69,3 +69,38 @@ def small_filesystem_command(
         "--",
         *command,
     ]
+
+
+def freed_filesystem_command(
+    command: list[str], mount: Path, cwd: Path, size_kb: int, free_kb: int
+) -> list[str] | None:
+    """``command`` twice on a fresh tmpfs of ``size_kb`` KB on ``mount``: first with a file of
+    the user's (``ballast``) leaving ``free_kb`` KB free, then, the ballast deleted, again.
+    Prints ``RC1=<rc>``, ``FREED`` (also on stderr, between the two runs' messages), ``RC2=<rc>``,
+    ``BALLAST <bytes>`` just before it is deleted, and ``LEFT``/``FILE`` lines as
+    :func:`small_filesystem_command` does. None where this machine cannot do it."""
+    if small_filesystem_command(["true"], mount, cwd, 16) is None:
+        return None
+    script = (
+        'mount -t tmpfs -o "size=$0k" tmpfs "$1" || exit 99; cd "$2"; shift 3; '
+        'head -c $(( ($SIZE_KB - $FREE_KB) * 1024 )) /dev/zero > "$MOUNT/ballast"; '
+        '"$@"; echo "RC1=$?"; echo "BALLAST $(stat -c %s "$MOUNT/ballast")"; rm "$MOUNT/ballast"; '
+        'echo FREED; echo FREED >&2; "$@"; rc=$?; echo "RC2=$rc"; '
+        'find "$MOUNT" -name "*.tmp" -printf "LEFT %p\\n"; find "$MOUNT" -type f -printf "FILE %p %s\\n"; exit 0'
+    )
+    return [
+        "env",
+        f"MOUNT={mount}",
+        f"SIZE_KB={size_kb}",
+        f"FREE_KB={free_kb}",
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        script,
+        str(size_kb),
+        str(mount),
+        str(cwd),
+        "--",
+        *command,
+    ]
