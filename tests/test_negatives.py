@@ -276,8 +276,13 @@ def test_the_openset_experiment_trains_on_talk_in_rooms_and_is_measured_with_peo
     from kws_research.train import train
 
     speech = [f"dataset.synthetic_speech.{k}={v}" for k, v in SPEECH.items()]
-    windows = ["stream_windows.minutes=1", "stream_windows.mining_minutes=1"]
-    cfg = compose("train", tiny_overrides(tone_root, tmp_path, "+experiment=openset", *speech, *windows, *TINY_STREAMS))
+    windows = ["stream_windows.minutes=1", "stream_windows.mining_minutes=1", "stream_windows.mining_epochs=1"]
+    cfg = compose(
+        "train",
+        tiny_overrides(
+            tone_root, tmp_path, "+experiment=openset", "trainer.epochs=3", *speech, *windows, *TINY_STREAMS
+        ),
+    )
     assert cfg.stream.background == "conversation" and cfg.stream_eval and cfg.openset.rule == "prior"
     assert cfg.stream_windows.share == 0.3 and cfg.stream_windows.mining_rounds == 2
     assert list(cfg.dataset.synthetic_speech.engines) == ["espeak", "piper"] and cfg.augment.reverb == 0.3

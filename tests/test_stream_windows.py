@@ -71,6 +71,10 @@ def test_stream_window_settings_are_checked_with_the_key():
         StreamWindowSettings.from_config({"mining_rounds": 1})
     with pytest.raises(KwsError, match=r"stream_windows\.nope: no such key"):
         StreamWindowSettings.from_config({"nope": 1})
+    budget = StreamWindowSettings.from_config({"share": 0.3, "mining_rounds": 2, "mining_epochs": 2})
+    budget.check_budget(5)
+    with pytest.raises(KwsError, match=r"^stream_windows\.mining_rounds: 2 rounds .* trainer.epochs=4 leaves none"):
+        budget.check_budget(4)
 
 
 def test_windows_come_from_training_streams_only(tone_root, tmp_path):
@@ -158,10 +162,11 @@ def test_the_stream_sweep_searches_on_validation_streams_only(tone_root, tmp_pat
         "dataset.unknown_sources.spliced=0",
         f"tracking.uri=sqlite:///{tmp_path}/mlruns.db",
         f"tracking.artifact_location={tmp_path}/mlartifacts",
-        "trainer.epochs=1",
+        "trainer.epochs=3",
         "trainer.batch_size=16",
         "trainer.verbose=0",
         "augment.reverb=0",
+        "stream_windows.mining_epochs=1",
         "stream.reverb=0",
         "stream_windows.minutes=1",
         "stream_windows.mining_minutes=1",

@@ -83,6 +83,16 @@ class StreamWindowSettings:
         if self.mining_rounds and not self.share:
             raise ConfigError("stream_windows.mining_rounds", "mining adds windows: set stream_windows.share > 0 too")
 
+    def check_budget(self, epochs: int) -> None:
+        """Mining rounds take the last epochs; at least one epoch must come before them."""
+        if self.mining_rounds and self.mining_epochs_total() >= epochs:
+            raise ConfigError(
+                "stream_windows.mining_rounds",
+                f"{self.mining_rounds} rounds x stream_windows.mining_epochs={self.mining_epochs} take "
+                f"{self.mining_epochs_total()} epochs, trainer.epochs={epochs} leaves none before them",
+                f"set trainer.epochs above {self.mining_epochs_total()} or fewer rounds (0: no mining)",
+            )
+
     @property
     def active(self) -> bool:
         return self.share > 0

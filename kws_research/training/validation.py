@@ -18,6 +18,7 @@ from kws_research.schema import check_declared
 from kws_research.streaming.settings import STREAM_METRICS, VALIDATION_STREAM_METRICS, StreamSettings
 from kws_research.training import optim, precision
 from kws_research.training.augment import AugmentSettings
+from kws_research.training.stream_windows import StreamWindowSettings
 
 
 def produced_metrics(cfg: DictConfig) -> set[str]:
@@ -47,6 +48,7 @@ def validate(cfg: DictConfig) -> None:
     precision.check(cfg.trainer.precision)
     optim.validate(cfg.optimizer)
     AugmentSettings.from_config(cfg.augment)
+    StreamWindowSettings.from_config(cfg.get("stream_windows")).check_budget(int(cfg.trainer.epochs))
     if cfg.stream_eval:
         StreamSettings.from_config(cfg.stream)
     if cfg.openset.rule not in RULES:
