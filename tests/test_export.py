@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 from helpers.data import tiny_overrides
@@ -171,6 +172,28 @@ def test_unknown_run_missing_model_and_wrong_baseline_are_clear_errors(trained):
     client.set_terminated(unfinished, "FAILED")
     with pytest.raises(KwsError, match=f"baseline: run {unfinished} has no test_accuracy"):
         export_run(export_cfg(folder, f"run_id={run_id}", f"baseline={unfinished}", "format=neuralnetwork"))
+
+
+@same_worker
+def test_a_damaged_model_artifact_is_named_by_its_run_not_by_a_temporary_folder(trained, tmp_path):
+    """A model.keras cut short in the store (a full disk, before writes were atomic) was
+    reported by the temporary folder export downloaded it to, gone after exit."""
+    folder, run_id = trained
+    client = MlflowClient(f"sqlite:///{folder}/mlruns.db")
+    source = client.get_run(run_id)
+    copy = Path(client.download_artifacts(run_id, "", str(tmp_path / "copy")))
+    model = copy / "model" / "model.keras"
+    model.write_bytes(model.read_bytes()[:2000])
+    damaged = client.create_run(source.info.experiment_id, tags=source.data.tags).info.run_id
+    for name in ("config.yaml", "labels.json"):
+        client.log_artifact(damaged, str(copy / name))
+    client.log_artifact(damaged, str(model), "model")
+    client.set_terminated(damaged)
+    with pytest.raises(KwsError) as caught:
+        export_run(export_cfg(folder, f"run_id={damaged}", "baseline=skip"))
+    message = str(caught.value)
+    assert message.startswith(f"run {damaged}'s model/model.keras (") and "not a loadable .keras model" in message
+    assert "kws-" not in message.split("(")[1] and message.endswith("restore the artifact or train the run again")
 
 
 @same_worker

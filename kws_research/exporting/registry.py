@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from kws_research.errors import ConfigError
-from kws_research.models import load_model
 from kws_research.tracking.logged_model import log_keras_model, logged_model_id
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def _ensure_logged_model(client, source, example: np.ndarray) -> str:
 
     log.info("run %s has no logged model (trained by an older version): logging it now", source.run_id)
     tags = {"dataset": str(source.tags.get("dataset")), "model": source.model_label}
-    return log_keras_model(client, source.run_id, load_model(source.model_path), example, tags)
+    return log_keras_model(client, source.run_id, source.model(), example, tags)
 
 
 def _version_for_run(client, name: str, run_id: str):

@@ -54,7 +54,6 @@ from kws_research.exporting.streaming import (
     verify_streaming_model,
     with_evaluation,
 )
-from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.models.streaming import macs_per_hop, separable_frontend, streaming_model
 from kws_research.models.temperature import tempered_model
@@ -162,7 +161,7 @@ def _baseline_size(baseline, precision: str, folder: Path) -> int | None:
     try:
         path = folder / "baseline.mlpackage"
         convert(
-            load_model(baseline.model_path),
+            baseline.model(),
             baseline.labels,
             "mlprogram",
             precision if precision in PRECISIONS else "fp16",
@@ -249,7 +248,7 @@ def _deployed_model(job: ExportJob) -> None:
     """The run's Keras model with its calibrated open-set rule and temperature, as shipped;
     its predictions on the test clips are what every Core ML file is verified against."""
     job.audio, job.truth, job.test_fingerprint = _test_clips(job.data, job.source, job.cfg["verify_clips"])
-    model = load_model(job.source.model_path)
+    model = job.source.model()
     job.rule = open_set_rule(job.source, job.cfg)
     ensure_evaluated(job.client, job.source, model, job.data, job.cfg, job.rule)
     shipped = shipped_detector(job.source, job.cfg)
@@ -321,7 +320,7 @@ def _baseline(job: ExportJob):
         job.tmp / "baseline",
     )
     if baseline is not None:
-        ensure_evaluated(job.client, baseline, load_model(baseline.model_path), None, cfg, None)
+        ensure_evaluated(job.client, baseline, baseline.model(), None, cfg, None)
     return baseline
 
 

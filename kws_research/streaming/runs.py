@@ -15,7 +15,6 @@ from kws_research.data import long_audio
 from kws_research.data.dataset import cache_root, prepare, task_spec
 from kws_research.data.unknown import long_recordings
 from kws_research.errors import ConfigError
-from kws_research.models import load_model
 from kws_research.models.gate import gated
 from kws_research.streaming import mining, streams
 from kws_research.streaming.evaluation import DIGEST_TAG, SPLITS, Evaluation, evaluate, log_evaluation, variant
@@ -94,7 +93,7 @@ def evaluate_run(client, run_id: str, stream_cfg: Mapping, gate: str = "auto") -
     with tempfile.TemporaryDirectory(prefix="kws-evaluate-") as tmp:
         source = fetch(client, run_id, Path(tmp) / "source")
         data = source_data(source, "evaluate")
-        model = load_model(source.model_path)
+        model = source.model()
         rule = open_set_rule(source, {"gate": gate})
         evaluation = evaluate_model(model, data, source.config["dataset"], stream_cfg, rule)
     log_evaluation(client, run_id, evaluation, source.model_label)
@@ -141,7 +140,7 @@ def mine_run(client, run_id: str, cfg: Mapping) -> dict:
     with tempfile.TemporaryDirectory(prefix="kws-mine-") as tmp:
         source = fetch(client, run_id, Path(tmp) / "source")
         data = source_data(source, "mine")
-        model = deployed(load_model(source.model_path), open_set_rule(source, cfg), list(data.classes))
+        model = deployed(source.model(), open_set_rule(source, cfg), list(data.classes))
         detector, temperature = mining.detector_of(source.metrics)
         if cfg.get("threshold") is not None:  # mine near misses too: a lower threshold than the app's
             detector = replace(detector, threshold=float(cfg["threshold"]))

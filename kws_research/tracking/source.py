@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kws_research.data.dataset import prepare
 from kws_research.errors import KwsError
+from kws_research.models import load_model
 from kws_research.models.gate import calibrated_rule
 
 
@@ -23,6 +24,19 @@ class SourceRun:
     tags: dict
     report: dict | None
     streaming: dict | None = None  # streaming/streaming.json: the run's latest streaming evaluation
+    artifact_uri: str = ""  # where the run's artifacts live in the store
+
+    def model(self):
+        """The run's Keras model. A damaged artifact (e.g. cut short by a full disk) is named
+        by the run and its place in the store, not by the temporary folder it was downloaded
+        to, which is gone when the stage ends."""
+        try:
+            return load_model(self.model_path)
+        except KwsError as exc:
+            named = str(exc).replace(
+                str(self.model_path), f"run {self.run_id}'s model/model.keras ({self.artifact_uri})"
+            )
+            raise KwsError(f"{named}; restore the artifact or train the run again") from None
 
     @property
     def fingerprint(self) -> str:
@@ -154,6 +168,7 @@ def fetch(client, run_id: str, folder: Path) -> SourceRun:
         tags=dict(run.data.tags),
         report=json.loads(report_path.read_text()) if report_path.exists() else None,
         streaming=json.loads(streaming_path.read_text()) if streaming_path.exists() else None,
+        artifact_uri=run.info.artifact_uri,
     )
 
 
