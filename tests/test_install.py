@@ -133,3 +133,54 @@ def test_make_ui_opens_the_store_the_stages_use():
         run_env = dict(env, MLFLOW_TRACKING_URI=uri) if uri else env
         dry = subprocess.run(["make", "-n", "ui"], cwd=REPO, env=run_env, capture_output=True, text=True, timeout=60)
         assert dry.returncode == 0 and f"--backend-store-uri '{expected}'" in dry.stdout, dry.stdout + dry.stderr
+
+
+@pytest.mark.slow  # starts the MLflow UI and waits for its job runner
+def test_make_ui_leaves_no_process_behind_after_sigterm(tmp_path):
+    """The UI's server and job-runner children end with it (`make ui`, then SIGTERM)."""
+    import signal
+    import time
+    import urllib.request
+
+    from helpers.servers import free_port
+
+    if shutil.which("make") is None or sys.platform != "linux":
+        pytest.skip("needs make and /proc")
+    store = tmp_path / "ui-store.db"
+    port = free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{store}", UI_PORT=str(port))
+    ui = subprocess.Popen(["make", "ui"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def descendants() -> set[int]:
+        parents = {}
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, frontier = set(), {ui.pid}
+        while frontier:
+            frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+            found |= frontier
+        return found
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(1)
+        time.sleep(5)  # its job runner starts its consumers
+        children = descendants()
+        assert len(children) >= 3, children  # mlflow ui, its server, its job runner
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+    finally:
+        ui.kill()
