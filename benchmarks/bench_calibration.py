@@ -1,10 +1,12 @@
-"""Does the shipped false-accept promise hold? Train words-only and the open-set recipe
-with and without each of: the ``conversation`` unknown source (the training split's own
-words talked), rooms (``augment.reverb``), Piper's voice in the continuous speech; then
-measure every run on test streams whose negatives carry a pseudo-conversation of the
-test split's own recordings (``stream.background=conversation``) and whose words go
-through simulated rooms (``stream.reverb``), with the detector certified on validation
-streams built the same way from the validation split.
+"""Does the detector hear commands where people talk, and does its certificate hold? Train
+words-only, the open-set recipe as it was before it trained on streams, and the recipe
+with the data's real talk as an unknown source plus windows of training-split streams
+(with and without mining rounds); then measure every run on test streams with real talk
+and real words: the LibriSpeech speakers of the split and a pseudo-conversation of its own
+recordings under the negatives, the extra Speech Commands words among the words (never
+trained on), half the words through simulated rooms, at 10 dB; the detector is certified
+on validation streams built the same way from the validation split, its bound counting
+distinct recordings.
 
 Per config: command accuracy, hit rate, test FA/h with its 95% upper bound, the
 validation certificate, whether the test rate fell inside it, and FA/h at the
@@ -40,11 +42,15 @@ CONFIGS = {
     BASE: ["dataset.unknown_percentage=10"],
     "open set before (clips only)": BEFORE,
     # + the training speakers' LibriSpeech talk as an unknown source, and 30% of each epoch
-    # windows of training-split streams labelled as the detector should answer them
-    "+ talk + stream windows": [*BEFORE, "dataset.unknown_sources.long_folder=0.25", "stream_windows.share=0.3"],
-    # + two rounds of mining the run's own training talk (the last 4 epochs): +experiment=openset
-    # now, with the data's talk as an unknown source
-    "+ talk + stream windows + mining": ["+experiment=openset", "dataset.unknown_sources.long_folder=0.25"],
+    # windows of training-split streams labelled as the detector should answer them:
+    # +experiment=openset now, with the data's talk added as its comment says
+    "+ talk + stream windows": ["+experiment=openset", "dataset.unknown_sources.long_folder=0.25"],
+    # + two rounds of mining the run's own training talk (the last 4 epochs)
+    "+ talk + stream windows + mining": [
+        "+experiment=openset",
+        "dataset.unknown_sources.long_folder=0.25",
+        "stream_windows.mining_rounds=2",
+    ],
 }
 MISS_RATES = (0.5, 0.7)
 AT_MISS = tuple(f"fa_per_hour_at_{int(100 * m)}pct_miss" for m in MISS_RATES)
@@ -86,14 +92,16 @@ def chosen_on_validation(rows: list[dict]) -> str | None:
     """The recipe to ship, by validation numbers only: among recipes within
     ``MAX_VAL_COMMAND_DROP`` of words-only validation command accuracy (the accuracy the
     promise is about; overall accuracy also rewards the unknown class), the fewest validation
-    false accepts per hour at 50% miss (the certified points hear too little to compare)."""
+    false accepts per hour at 50% miss (the certified points hear too little to compare),
+    then the most validation commands heard at the certified detector."""
     base, key = rows[0], VAL_AT_MISS[0]
     fair = [
         r
         for r in rows[1:]
         if r[key] is not None and r["val_command_accuracy"] >= base["val_command_accuracy"] - MAX_VAL_COMMAND_DROP
     ]
-    return min(fair, key=lambda r: r[key])["config"] if fair else None
+    # ties (a few false accepts in 3 h) go to the recipe that hears more on validation
+    return min(fair, key=lambda r: (r[key], -(r["val_stream_hit_rate"] or 0)))["config"] if fair else None
 
 
 def main() -> None:
@@ -168,15 +176,17 @@ def main() -> None:
         + ", ".join(args.heldout)
         + "; seeds "
         + ", ".join(map(str, args.seeds))
-        + f". Streams: stream={args.stream}, SNR 10 dB, negatives over a pseudo-conversation of the split's own "
-        f"recordings 10 dB under the words, {100 * args.reverb:g}% of the words through simulated rooms; the "
-        "detector is certified on the validation streams (95% upper bound within stream.target_fa_per_hour), "
-        "every test FA/h with its own bound. Chosen on validation, never on these test numbers: "
+        + f". Streams: stream={args.stream}, SNR 10 dB, negatives over the split's LibriSpeech speakers ({args.talk}) "
+        f"and a pseudo-conversation of its own recordings, each 10 dB under the words; the words include the extra "
+        f"words of {args.words} (never trained on); {100 * args.reverb:g}% of the words through simulated rooms; "
+        f"detectors certified for {args.target:g} FA/h on the validation streams (95% bound over distinct "
+        "recordings), every test FA/h with its own bound. Chosen on validation, never on these test numbers: "
         f"chosen_on_validation marks the recipe within {100 * MAX_VAL_COMMAND_DROP:g} point of words-only "
-        "validation command accuracy with the fewest validation FA/h at 50% miss.\n\n"
+        "validation command accuracy with the fewest validation FA/h at 50% miss (ties: the higher validation "
+        "hit rate).\n\n"
         "Per run:\n\n" + per_run
     )
-    report.write("calibration", {"args": vars(args)}, rows, "Certified false accepts on talk in rooms", notes)
+    report.write("calibration", {"args": vars(args)}, rows, "Hearing commands in talk", notes)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ QUICK_BEFORE = [
     "params.model=choice(tc_resnet, bc_resnet, ds_cnn)",
     "params.optimizer.learning_rate=tag(log, interval(1e-3, 1e-2))",
     "params.model.dropout=interval(0.0, 0.3)",
+    "constraints.max_params=100000",
     "export.baseline_overrides=[]",
 ]
 

@@ -75,8 +75,8 @@ def test_switching_sampler_or_pruner_drops_the_options_of_the_one_the_file_named
     assert dict(definition.pruner) == {"name": "percentile", "interval_steps": 2, "percentile": 25}
     assert isinstance(factories.sampler(definition.sampler, 0, []), optuna.samplers.RandomSampler)
     assert isinstance(factories.pruner(definition.pruner, False), optuna.pruners.PercentilePruner)
-    unchanged = load(["sweep=quick", "pruner.name=median"])
-    assert unchanged.pruner.n_warmup_steps == 2  # same pruner: the file's options stay
+    unchanged = load(["sweep=quick", "pruner.name=successive_halving"])
+    assert unchanged.pruner.reduction_factor == 3  # same pruner: the file's options stay
     assert isinstance(
         factories.pruner(load(["sweep=quick", "pruner.name=none"]).pruner, False), optuna.pruners.NopPruner
     )

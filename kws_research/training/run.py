@@ -131,6 +131,8 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
         data.splits["train"], data, dataset_cfg, stream_cfg, windows, int(cfg.seed)
     )
     steps = pipeline.steps_per_epoch(examples, batch)
+    if windows.active:
+        log_metrics(client, run_id, {"stream_windows_per_epoch": float(len(examples) - len(data.splits["train"]))})
     optimizer, loss, schedule_callbacks = optim.build(cfg.optimizer, steps, epochs)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     settings = AugmentSettings.from_config(cfg.augment)
