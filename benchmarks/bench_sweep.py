@@ -27,7 +27,7 @@ QUICK_BEFORE = [
     "pruner.name=median",
     "pruner.n_startup_trials=2",
     "pruner.n_warmup_steps=2",
-    "overrides=[dataset=synthetic,trainer=quick,optimizer=adamw,augment=standard]",
+    "overrides=['dataset=synthetic','trainer=quick','optimizer=adamw','augment=standard']",
     "params.model=choice(tc_resnet, bc_resnet, ds_cnn)",
     "params.optimizer.learning_rate=tag(log, interval(1e-3, 1e-2))",
     "params.model.dropout=interval(0.0, 0.3)",
