@@ -18,6 +18,13 @@ class ConfigError(KwsError):
         self.key = key
 
 
+def refuse_unknown_keys(prefix: str, given, known) -> None:
+    """A settings block with a key its dataclass does not have: one line naming the first."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}", "no such key", f"keys: {', '.join(sorted(known))}")
+
+
 def one_line(exc: BaseException, limit: int = 1000) -> str:
     """``Type: message`` on one line; a long one keeps its start and its end, where
     TensorFlow and Keras put the actual cause."""

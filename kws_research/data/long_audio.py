@@ -22,7 +22,7 @@ import numpy as np
 from kws_research.contract import CLIP_SAMPLES, INT16_SCALE
 from kws_research.data.audio import ClipError, decode_long
 from kws_research.data.layout import NOT_UTF8, SPLITS, printable, utf8_name, which_set
-from kws_research.errors import ConfigError, KwsError
+from kws_research.errors import ConfigError, KwsError, refuse_unknown_keys
 
 LONG_SUFFIXES = (".wav", ".flac")
 INDEX_VERSION = 1
@@ -38,9 +38,7 @@ class WindowSettings:
     @classmethod
     def from_config(cls, raw: Mapping | None) -> WindowSettings:
         raw = dict(raw or {})
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"dataset.long_windows.{unknown[0]}", "no such key", "keys: hop_seconds, min_dbfs")
+        refuse_unknown_keys("dataset.long_windows", raw, cls.__dataclass_fields__)
         settings = cls(**{k: float(v) for k, v in raw.items() if v is not None})
         if not 0.1 <= settings.hop_seconds <= 10:
             raise ConfigError("dataset.long_windows.hop_seconds", f"{settings.hop_seconds} must be 0.1-10 seconds")

@@ -31,7 +31,7 @@ from kws_research.errors import KwsError
 from kws_research.streaming import calibration, plots, streams
 from kws_research.streaming.calibration import Scored
 from kws_research.streaming.detector import DetectorSettings
-from kws_research.streaming.matching import hours_to_certify, repeats
+from kws_research.streaming.matching import distinct_recordings, hours_to_certify, repeats
 from kws_research.streaming.scoring import Scorer
 from kws_research.streaming.settings import STREAM_METRICS, StreamSettings
 from kws_research.tracking.runs import artifact_dir, log_artifacts, log_metrics
@@ -170,7 +170,7 @@ def evaluate(
     log.info(certificate_line(settings, chosen))
     val_curve = calibration.sweep_thresholds(val_mixed, val_negatives, labels, detector, settings.thresholds, tolerance)
     metrics = validation_metrics(settings, chosen, val_curve, val_negatives.hours)
-    report: dict = {}
+    on_test: dict = {}
     curve: list[dict] = []
     if "test" in splits:
         mixed = calibration.evaluate(scored[("test", "mixed")], labels, detector, tolerance)
@@ -180,7 +180,7 @@ def evaluate(
         )
         metrics.update(test_metrics(mixed, negatives, curve, chosen))
         metrics.update(ece_before=ece["test"][0]["ece"], ece_after=ece["test"][1]["ece"])
-        report.update(test_mixed=mixed, test_negatives=negatives)
+        on_test.update(test_mixed=mixed, test_negatives=negatives)
     metrics.update(
         {
             **detector.as_dict(),
@@ -196,13 +196,13 @@ def evaluate(
         "detector": detector.as_dict(),
         "temperature": temperature,
         "validation_point": chosen,
-        **report,
+        **on_test,
         "streams": {
             f"{split}_{kind}": {
                 "minutes": round(s.hours * 60, 2),
                 "words": len(s.events),
                 # how often the same recordings come back: a false accept on one recurs with it
-                "distinct_clips": len({tuple(e["clip"][:2]) for e in s.events}),
+                "distinct_clips": distinct_recordings(s.events),
                 "repeats": round(repeats(s.events), 2),
                 "distinct_minutes": round(s.hours * 60 / repeats(s.events), 2),
             }

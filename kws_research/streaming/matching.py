@@ -59,9 +59,13 @@ def recording(event: dict, index: int) -> tuple:
     return (str(clip[0]), int(clip[1])) if clip else ("event", index)
 
 
+def distinct_recordings(events: list[dict]) -> int:
+    return len({recording(e, i) for i, e in enumerate(events)})
+
+
 def repeats(events: list[dict]) -> float:
     """How many times a stream plays each of its recordings, on average (1: no repeats)."""
-    return len(events) / len({recording(e, i) for i, e in enumerate(events)}) if events else 1.0
+    return len(events) / distinct_recordings(events) if events else 1.0
 
 
 def distinct_bound(fired: set, on_no_word: int, hours: float, repeat: float) -> dict:

@@ -101,6 +101,19 @@ def evaluate_run(client, run_id: str, stream_cfg: Mapping, gate: str = "auto") -
     return evaluation.metrics
 
 
+def training_streams(
+    dataset_cfg: Mapping, data, settings: StreamSettings, minutes: Mapping[str, float], seed: int
+) -> dict[str, streams.Stream]:
+    """Streams of the training split (never heard by an evaluation), by kind: its words, with
+    ``stream.background`` of the training speakers under the negatives-only one."""
+    source = stream_source(dataset_cfg, data, settings)
+    background = (stream_backgrounds(dataset_cfg, settings, ("train",)) or {}).get("train")
+    return {
+        kind: streams.load_or_build(source, "train", kind, 60.0 * length, settings, seed, background)
+        for kind, length in minutes.items()
+    }
+
+
 def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: float, folder: str | None):
     """What to mine: the training split of a long-recording folder, or a negatives-only
     stream of the training split (with ``stream.background`` of the training speakers)."""
@@ -113,11 +126,7 @@ def mining_audio(source_cfg: Mapping, data, settings: StreamSettings, minutes: f
             raise ConfigError("folder", f"{folder} has no file in the training split (files are split by hash)")
         return long_audio.track(files["train"]), f"folder {folder} (training-split files)"
 
-    background = (stream_backgrounds(source_cfg, settings, ("train",)) or {}).get("train")
-    stream_data = stream_source(source_cfg, data, settings)
-    stream = streams.load_or_build(
-        stream_data, "train", "negatives", 60.0 * minutes, settings, settings.seed, background
-    )
+    stream = training_streams(source_cfg, data, settings, {"negatives": minutes}, settings.seed)["negatives"]
     return np.asarray(stream.audio), f"{minutes:g} min negatives-only stream of the training split"
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from kws_research.data.rooms import RoomSettings
-from kws_research.errors import ConfigError
+from kws_research.errors import ConfigError, refuse_unknown_keys
 
 SPLIT_MINUTES = ("mixed_minutes", "negatives_minutes")
 # The dataset's long recordings of that unknown source, or the split's own words talked (data/conversation.py).
@@ -103,10 +103,7 @@ class StreamSettings:
         if isinstance(cfg, DictConfig):
             cfg = OmegaConf.to_container(cfg, resolve=True)
         cfg = dict(cfg or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"stream.{unknown[0]}", "no such key", f"keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys("stream", cfg, cls.__dataclass_fields__)
         for split in ("validation", "test"):
             part = dict(cfg.get(split) or {})
             for key in SPLIT_MINUTES:

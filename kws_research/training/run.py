@@ -63,12 +63,12 @@ def run_training(cfg: DictConfig, hooks: RunHooks | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset`` and record everything in MLflow."""
     hooks = hooks or RunHooks()
     validate(cfg)
-    data = prepare(OmegaConf.to_container(cfg.dataset, resolve=True))
+    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
+    data = prepare(dataset_cfg)
     if not len(data.splits["train"]) or not len(data.splits["validation"]):
         raise ConfigError(
             "dataset", f"{data.name}: the train or validation split is empty; check the split lists or percentages"
         )
-    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
     if cfg.stream_eval:
         check_streams(data, dataset_cfg, stream_cfg, EVALUATION_SPLITS[cfg.stream_eval])
     stream_windows.check(data, dataset_cfg, stream_cfg, StreamWindowSettings.from_config(cfg.get("stream_windows")))
@@ -126,7 +126,7 @@ def _train_in_run(cfg, resolved: dict, data, client, run_id: str, hooks: RunHook
 
     epochs, batch = int(cfg.trainer.epochs), int(cfg.trainer.batch_size)
     windows = StreamWindowSettings.from_config(cfg.get("stream_windows"))
-    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
+    dataset_cfg, stream_cfg = resolved["dataset"], resolved["stream"]
     examples = stream_windows.training_examples(
         data.splits["train"], data, dataset_cfg, stream_cfg, windows, int(cfg.seed)
     )

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE, samples_of
 from kws_research.data.cache import SplitArrays
-from kws_research.errors import ConfigError
+from kws_research.errors import ConfigError, refuse_unknown_keys
 from kws_research.labels import UNKNOWN
 from kws_research.streaming import mining, streams
 from kws_research.streaming.detector import DetectorSettings
-from kws_research.streaming.runs import stream_backgrounds, stream_source
+from kws_research.streaming.runs import stream_backgrounds, stream_source, training_streams
 from kws_research.streaming.scoring import keras_scorer
 from kws_research.streaming.settings import StreamSettings
 from kws_research.streaming.windows import NOT_USED, window_labels
@@ -60,10 +60,7 @@ class StreamWindowSettings:
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> StreamWindowSettings:
         values = dict(cfg or {})
-        known = {f.name for f in fields(cls)}
-        if set(values) - known:
-            key = sorted(set(values) - known)[0]
-            raise ConfigError(f"stream_windows.{key}", "no such key", f"keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys("stream_windows", values, cls.__dataclass_fields__)
         if "gap_seconds" in values:
             values["gap_seconds"] = tuple(float(v) for v in values["gap_seconds"])
         settings = cls(**values)
@@ -166,13 +163,6 @@ def _training_settings(stream_cfg: Mapping, settings: StreamWindowSettings) -> S
     return replace(base, gap_seconds=settings.gap_seconds, unknown_fraction=settings.unknown_fraction)
 
 
-def _training_stream(data, dataset_cfg: Mapping, stream: StreamSettings, kind: str, minutes: float, seed: int):
-    background = (stream_backgrounds(dataset_cfg, stream, ("train",)) or {}).get("train")
-    return streams.load_or_build(
-        stream_source(dataset_cfg, data, stream), "train", kind, 60.0 * minutes, stream, seed, background
-    )
-
-
 def labelled_positions(stream: streams.Stream, classes: list[str], settings: StreamWindowSettings, talk: bool):
     """Every ``POSITION_MS`` window start of ``stream`` with its label (unused ones dropped)."""
     step = samples_of(POSITION_MS)
@@ -192,8 +182,8 @@ def window_pool(
     stream = _training_settings(stream_cfg, settings)
     classes = list(data.classes)
     parts, audio, start = [], [], 0
-    for kind in streams.KINDS:
-        built = _training_stream(data, dataset_cfg, stream, kind, settings.minutes / 2, WINDOW_SEED + seed)
+    halves = {kind: settings.minutes / 2 for kind in streams.KINDS}
+    for kind, built in training_streams(dataset_cfg, data, stream, halves, WINDOW_SEED + seed).items():
         talk = kind == "negatives" and bool(stream.backgrounds)
         offsets, labels = labelled_positions(built, classes, settings, talk)
         parts.append((offsets + start, labels))
@@ -243,7 +233,8 @@ def mine_round(
     """Score the run's negatives-only mining stream (training split, the same every round, so
     the rounds' FA/h compare) with ``model``; add the windows it fires on as ``unknown``."""
     stream = _training_settings(stream_cfg, settings)
-    audio = _training_stream(data, dataset_cfg, stream, "negatives", settings.mining_minutes, MINING_SEED + seed).audio
+    minutes = {"negatives": settings.mining_minutes}
+    audio = training_streams(dataset_cfg, data, stream, minutes, MINING_SEED + seed)["negatives"].audio
     detector = DetectorSettings(threshold=settings.mining_threshold, min_count=stream.min_count, hop_ms=stream.hop_ms)
     found = mining.mine(keras_scorer(model), np.asarray(audio), list(data.classes), detector, 1.0, stream.batch_size)
     if found.windows:
