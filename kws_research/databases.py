@@ -102,9 +102,10 @@ def _handshake(parsed, key: str, where: str) -> None:
         said = str(exc.orig or exc).strip()
         reason = said.splitlines()[0] if said else type(exc).__name__
         backend = parsed.get_backend_name()
+        timeout = parsed.query.get(TIMEOUT_QUERY.get(backend, ""), DATABASE_CONNECT_TIMEOUT_S)
         if backend == "postgresql" and any(s in reason.lower() for s in NOT_POSTGRES):
             raise KwsError(
-                f"{key}: {where} did not answer as a PostgreSQL server within {DATABASE_CONNECT_TIMEOUT_S} s "
+                f"{key}: {where} did not answer as a PostgreSQL server within {timeout} s "
                 f"({reason}); check the host and port of {key}"
             ) from None
         raise KwsError(f"{key}: the database server at {where} refused the connection ({reason}); fix {key}") from None
