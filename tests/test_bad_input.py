@@ -241,8 +241,9 @@ def test_stores_that_cannot_work_are_one_line_each(tmp_path):
 def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tmp_path):
     """libpq waited 16+ minutes on a port that accepts and never answers, deaf to SIGTERM;
     now every store connection has a connect timeout and the check says what it met."""
-    from kws_research.databases import DATABASE_CONNECT_TIMEOUT_S
     from helpers.servers import impostor
+
+    from kws_research.databases import DATABASE_CONNECT_TIMEOUT_S
 
     with impostor(kind) as port:
         url = f"postgresql://u:p@127.0.0.1:{port}/db"
