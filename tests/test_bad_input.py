@@ -258,9 +258,9 @@ def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tmp_pa
         result = run_stage("train", f"tracking.uri='{short}'", "trainer.epochs=1", cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(
-        f"error: tracking.uri: 127.0.0.1:{port} did not answer as a PostgreSQL server within 2 s"
-    ), last
+    assert last.startswith(f"error: tracking.uri: 127.0.0.1:{port} did not answer as a PostgreSQL server within 2 s"), (
+        last
+    )
 
 
 def test_every_database_url_is_opened_with_a_connect_timeout():
