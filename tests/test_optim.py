@@ -28,6 +28,19 @@ def test_each_optimizer_yaml_builds_its_keras_class(name, cls):
         assert optimizer.momentum == pytest.approx(0.9) and optimizer.nesterov
 
 
+def test_focal_gamma_weights_the_confidently_wrong_examples_up():
+    """Against cross-entropy, the focal loss keeps nearly all of a confidently wrong window's
+    loss and drops most of an easy one's: the hard negatives drive training."""
+    labels = np.eye(3, dtype="float32")[[0]]
+    easy = np.array([[0.95, 0.03, 0.02]], dtype="float32")
+    wrong = np.array([[0.02, 0.95, 0.03]], dtype="float32")
+    plain = optim.build(compose("train", []).optimizer, 10, 5)[1]
+    focal = optim.build(compose("train", ["optimizer.focal_gamma=2"]).optimizer, 10, 5)[1]
+    assert isinstance(focal, keras.losses.CategoricalFocalCrossentropy)
+    kept = [float(focal(labels, p)) / float(plain(labels, p)) for p in (easy, wrong)]
+    assert kept[0] < 0.01 and kept[1] > 0.9
+
+
 def test_cosine_warms_up_then_decays_to_the_floor():
     cfg = compose(
         "train",
@@ -64,6 +77,7 @@ def test_plateau_is_a_callback_on_validation_accuracy():
         ("optimizer.learning_rate=-1", "optimizer.learning_rate"),
         ("optimizer.label_smoothing=1.5", "optimizer.label_smoothing"),
         ("optimizer.weight_decay=-0.1", "optimizer.weight_decay"),
+        ("optimizer.focal_gamma=-1", "optimizer.focal_gamma"),
     ],
 )
 def test_bad_values_name_the_key(override, key):

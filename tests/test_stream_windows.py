@@ -69,12 +69,58 @@ def test_stream_window_settings_are_checked_with_the_key():
         StreamWindowSettings.from_config({"partial_below": 0.95})
     with pytest.raises(KwsError, match=r"stream_windows\.mining_rounds"):
         StreamWindowSettings.from_config({"mining_rounds": 1})
+    with pytest.raises(KwsError, match=r"stream_windows\.context"):
+        StreamWindowSettings.from_config({"context": 1.5})
     with pytest.raises(KwsError, match=r"stream_windows\.nope: no such key"):
         StreamWindowSettings.from_config({"nope": 1})
     budget = StreamWindowSettings.from_config({"share": 0.3, "mining_rounds": 2, "mining_epochs": 2})
     budget.check_budget(5)
     with pytest.raises(KwsError, match=r"^stream_windows\.mining_rounds: 2 rounds .* trainer.epochs=4 leaves none"):
         budget.check_budget(4)
+
+
+def test_context_puts_other_speech_beside_a_share_of_the_commands_only():
+    from kws_research.data.cache import SplitArrays
+    from kws_research.training.context import ContextClips
+
+    audio = np.zeros((40, CLIP_SAMPLES), np.int16)
+    audio[:, 6000:10000] = 5000  # the word, centred: its extent is [6000, 10000)
+    labels = np.array([CLASSES.index(name) for name in ["yes", "no", UNKNOWN, SILENCE] * 10])
+    audio[labels == CLASSES.index(SILENCE)] = 0
+    clips = ClipExamples(SplitArrays(audio, labels, ["test"] * 40))
+    index = np.arange(40)
+    none = ContextClips(clips, CLASSES, share=0.0, seed=0).rows(index, epoch=0)
+    assert np.array_equal(none[0], audio) and np.array_equal(none[1], labels)
+    heard = ContextClips(clips, CLASSES, share=1.0, seed=0)
+    rows, got = heard.rows(index, epoch=0)
+    assert np.array_equal(got, labels)
+    commands = np.isin(labels, [CLASSES.index("yes"), CLASSES.index("no")])
+    assert np.array_equal(rows[~commands], audio[~commands])  # unknown and silence clips as they were
+    assert np.array_equal(rows[:, 6000:10000], audio[:, 6000:10000])  # the command itself untouched
+    beside = (rows[commands][:, :6000] != 0).any(axis=1) | (rows[commands][:, 10000:] != 0).any(axis=1)
+    assert beside.all()  # every command heard with speech before or after it
+    assert np.array_equal(heard.rows(index, epoch=0)[0], rows)  # seeded by (seed, epoch, row)
+    assert not np.array_equal(heard.rows(index, epoch=1)[0], rows)  # another epoch, other contexts
+    half = ContextClips(clips, CLASSES, share=0.5, seed=0).rows(index, epoch=0)[0]
+    assert 0 < (half[commands] != audio[commands]).any(axis=1).sum() < commands.sum()
+
+
+def test_the_train_config_key_puts_context_on_the_training_clips(tone_root, tmp_path):
+    from kws_research.training.context import ContextClips
+
+    cfg = compose("train", tiny_overrides(tone_root, tmp_path, "stream_windows.context=1.0"))
+    dataset_cfg, stream_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("dataset", "stream"))
+    data = prepare(dataset_cfg)
+    settings = StreamWindowSettings.from_config(cfg.stream_windows)
+    examples = stream_windows.training_examples(data.splits["train"], data, dataset_cfg, stream_cfg, settings, 0)
+    assert isinstance(examples, ContextClips) and len(examples) == len(data.splits["train"])
+    index = np.arange(len(examples))
+    rows, labels = examples.rows(index, epoch=0)
+    plain, plain_labels = ClipExamples(data.splits["train"]).rows(index, 0)
+    commands = ~np.isin(labels, [data.classes.index(SILENCE), data.classes.index(UNKNOWN)])
+    assert np.array_equal(labels, plain_labels) and commands.any()
+    assert (rows[commands] != plain[commands]).any(axis=1).mean() > 0.5
+    assert np.array_equal(rows[~commands], plain[~commands])
 
 
 def test_windows_come_from_training_streams_only(tone_root, tmp_path):

@@ -99,13 +99,25 @@ def decode_long(path: Path | str) -> np.ndarray:
 
 def speech_extent(clip: np.ndarray, frame: int = 160) -> tuple[int, int]:
     """First and last sample of the frames within 30 dB of the loudest frame."""
-    x = clip.astype(np.float64)
-    frames = x[: len(x) // frame * frame].reshape(-1, frame)
-    energy = (frames**2).mean(axis=1) + 1e-12
-    loud = np.nonzero(energy > energy.max() * 1e-3)[0]
-    if loud.size == 0:
-        return 0, len(x)
-    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+    start, end = speech_extents(np.asarray(clip)[None], frame)[0]
+    return int(start), int(end)
+
+
+def speech_extents(clips: np.ndarray, frame: int = 160, chunk: int = 1024) -> np.ndarray:
+    """:func:`speech_extent` of each row of ``clips`` [N, samples], as [N, 2] (the whole row
+    where nothing is loud), vectorised in chunks of rows."""
+    clips = np.asarray(clips)
+    length = clips.shape[1]
+    out = np.empty((clips.shape[0], 2), np.int64)
+    for first in range(0, clips.shape[0], chunk):
+        x = clips[first : first + chunk, : length // frame * frame].astype(np.float64)
+        energy = (x.reshape(x.shape[0], -1, frame) ** 2).mean(axis=2) + 1e-12
+        loud = energy > energy.max(axis=1, keepdims=True) * 1e-3
+        any_loud = loud.any(axis=1)
+        begin = np.where(any_loud, loud.argmax(axis=1) * frame, 0)
+        end = np.where(any_loud, (loud.shape[1] - loud[:, ::-1].argmax(axis=1)) * frame, length)
+        out[first : first + x.shape[0]] = np.stack([begin, end], axis=1)
+    return out
 
 
 def write_wav(path: Path | str, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -1,9 +1,11 @@
 """Optimiser, schedule and loss from the ``optimizer`` config group.
 
 ``conf/optimizer/<name>.yaml`` holds a Keras optimiser (``_target_`` and its
-keyword arguments) plus two keys of the recipe that are not optimiser
-arguments: ``label_smoothing`` and the nested ``schedule`` group. A new
-optimiser is one YAML (any ``keras.optimizers`` class works).
+keyword arguments) plus keys of the recipe that are not optimiser arguments:
+``label_smoothing``, ``focal_gamma`` (above 0: the focal loss of Lin et al., 2017,
+which weights each example by ``(1 - p)**gamma`` so that the few confidently wrong
+windows, not the many easy ones, drive training) and the nested ``schedule``
+group. A new optimiser is one YAML (any ``keras.optimizers`` class works).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import keras
 
 from kws_research.errors import ConfigError
 
-RECIPE_KEYS = ("schedule", "label_smoothing")
+RECIPE_KEYS = ("schedule", "label_smoothing", "focal_gamma")
 
 
 def validate(cfg: Mapping) -> None:
@@ -27,6 +29,9 @@ def validate(cfg: Mapping) -> None:
     ls = cfg.get("label_smoothing") or 0.0
     if not 0 <= ls < 1:
         raise ConfigError("optimizer.label_smoothing", f"{ls!r} must be in [0, 1)")
+    gamma = cfg.get("focal_gamma") or 0.0
+    if not 0 <= gamma:
+        raise ConfigError("optimizer.focal_gamma", f"{gamma!r} must be >= 0 (0: plain cross-entropy)")
     clip = cfg.get("clipnorm")
     if clip is not None and not clip > 0:
         raise ConfigError("optimizer.clipnorm", f"{clip!r} must be > 0 or null")
@@ -53,7 +58,12 @@ def build(
         optimizer = instantiate(opt_cfg, _convert_="all")
     except Exception as exc:
         raise ConfigError("optimizer", f"cannot build {opt_cfg.get('_target_')}: {exc.__cause__ or exc}") from exc
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(cfg.get("label_smoothing") or 0.0))
+    smoothing, gamma = float(cfg.get("label_smoothing") or 0.0), float(cfg.get("focal_gamma") or 0.0)
+    loss = (
+        keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=gamma, label_smoothing=smoothing)
+        if gamma
+        else keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    )
     return optimizer, loss, list(callbacks)
 
 

@@ -9,6 +9,9 @@ each labelled from the word times as the detector should answer it
 (:mod:`kws_research.streaming.windows`). Each epoch takes the next windows of a seeded
 shuffle of every 10 ms position, so the epochs see different windows.
 
+Context (``context``): that share of the centred command clips is heard with other speech
+just before or after the command (:mod:`.context`), with or without windows.
+
 Mining rounds (``mining_rounds``): the last ``mining_rounds * mining_epochs`` epochs run
 in rounds; before each, the model scores a negatives-only training-split stream of its own
 (never validation or test audio), and the windows where it fires (a command's probability
@@ -35,7 +38,8 @@ from kws_research.streaming.runs import stream_backgrounds, stream_source, train
 from kws_research.streaming.scoring import keras_scorer
 from kws_research.streaming.settings import StreamSettings
 from kws_research.streaming.windows import NOT_USED, window_labels
-from kws_research.training.pipeline import ClipExamples
+from kws_research.training.context import ContextClips
+from kws_research.training.pipeline import ClipExamples, Examples
 
 log = logging.getLogger(__name__)
 POSITION_MS = 10.0  # windows start on this grid of the training streams
@@ -56,6 +60,7 @@ class StreamWindowSettings:
     mining_minutes: float = 30.0
     mining_threshold: float = 0.5
     mined_share: float = 0.5
+    context: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> StreamWindowSettings:
@@ -70,6 +75,8 @@ class StreamWindowSettings:
     def check(self) -> None:
         if not 0 <= self.share < 1:
             raise ConfigError("stream_windows.share", f"{self.share!r} must be a share of examples in [0, 1)")
+        if not 0 <= self.context <= 1:
+            raise ConfigError("stream_windows.context", f"{self.context!r} must be a share of command clips in [0, 1]")
         if not 0 <= self.partial_below < self.command_inside <= 1:
             raise ConfigError(
                 "stream_windows.partial_below",
@@ -139,7 +146,7 @@ class WindowPool:
 class ClipsAndWindows:
     """The training clips, then ``pool.per_epoch`` stream windows (:class:`pipeline.Examples`)."""
 
-    clips: ClipExamples
+    clips: Examples
     pool: WindowPool
 
     def __len__(self) -> int:
@@ -205,8 +212,11 @@ def window_pool(
 def training_examples(
     split: SplitArrays, data, dataset_cfg: Mapping, stream_cfg: Mapping, settings: StreamWindowSettings, seed: int
 ):
-    """The training clips, with stream windows when ``settings.share > 0``."""
+    """The training clips (a ``settings.context`` share of the commands with other speech
+    beside them, :mod:`.context`), with stream windows when ``settings.share > 0``."""
     clips = ClipExamples(split)
+    if settings.context:
+        clips = ContextClips(clips, list(data.classes), settings.context, seed)
     if not settings.active:
         return clips
     return ClipsAndWindows(clips, window_pool(data, dataset_cfg, stream_cfg, settings, seed))
