@@ -89,8 +89,9 @@ def interruptible(call: Callable[[], object]) -> object:
 
 
 def _handshake(parsed, key: str, where: str) -> None:
-    """Open one real connection: a peer that accepts and never answers, or answers as
-    something else, is one line within the connect timeout."""
+    """Open one real connection to ``parsed`` (the URL as :func:`database_url` opens it, with
+    its connect timeout): a peer that accepts and never answers, or answers as something
+    else, is one line within that timeout."""
     from sqlalchemy import create_engine
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import NullPool
@@ -102,8 +103,8 @@ def _handshake(parsed, key: str, where: str) -> None:
         said = str(exc.orig or exc).strip()
         reason = said.splitlines()[0] if said else type(exc).__name__
         backend = parsed.get_backend_name()
-        timeout = parsed.query.get(TIMEOUT_QUERY.get(backend, ""), DATABASE_CONNECT_TIMEOUT_S)
         if backend == "postgresql" and any(s in reason.lower() for s in NOT_POSTGRES):
+            timeout = parsed.query[TIMEOUT_QUERY[backend]]
             raise KwsError(
                 f"{key}: {where} did not answer as a PostgreSQL server within {timeout} s "
                 f"({reason}); check the host and port of {key}"
