@@ -236,9 +236,9 @@ def test_stores_that_cannot_work_are_one_line_each(tmp_path):
         store.client_for({"uri": "garbage"})
 
 
-@pytest.mark.slow  # real servers; the silent one takes the connect timeout twice
+@pytest.mark.slow  # real servers; each waits out a 10 s and a 2 s connect timeout
 @pytest.mark.parametrize("kind", ["silent", "http"])
-def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tmp_path):
+def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tone_root, tmp_path):
     """libpq waited 16+ minutes on a port that accepts and never answers, deaf to SIGTERM;
     now every store connection has a connect timeout and the check says what it met."""
     from helpers.servers import impostor
@@ -255,7 +255,8 @@ def test_a_port_that_is_no_postgresql_server_is_one_line_not_a_hang(kind, tmp_pa
             factories.storage(url, None)
         # a user's own connect_timeout is the one used and the one named (and keeps the test short)
         short = f"{url}?connect_timeout=2"
-        result = run_stage("train", f"tracking.uri='{short}'", "trainer.epochs=1", cwd=tmp_path, timeout=120)
+        tiny = tiny_overrides(tone_root, tmp_path)  # the data is built before the store is opened
+        result = run_stage("train", *tiny, f"tracking.uri='{short}'", cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: tracking.uri: 127.0.0.1:{port} did not answer as a PostgreSQL server within 2 s"), (

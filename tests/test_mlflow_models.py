@@ -75,6 +75,7 @@ def client_of(folder) -> MlflowClient:
     return MlflowClient(f"sqlite:///{folder}/mlruns.db")
 
 
+@pytest.mark.slow  # two training runs; make test runs it, make test-fast does not
 @same_worker
 def test_a_run_logs_its_model_data_device_and_description(runs, tone_root):
     folder, good, _ = runs
@@ -198,6 +199,7 @@ def test_export_registers_versions_and_champion_moves_only_on_improvement(runs, 
     assert again["run_id"] == good.run_id and (again["model_version"], again["alias"]) == (2, "champion")
 
 
+@pytest.mark.slow  # two training runs; make test runs it, make test-fast does not
 @same_worker
 def test_a_mixed_precision_run_saves_a_float32_model(runs):
     folder, _, poor = runs
