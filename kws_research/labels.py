@@ -8,3 +8,8 @@ from __future__ import annotations
 
 SILENCE = "silence"
 UNKNOWN = "unknown"
+
+
+def is_command(label: str) -> bool:
+    """Whether ``label`` names a command word (neither silence nor unknown)."""
+    return label not in (SILENCE, UNKNOWN)

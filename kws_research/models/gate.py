@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.labels import UNKNOWN, is_command
 from kws_research.metrics import command_accuracy
 from kws_research.serialization import register
 
@@ -29,7 +29,7 @@ LABEL = {"threshold": "confidence gate", "prior": "unknown prior"}
 
 
 def _indices(classes: list[str]) -> tuple[int, list[int]]:
-    return classes.index(UNKNOWN), [i for i, c in enumerate(classes) if c not in (SILENCE, UNKNOWN)]
+    return classes.index(UNKNOWN), [i for i, c in enumerate(classes) if is_command(c)]
 
 
 @register

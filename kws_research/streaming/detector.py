@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.labels import SILENCE, UNKNOWN, is_command
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class RecognizeCommands:
         since = np.inf if self.previous_label == SILENCE else time_ms - self.previous_time
         if score > self.settings.threshold and label != self.previous_label and since > self.settings.suppression_ms:
             self.previous_label, self.previous_time = label, time_ms
-            return Detection(time_ms, label, score) if label not in (SILENCE, UNKNOWN) else None
+            return Detection(time_ms, label, score) if is_command(label) else None
         return None
 
 

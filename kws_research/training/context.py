@@ -18,7 +18,7 @@ import numpy as np
 
 from kws_research.contract import CLIP_SAMPLES, SAMPLE_RATE
 from kws_research.data.audio import speech_extents
-from kws_research.labels import SILENCE, UNKNOWN
+from kws_research.labels import UNKNOWN, is_command
 from kws_research.training.pipeline import ClipExamples
 
 GAP_SECONDS = (0.0, 0.15)  # between the other speech and the command
@@ -41,7 +41,7 @@ class ContextClips:
     def __post_init__(self) -> None:
         split = self.clips.split
         self.extents = speech_extents(split.audio)
-        self.is_command = np.array([name not in (SILENCE, UNKNOWN) for name in self.classes])
+        self.is_command = np.array([is_command(name) for name in self.classes])
         self.donors = np.flatnonzero(split.labels == self.classes.index(UNKNOWN))
 
     def __len__(self) -> int:
