@@ -35,9 +35,9 @@ def one_hot(label: str, p: float = 0.9) -> np.ndarray:
     return scores
 
 
-def run_recognizer(sequence, settings):
+def run_recognizer(sequence, settings, p: float = 0.9):
     recognizer = RecognizeCommands(LABELS, settings)
-    found = [recognizer.process(t, one_hot(label)) for t, label in sequence]
+    found = [recognizer.process(t, one_hot(label, p)) for t, label in sequence]
     return [(d.time_ms, d.label) for d in found if d is not None]
 
 
@@ -56,6 +56,15 @@ def test_detector_matches_hand_computed_sequences():
     again += [(t, "yes") for t in range(1500, 2000, 100)]
     assert run_recognizer(again, settings) == [(200, "yes"), (1800, "yes")]
     assert run_recognizer([(t, "yes") for t in range(0, 2000, 100)], settings) == [(200, "yes")]
+    # a command with its own, lower threshold fires where the one threshold holds it back
+    unsure = [(t, "yes") for t in range(0, 600, 100)]
+    assert run_recognizer(unsure, settings, p=0.55) == []
+    own = DetectorSettings(
+        threshold=0.6, window_ms=500, suppression_ms=300, min_count=2, command_thresholds=(("yes", 0.5),)
+    )
+    assert run_recognizer(unsure, own, p=0.55) == [(200, "yes")]
+    assert list(own.thresholds(LABELS)) == [0.6, 0.6, 0.5, 0.6]
+    assert DetectorSettings.from_metrics(own.as_dict(), LABELS) == own
     recognizer = RecognizeCommands(LABELS, settings)
     recognizer.process(500, one_hot("yes"))
     with pytest.raises(ValueError, match="time order"):
@@ -78,6 +87,10 @@ def test_whole_stream_detection_equals_the_step_by_step_recognizer(seed):
         window_ms=float(rng.choice([300, 500, 1000])),
         suppression_ms=float(rng.choice([200, 500, 1500])),
         min_count=int(rng.integers(1, 5)),
+        # half the seeds with a threshold of each command's own
+        command_thresholds=(("yes", float(rng.uniform(0.3, 0.9))), ("no", float(rng.uniform(0.3, 0.9))))
+        if seed % 2
+        else (),
     )
     recognizer = RecognizeCommands(LABELS, settings)
     expected = [d for d in (recognizer.process(t, s) for t, s in zip(times, scores)) if d is not None]
@@ -216,6 +229,38 @@ def test_the_default_grid_reaches_past_0995_where_hours_of_talk_need_it():
     assert not calibration.choose(mixed, negatives, LABELS, capped, 1000)[1]["target_met"]
 
 
+def test_each_command_gets_the_lowest_threshold_the_certificate_allows():
+    """Talk holds a moment scored 0.95 "no" (3.5 h, nothing else): one threshold must sit above
+    it and then hears neither command, said at 0.9; a threshold per command hears "yes" and
+    keeps "no" above the talk, with the same certificate, and the app's detector agrees."""
+    words = [
+        {"kind": "command", "label": "yes", "start": 2.0, "end": 2.5, "snr_db": 10.0},
+        {"kind": "command", "label": "no", "start": 6.0, "end": 6.5, "snr_db": 10.0},
+    ]
+    mixed = _hand_scored(words, 10, 10 / 3600)
+    negatives = _hand_scored([], 10, 3.5, noise_at=5.0)
+    for scored, label, p in ((mixed, "yes", 0.9), (mixed, "no", 0.9), (negatives, "no", 0.95)):
+        said = scored.scores[:, LABELS.index(label)] == 1.0
+        scored.scores[said, LABELS.index(label)] = p
+        scored.scores[said, LABELS.index(SILENCE)] = 1 - p
+    one = stream_settings(window_ms=[300], suppression_ms=[500], min_count=1, command_thresholds=False)
+    _, single, _ = calibration.choose(mixed, negatives, LABELS, one, 1000)
+    assert single["target_met"] and single["threshold"] > 0.95 and single["hit_rate"] == 0.0
+    assert single["command_thresholds"] == {"yes": single["threshold"], "no": single["threshold"]}
+    own = stream_settings(window_ms=[300], suppression_ms=[500], min_count=1, command_thresholds=True)
+    settings, chosen, _ = calibration.choose(mixed, negatives, LABELS, own, 1000)
+    assert chosen["target_met"] and chosen["hit_rate"] == 0.5 and chosen["fa_per_hour"] == 0.0
+    thresholds = chosen["command_thresholds"]
+    assert thresholds["yes"] == min(own.thresholds) and thresholds["no"] > 0.95  # the talk resembles "no"
+    assert dict(settings.command_thresholds) == thresholds and settings.threshold == chosen["threshold"]
+    assert chosen["fa_per_hour_upper95"] == single["fa_per_hour_upper95"] <= own.target_fa_per_hour
+    recognizer = RecognizeCommands(LABELS, settings)
+    step_by_step = [recognizer.process(t, s) for t, s in zip(mixed.times_ms, mixed.scores)]
+    assert [d.label for d in step_by_step if d] == ["yes"]
+    assert calibration.evaluate(mixed, LABELS, settings, 1000)["hit_rate"] == 0.5
+    assert own.digest() != one.digest() == stream_settings(window_ms=[300], suppression_ms=[500], min_count=1).digest()
+
+
 def test_stream_ground_truth_is_exact(tone_cfg):
     data = prepare(tone_cfg)
     labels = list(data.classes)
@@ -323,6 +368,9 @@ def test_a_training_run_logs_its_streaming_evaluation(streamed_run):
         report = json.loads(Path(client.download_artifacts(result.run_id, "streaming/streaming.json", tmp)).read_text())
     on_validation = {p["threshold"]: p for p in report["val_det_curve"]}
     assert len(on_validation) == len(report["det_curve"]) > 100  # the default grid, on both splits
+    own = {k: v for k, v in m.items() if k.startswith("detector_threshold_")}
+    assert own and all(v <= m["detector_threshold"] for v in own.values())  # lowered from the one, never raised
+    assert m["stream_target_met"] == 0 and set(own.values()) == {m["detector_threshold"]}  # uncertified: none lowered
     shipped = on_validation[m["detector_threshold"]]  # the calibrated setting lies on the validation DET
     assert shipped["hit_rate"] == pytest.approx(m["val_stream_hit_rate"])
     assert shipped["fa_per_hour"] == pytest.approx(m["val_stream_fa_per_hour"])
@@ -466,7 +514,9 @@ def test_export_ships_the_detector_the_run_was_certified_with(streamed_run, tmp_
     meta = ct.models.MLModel(
         str(tmp_path / "out" / "kws-tc_resnet.mlmodel"), skip_model_load=True
     ).user_defined_metadata
-    for key in ("detector_threshold", "detector_window_ms", "val_stream_fa_per_hour_upper95", "temperature"):
+    own = [k for k in before.metrics if k.startswith("detector_threshold_")]  # each command's threshold
+    assert own
+    for key in ("detector_threshold", "detector_window_ms", "val_stream_fa_per_hour_upper95", "temperature", *own):
         assert float(meta[key]) == pytest.approx(before.metrics[key]), key
     assert meta["stream_settings"] == before.tags[DIGEST_TAG].split("/")[0]
     assert float(meta["val_stream_negatives_hours"]) == pytest.approx(0.5 / 60, abs=1e-3)

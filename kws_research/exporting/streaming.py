@@ -19,7 +19,7 @@ from kws_research.contract import CLIP_SAMPLES, samples_of, to_float
 from kws_research.coreml import runtime
 from kws_research.errors import KwsError
 from kws_research.streaming import streams
-from kws_research.streaming.detector import Detection, DetectorSettings, detections
+from kws_research.streaming.detector import COMMAND_THRESHOLD, Detection, DetectorSettings, detections
 from kws_research.streaming.evaluation import DIGEST_TAG, VALIDATION_ONLY, log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_scorer, score
@@ -92,17 +92,8 @@ def shipped_detector(source, cfg) -> dict:
     """The detector settings and temperature export writes into the model ({} when none)."""
     if cfg["streaming"] != "auto" or "detector_threshold" not in source.metrics:
         return {}
-    return {key: float(source.metrics[key]) for key in SHIPPED_METRICS if key in source.metrics}
-
-
-def _settings(shipped: dict) -> DetectorSettings:
-    return DetectorSettings(
-        threshold=shipped["detector_threshold"],
-        window_ms=shipped["detector_window_ms"],
-        suppression_ms=shipped["detector_suppression_ms"],
-        min_count=int(shipped["detector_min_count"]),
-        hop_ms=shipped["detector_hop_ms"],
-    )
+    own = [COMMAND_THRESHOLD + label for label in source.labels]  # the commands with their own threshold
+    return {key: float(source.metrics[key]) for key in (*SHIPPED_METRICS, *own) if key in source.metrics}
 
 
 def mismatches(keras: list, coreml: list, hop_ms: float) -> int:
@@ -142,7 +133,7 @@ def stream_reference(model, data, source, cfg) -> StreamReference:
     """Built once per export: every saved file is compared with the same Keras scores."""
     settings = StreamSettings.from_config(cfg["stream"])
     shipped = shipped_detector(source, cfg)
-    detector = _settings(shipped) if shipped else None
+    detector = DetectorSettings.from_metrics(shipped, source.labels) if shipped else None
     hop_ms = verification_hop_ms(source, cfg)
     stream = streams.load_or_build(
         stream_source(source.config["dataset"], data, settings),

@@ -8,7 +8,10 @@ detector settings for a target false-accept rate, both on validation data only.
   setting with the highest hit rate on the validation mixed stream whose false
   accepts on the validation negatives-only stream certify ``target_fa_per_hour``
   (their one-sided 95% upper bound, from the stream's distinct recordings, is within
-  it); without one, the setting with the lowest bound (the fewest false accepts).
+  it); without one, the setting with the lowest bound (the fewest false accepts). With
+  ``command_thresholds``, each command's threshold is then lowered as far as the whole
+  detector still certifies the target: one threshold is held back by the talk's most
+  command-like moment, which resembles one command, not all of them.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from kws_research.contract import PROBABILITY_EPSILON
+from kws_research.labels import is_command
 from kws_research.streaming import detector
 from kws_research.streaming.detector import DetectorSettings
 from kws_research.streaming.matching import match
 
 ECE_BINS = 15
+PASSES = 3  # per-command thresholds: rounds over the commands (a second one seldom moves any)
 # what a calibration point carries of the negatives' certificate (streaming/matching.py)
 CERTIFICATE = (
     "fa_per_hour_upper95",
@@ -88,46 +93,95 @@ def _averaged(mixed: Scored, negatives: Scored, base: DetectorSettings) -> dict:
     }
 
 
+def _point(averaged: dict, labels, threshold: float | np.ndarray, suppression_ms: float, tolerance_ms: float) -> dict:
+    """Hit rate on the mixed stream and the negatives' false accepts with their certificate."""
+    on = {
+        name: match(detector.detect(a, labels, threshold, suppression_ms), s.events, s.hours, tolerance_ms)
+        for name, (a, s) in averaged.items()
+    }
+    return {
+        "hit_rate": on["mixed"]["hit_rate"],
+        "miss_rate": on["mixed"]["miss_rate"],
+        "fa_per_hour": on["negatives"]["fa_per_hour"],
+        **{key: on["negatives"][key] for key in CERTIFICATE},
+    }
+
+
 def _points(averaged: dict, labels, suppression_ms: float, thresholds, tolerance_ms: float) -> list[dict]:
-    points = []
-    for threshold in thresholds:
-        on = {
-            name: match(detector.detect(a, labels, float(threshold), suppression_ms), s.events, s.hours, tolerance_ms)
-            for name, (a, s) in averaged.items()
-        }
-        points.append(
-            {
-                "threshold": float(threshold),
-                "hit_rate": on["mixed"]["hit_rate"],
-                "miss_rate": on["mixed"]["miss_rate"],
-                "fa_per_hour": on["negatives"]["fa_per_hour"],
-                **{key: on["negatives"][key] for key in CERTIFICATE},
-            }
-        )
-    return points
+    return [
+        {"threshold": float(t), **_point(averaged, labels, float(t), suppression_ms, tolerance_ms)} for t in thresholds
+    ]
 
 
 def sweep_thresholds(
     mixed: Scored, negatives: Scored, labels, base: DetectorSettings, thresholds, tolerance_ms: float
 ) -> list[dict]:
-    """Hit/miss rate on ``mixed`` and FA/h on ``negatives`` at each threshold (the DET curve)."""
+    """Hit/miss rate on ``mixed`` and FA/h on ``negatives`` at each threshold (the DET curve:
+    one threshold for every command)."""
     return _points(_averaged(mixed, negatives, base), labels, base.suppression_ms, thresholds, tolerance_ms)
+
+
+def _per_command(averaged: dict, labels, start: dict, stream, tolerance_ms: float) -> dict:
+    """``start`` (a certified point of one window and suppression) with each command's
+    threshold lowered to the lowest of ``stream.thresholds`` at which the whole detector still
+    certifies the target: commands in label order, each found by bisection (fewer thresholds,
+    more false accepts), passes until none moves. The talk's most command-like moment then
+    holds back only the command it resembles."""
+    grid = np.array(sorted(set(stream.thresholds)))
+    limit = np.full(len(labels), start["threshold"])
+    suppression = start["suppression_ms"]
+
+    def certified(trial: np.ndarray) -> bool:
+        point = _point(averaged, labels, trial, suppression, tolerance_ms)
+        return point["fa_per_hour_upper95"] <= stream.target_fa_per_hour
+
+    for _ in range(PASSES):
+        moved = False
+        for command in (i for i, label in enumerate(labels) if is_command(label)):
+            low, high = 0, int(np.searchsorted(grid, limit[command]))
+            current = high
+            while low < high:
+                middle = (low + high) // 2
+                trial = limit.copy()
+                trial[command] = grid[middle]
+                low, high = (low, middle) if certified(trial) else (middle + 1, high)
+            if low < current:
+                limit[command], moved = grid[low], True
+        if not moved:
+            break
+    own = {label: float(limit[i]) for i, label in enumerate(labels) if is_command(label)}
+    return {**start, **_point(averaged, labels, limit, suppression, tolerance_ms), "command_thresholds": own}
+
+
+def _rank(point: dict) -> tuple[float, float]:
+    """The better calibration point: more commands heard, then the higher threshold."""
+    return point["hit_rate"], point["threshold"]
 
 
 def choose(
     mixed: Scored, negatives: Scored, labels, stream, tolerance_ms: float
 ) -> tuple[DetectorSettings, dict, list[dict]]:
-    """The calibrated detector, its validation point, and every point tried."""
-    tried = []
+    """The calibrated detector, its validation point, and every point tried (one threshold;
+    with ``stream.command_thresholds``, the best certified point of each window and
+    suppression is then refined per command, and the best refinement ships)."""
+    tried, averaged = [], {}
     for window in stream.window_ms:
-        averaged = _averaged(mixed, negatives, DetectorSettings(window_ms=window, min_count=stream.min_count))
+        averaged[window] = _averaged(mixed, negatives, DetectorSettings(window_ms=window, min_count=stream.min_count))
         for suppression in stream.suppression_ms:
-            for point in _points(averaged, labels, suppression, stream.thresholds, tolerance_ms):
+            for point in _points(averaged[window], labels, suppression, stream.thresholds, tolerance_ms):
                 tried.append({**point, "window_ms": window, "suppression_ms": suppression})
     feasible = [p for p in tried if p["fa_per_hour_upper95"] <= stream.target_fa_per_hour]
     fewest = min(q["fa_per_hour_upper95"] for q in tried)
     pool = feasible or [p for p in tried if p["fa_per_hour_upper95"] == fewest]
-    best = max(pool, key=lambda p: (p["hit_rate"], p["threshold"]))
+    best = max(pool, key=_rank)
+    if feasible and stream.command_thresholds:
+        starts: dict[tuple, dict] = {}
+        for p in feasible:
+            key = (p["window_ms"], p["suppression_ms"])
+            starts[key] = max(starts.get(key, p), p, key=_rank)
+        refined = (_per_command(averaged[w], labels, p, stream, tolerance_ms) for (w, _), p in starts.items())
+        best = max(refined, key=_rank)
+    own = best.get("command_thresholds") or {label: best["threshold"] for label in labels if is_command(label)}
     settings = replace(
         DetectorSettings(),
         threshold=best["threshold"],
@@ -135,8 +189,9 @@ def choose(
         suppression_ms=best["suppression_ms"],
         min_count=stream.min_count,
         hop_ms=stream.hop_ms,
+        command_thresholds=tuple(own.items()),
     )
-    return settings, {**best, "target_met": bool(feasible)}, tried
+    return settings, {**best, "command_thresholds": own, "target_met": bool(feasible)}, tried
 
 
 def miss_rate_at(points: list[dict], fa_per_hour: float) -> float:

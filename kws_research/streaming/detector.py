@@ -3,11 +3,14 @@
 Equivalent to TensorFlow's ``RecognizeCommands`` (examples/speech_commands): every
 ``hop_ms`` the model scores the last second; the scores of the results no older than
 ``window_ms`` are averaged (at least ``min_count`` results spanning a quarter of the
-window); the top label becomes a new detection when its average passes
-``threshold``, differs from the previous top label and ``suppression_ms`` has passed
-since it (a previous ``silence`` top label lifts the suppression). Every label takes
-part in that state, as in TensorFlow; only command labels are reported, so an
-``unknown`` or ``silence`` result lets the same command fire again.
+window); the top label becomes a new detection when its average passes its threshold
+(the command's own in ``command_thresholds``, else ``threshold``), differs from the
+previous top label and ``suppression_ms`` has passed since it (a previous ``silence``
+top label lifts the suppression). Every label takes part in that state, as in
+TensorFlow; only command labels are reported, so an ``unknown`` or ``silence`` result
+lets the same command fire again. One threshold per command is TensorFlow's with a
+sensitivity per keyword: a command the talk never resembles need not wait for the one
+that it does.
 
 :class:`RecognizeCommands` is the step-by-step spec; :func:`detect` computes the same
 detections for a whole scored stream at once (the calibration runs it thousands of
@@ -17,11 +20,14 @@ times).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from kws_research.labels import SILENCE, UNKNOWN, is_command
+
+COMMAND_THRESHOLD = "detector_threshold_"  # + a command: its own threshold (metric and model metadata)
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class DetectorSettings:
     suppression_ms: float = 500.0
     min_count: int = 3
     hop_ms: float = 100.0
+    command_thresholds: tuple[tuple[str, float], ...] = ()  # (command, threshold): those not ``threshold``
 
     def as_dict(self) -> dict:
         return {
@@ -39,7 +46,29 @@ class DetectorSettings:
             "detector_suppression_ms": self.suppression_ms,
             "detector_min_count": self.min_count,
             "detector_hop_ms": self.hop_ms,
+            **{COMMAND_THRESHOLD + label: value for label, value in self.command_thresholds},
         }
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, float], labels: list[str]) -> DetectorSettings:
+        """The detector a streaming evaluation logged (``as_dict``'s keys); KeyError when none."""
+        return cls(
+            threshold=float(metrics["detector_threshold"]),
+            window_ms=float(metrics["detector_window_ms"]),
+            suppression_ms=float(metrics["detector_suppression_ms"]),
+            min_count=int(metrics["detector_min_count"]),
+            hop_ms=float(metrics["detector_hop_ms"]),
+            command_thresholds=tuple(
+                (label, float(metrics[COMMAND_THRESHOLD + label]))
+                for label in labels
+                if COMMAND_THRESHOLD + label in metrics
+            ),
+        )
+
+    def thresholds(self, labels: list[str]) -> np.ndarray:
+        """Each label's threshold, in the order of ``labels``."""
+        own = dict(self.command_thresholds)
+        return np.array([own.get(label, self.threshold) for label in labels], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -55,6 +84,7 @@ class RecognizeCommands:
 
     def __init__(self, labels: list[str], settings: DetectorSettings) -> None:
         self.labels, self.settings = list(labels), settings
+        self.thresholds = settings.thresholds(self.labels)
         self.results: deque[tuple[float, np.ndarray]] = deque()
         self.previous_label, self.previous_time = SILENCE, -np.inf
 
@@ -74,7 +104,7 @@ class RecognizeCommands:
         top = int(np.argmax(average))
         label, score = self.labels[top], float(average[top])
         since = np.inf if self.previous_label == SILENCE else time_ms - self.previous_time
-        if score > self.settings.threshold and label != self.previous_label and since > self.settings.suppression_ms:
+        if score > self.thresholds[top] and label != self.previous_label and since > self.settings.suppression_ms:
             self.previous_label, self.previous_time = label, time_ms
             return Detection(time_ms, label, score) if is_command(label) else None
         return None
@@ -104,11 +134,15 @@ def average(times_ms: np.ndarray, scores: np.ndarray, window_ms: float, min_coun
     return Averaged(times_ms, top, np.where(enough, score, -1.0))
 
 
-def detect(averaged: Averaged, labels: list[str], threshold: float, suppression_ms: float) -> list[Detection]:
-    """:class:`RecognizeCommands` over a whole stream. Only results above the threshold
-    can change the state, and within a run of one top label only its first result past
-    the suppression can fire, so the loop is over runs of labels, not results."""
-    passing = np.flatnonzero(averaged.score > threshold)
+def detect(
+    averaged: Averaged, labels: list[str], threshold: float | np.ndarray, suppression_ms: float
+) -> list[Detection]:
+    """:class:`RecognizeCommands` over a whole stream (``threshold``: one, or each label's).
+    Only results above their threshold can change the state, and within a run of one top
+    label only its first result past the suppression can fire, so the loop is over runs of
+    labels, not results."""
+    limit = np.asarray(threshold, dtype=np.float64)
+    passing = np.flatnonzero(averaged.score > (limit[averaged.top] if limit.ndim else limit))
     if passing.size == 0:
         return []
     top = averaged.top[passing]
@@ -137,4 +171,4 @@ def detect(averaged: Averaged, labels: list[str], threshold: float, suppression_
 def detections(times_ms, scores, labels: list[str], settings: DetectorSettings) -> list[Detection]:
     """All detections of a scored stream under ``settings``."""
     averaged = average(times_ms, scores, settings.window_ms, settings.min_count)
-    return detect(averaged, labels, settings.threshold, settings.suppression_ms)
+    return detect(averaged, labels, settings.thresholds(labels), settings.suppression_ms)

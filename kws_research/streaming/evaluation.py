@@ -12,7 +12,8 @@ reports). Metric names (all logged on the run):
 * ``stream_miss_rate_at_1fah`` / ``stream_miss_rate_at_0p1fah``: DET operating points on the
   test streams (``0p1`` = 0.1; a dot would break config keys such as constraints);
 * ``detector_threshold`` / ``_window_ms`` / ``_suppression_ms`` / ``_min_count`` / ``_hop_ms``,
-  ``temperature``, ``stream_target_fa_per_hour``, ``stream_target_met``, ``val_stream_*``;
+  ``detector_threshold_<command>`` (each command's own threshold), ``temperature``,
+  ``stream_target_fa_per_hour``, ``stream_target_met``, ``val_stream_*``;
 * ``ece_before`` / ``ece_after`` (test clips), ``val_ece_before`` / ``val_ece_after``;
 * ``stream_scoring_speed``: seconds of audio scored per second.
 """
@@ -222,8 +223,17 @@ def certificate_line(settings: StreamSettings, chosen: dict) -> str:
         f"certified {chosen['fa_per_hour_upper95']:.3g} FA/h (95%, target {settings.target_fa_per_hour:g}"
         f"{'' if chosen['target_met'] else ', not met'}) on {chosen['distinct_hours'] * 60:.1f} distinct minutes "
         f"of validation negatives ({chosen['distinct_hours'] * chosen['repeats']:.2f} h scored, each recording "
-        f"{chosen['repeats']:.1f} times); threshold {chosen['threshold']:g}, hit rate {chosen['hit_rate']:.1%}"
+        f"{chosen['repeats']:.1f} times); threshold {chosen['threshold']:g}{_own_line(chosen)}, "
+        f"hit rate {chosen['hit_rate']:.1%}"
     )
+
+
+def _own_line(chosen: dict) -> str:
+    """The commands' own thresholds, when any differs from the one threshold."""
+    own = chosen.get("command_thresholds") or {}
+    if all(value == chosen["threshold"] for value in own.values()):
+        return ""
+    return " (per command: " + ", ".join(f"{label} {value:g}" for label, value in own.items()) + ")"
 
 
 def _warn_uncertified(settings: StreamSettings, chosen: dict, hours: float) -> None:

@@ -47,16 +47,11 @@ class Mined:
         return len(self.detections) / self.hours if self.hours else 0.0
 
 
-def detector_of(metrics: dict) -> tuple[DetectorSettings, float] | None:
-    """The calibrated detector and temperature a streaming evaluation logged on a run."""
+def detector_of(metrics: dict, labels: list[str] = ()) -> tuple[DetectorSettings, float] | None:
+    """The calibrated detector (with the thresholds of ``labels`` that have their own) and
+    temperature a streaming evaluation logged on a run."""
     try:
-        settings = DetectorSettings(
-            threshold=float(metrics["detector_threshold"]),
-            window_ms=float(metrics["detector_window_ms"]),
-            suppression_ms=float(metrics["detector_suppression_ms"]),
-            min_count=int(metrics["detector_min_count"]),
-            hop_ms=float(metrics["detector_hop_ms"]),
-        )
+        settings = DetectorSettings.from_metrics(metrics, list(labels))
     except KeyError:
         return None
     return settings, float(metrics.get("temperature", 1.0))

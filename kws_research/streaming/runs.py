@@ -150,9 +150,9 @@ def mine_run(client, run_id: str, cfg: Mapping) -> dict:
         source = fetch(client, run_id, Path(tmp) / "source")
         data = source_data(source, "mine")
         model = deployed(source.model(), open_set_rule(source, cfg), list(data.classes))
-        detector, temperature = mining.detector_of(source.metrics)
-        if cfg.get("threshold") is not None:  # mine near misses too: a lower threshold than the app's
-            detector = replace(detector, threshold=float(cfg["threshold"]))
+        detector, temperature = mining.detector_of(source.metrics, list(data.classes))
+        if cfg.get("threshold") is not None:  # mine near misses too: one threshold, lower than the app's
+            detector = replace(detector, threshold=float(cfg["threshold"]), command_thresholds=())
         audio, what = mining_audio(source.config["dataset"], data, settings, minutes, cfg.get("folder"))
         mined = mining.mine(keras_scorer(model), audio, list(data.classes), detector, temperature, settings.batch_size)
     folder = Path(str(cfg.get("output") or cache_root(source.config["dataset"]) / "hard_negatives" / run_id))

@@ -86,6 +86,7 @@ class StreamSettings:
     suppression_ms: tuple[float, ...] = (500.0, 1000.0, 1500.0)
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     target_fa_per_hour: float = 1.0
+    command_thresholds: bool = False  # calibration: each command's threshold lowered as far as the target allows
     match_tolerance_ms: float = 1000.0
     temperature: bool = True
     verify_seconds: float = 20.0
@@ -188,6 +189,7 @@ class StreamSettings:
     def digest(self) -> str:
         """Identity of an evaluation: a run evaluated with other settings is evaluated again."""
         fields = asdict(self)
-        if fields["unknown_sources"] is None:  # evaluations from before the key keep their identity
-            del fields["unknown_sources"]
+        for key, before in (("unknown_sources", None), ("command_thresholds", False)):
+            if fields[key] == before:  # evaluations from before the key keep their identity
+                del fields[key]
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
