@@ -181,6 +181,8 @@ def choose(
             starts[key] = max(starts.get(key, p), p, key=_rank)
         refined = (_per_command(averaged[w], labels, p, stream, tolerance_ms) for (w, _), p in starts.items())
         best = max(refined, key=_rank)
+    # every command's threshold, also when none was refined: the run's metrics then always hold
+    # this evaluation's, never an earlier evaluation's per-command thresholds beside a new one
     own = best.get("command_thresholds") or {label: best["threshold"] for label in labels if is_command(label)}
     settings = replace(
         DetectorSettings(),
