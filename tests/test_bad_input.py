@@ -338,3 +338,24 @@ def test_a_stage_waiting_on_a_silent_database_ends_at_once_on_a_signal(signal_na
     assert stage.returncode != 0 and "Traceback" not in stderr, stderr[-2000:]
     assert waited < 5, f"{signal_name} took {waited:.1f} s to end the stage"
     assert not (tmp_path / "mlruns.db").exists()
+
+
+@pytest.mark.parametrize("word", ["don't", "ja!", "hey:siri", "a/b", " yes", ""])
+def test_a_command_name_mlflow_cannot_log_is_refused_when_the_task_is_read(word):
+    """Refused before any work, not when the calibrated thresholds are logged at the end of
+    the run: what MLflow refuses (don't, ja!), what it refuses on Windows (a colon), and
+    names no folder has (a slash, blanks)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_metric_name
+
+    from kws_research.data.dataset import task_spec
+    from kws_research.streaming.detector import command_threshold_key
+
+    with pytest.raises(KwsError, match=r"^dataset\.commands: .* cannot name its detector threshold in MLflow"):
+        task_spec({"commands": ["yes", word]})
+    if word in ("don't", "ja!"):
+        with pytest.raises(MlflowException):
+            _validate_metric_name(command_threshold_key(word))
+    for accepted in ("hey siri", "turn_on", "ok-go", "v1.2", "stopp\u00e9"):
+        assert task_spec({"commands": ["yes", accepted]}).commands == ("yes", accepted)
+        _validate_metric_name(command_threshold_key(accepted))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from kws_research.locks import FileLock
 log = logging.getLogger(__name__)
 
 HELDOUT = "heldout"
+COMMAND_NAME = re.compile(r"[\w.-]+(?: [\w.-]+)*")  # what an MLflow metric key takes on every OS
 
 
 def dataset_config(cfg: Mapping) -> dict:
@@ -53,6 +55,13 @@ def task_spec(cfg: Mapping) -> TaskSpec:
             raise KwsError(
                 f"dataset.{key}: contains a boolean; YAML reads unquoted yes/no/on/off as booleans, "
                 'quote the words ("yes", "no", "on", "off")'
+            )
+    for word in cfg.get("commands") or ():
+        if not COMMAND_NAME.fullmatch(str(word)):
+            raise KwsError(
+                f"dataset.commands: {str(word)!r} cannot name its detector threshold in MLflow "
+                "(detector_threshold_<command>); use letters, digits, _ - . and inner spaces in command names "
+                "(and in their folders)"
             )
     try:
         return TaskSpec(

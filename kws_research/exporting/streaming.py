@@ -19,7 +19,7 @@ from kws_research.contract import CLIP_SAMPLES, samples_of, to_float
 from kws_research.coreml import runtime
 from kws_research.errors import KwsError
 from kws_research.streaming import streams
-from kws_research.streaming.detector import COMMAND_THRESHOLD, Detection, DetectorSettings, detections
+from kws_research.streaming.detector import Detection, DetectorSettings, command_threshold_key, detections
 from kws_research.streaming.evaluation import DIGEST_TAG, VALIDATION_ONLY, log_evaluation
 from kws_research.streaming.runs import evaluate_model, is_evaluated, stream_source
 from kws_research.streaming.scoring import keras_scorer, score
@@ -92,7 +92,7 @@ def shipped_detector(source, cfg) -> dict:
     """The detector settings and temperature export writes into the model ({} when none)."""
     if cfg["streaming"] != "auto" or "detector_threshold" not in source.metrics:
         return {}
-    own = [COMMAND_THRESHOLD + label for label in source.labels]  # the commands with their own threshold
+    own = [command_threshold_key(label) for label in source.labels]  # the commands with their own threshold
     return {key: float(source.metrics[key]) for key in (*SHIPPED_METRICS, *own) if key in source.metrics}
 
 

@@ -27,7 +27,10 @@ import numpy as np
 
 from kws_research.labels import SILENCE, UNKNOWN, is_command
 
-COMMAND_THRESHOLD = "detector_threshold_"  # + a command: its own threshold (metric and model metadata)
+
+def command_threshold_key(label: str) -> str:
+    """The metric and Core ML metadata key of ``label``'s own threshold."""
+    return f"detector_threshold_{label}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class DetectorSettings:
             "detector_suppression_ms": self.suppression_ms,
             "detector_min_count": self.min_count,
             "detector_hop_ms": self.hop_ms,
-            **{COMMAND_THRESHOLD + label: value for label, value in self.command_thresholds},
+            **{command_threshold_key(label): value for label, value in self.command_thresholds},
         }
 
     @classmethod
@@ -59,9 +62,9 @@ class DetectorSettings:
             min_count=int(metrics["detector_min_count"]),
             hop_ms=float(metrics["detector_hop_ms"]),
             command_thresholds=tuple(
-                (label, float(metrics[COMMAND_THRESHOLD + label]))
+                (label, float(metrics[command_threshold_key(label)]))
                 for label in labels
-                if COMMAND_THRESHOLD + label in metrics
+                if command_threshold_key(label) in metrics
             ),
         )
 
