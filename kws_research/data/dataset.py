@@ -37,7 +37,7 @@ from kws_research.locks import FileLock
 log = logging.getLogger(__name__)
 
 HELDOUT = "heldout"
-COMMAND_NAME = re.compile(r"[\w.-]+(?: [\w.-]+)*")  # what an MLflow metric key takes on every OS
+COMMAND_NAME = re.compile(r"[\w.-]+(?: [\w.-]+)*")  # a folder name MLflow takes in a metric key on any OS
 
 
 def dataset_config(cfg: Mapping) -> dict:
