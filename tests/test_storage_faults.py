@@ -27,8 +27,15 @@ def run_on_small_filesystem(command, mount, cwd, size_kb, read_only=False):
     return subprocess.run(wrapped, capture_output=True, text=True, timeout=300, env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
-def last_line(result) -> str:
-    return [line for line in result.stderr.splitlines() if line.strip()][-1]
+def last_line(stderr: str) -> str:
+    return [line for line in stderr.splitlines() if line.strip()][-1]
+
+
+def check_full_artifact_store(line: str, run) -> None:
+    """The one line and the FAILED run a full artifact store leaves."""
+    assert line.startswith("error: tracking.artifact_location: cannot write the artifacts of run "), line
+    assert "No space left on device" in line and "tracking.experiment=<name>" in line
+    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
 
 
 def data_args(tone_root) -> list[str]:
@@ -42,7 +49,7 @@ def test_a_full_disk_while_building_the_cache_is_one_line_and_leaves_no_temporar
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    line = last_line(result)
+    line = last_line(result.stderr)
     assert line.startswith(f"error: dataset.cache_dir: {mount}/prepared has ") and "the cache needs" in line
     assert "dataset.cache_dir=<folder with space>" in line
     assert "LEFT" not in result.stdout
@@ -54,7 +61,7 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
     train = ["model=tc_resnet", "trainer.epochs=1", "trainer.verbose=0", "augment=none"]
     result = run_on_small_filesystem(stage("train", *data_args(tone_root), *train), work, work, 64, read_only=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last_line(result) == (
+    assert last_line(result.stderr) == (
         "error: dataset.cache_dir: cannot write to .cache/kws_research/prepared "
         "(Read-only file system); set dataset.cache_dir=<writable folder>"
     )
@@ -66,7 +73,7 @@ def test_a_read_only_working_folder_names_the_folder_and_the_override(tone_root,
         read_only=True,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last_line(result).startswith(
+    assert last_line(result.stderr).startswith(
         f"error: tracking.uri: cannot write in {work} (Read-only file system), where mlruns.db and its journal live"
     )
 
@@ -89,12 +96,9 @@ def test_a_full_artifact_store_fails_the_run_with_one_line(tone_root, tmp_path):
     )
     result = run_on_small_filesystem(command, artifacts, tmp_path, size_kb=640)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    line = last_line(result)
-    assert line.startswith("error: tracking.artifact_location: cannot write the artifacts of run ")
-    assert "No space left on device" in line and "tracking.experiment=<name>" in line
     client = MlflowClient(f"sqlite:///{db}")
     (run,) = client.search_runs([client.get_experiment_by_name("speech_commands").experiment_id])
-    assert run.info.status == "FAILED" and "No space left" in run.data.tags["error"]
+    check_full_artifact_store(last_line(result.stderr), run)
     left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
     assert not [p for p in left if p.endswith("model.keras")], left  # no truncated model in the store
 
@@ -123,7 +127,7 @@ def test_a_full_output_dir_is_one_line_and_leaves_no_half_written_model(tone_roo
     )
     result = run_on_small_filesystem(command, out, tmp_path, size_kb=512)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    line = last_line(result)
+    line = last_line(result.stderr)
     assert line.startswith("error: output_dir: cannot write kws-tc_resnet.") and f"in {out} (" in line, line
     assert "free space there or set output_dir=<another folder>" in line
     left = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FILE ")]
@@ -146,7 +150,7 @@ def test_an_unwritable_artifact_folder_is_refused_before_training(tone_root, tmp
     )
     result = run_on_small_filesystem(command, artifacts, tmp_path, 64, read_only=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    line = last_line(result)
+    line = last_line(result.stderr)
     assert line.startswith(f"error: tracking.artifact_location: {artifacts} is not writable (Read-only file system)")
     assert "epoch" not in result.stderr.lower() and "free space" not in line
 
@@ -167,7 +171,7 @@ def test_a_full_disk_under_the_store_itself_is_one_line(tone_root, tmp_path):
     )
     result = run_on_small_filesystem(command, store, tmp_path, size_kb=600)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert last_line(result) == (
+    assert last_line(result.stderr) == (
         f"error: tracking.uri: the store sqlite:///{store}/mlruns.db cannot be written (database or disk is full); "
         f"free space in {store} or set tracking.uri to a store with space"
     )
@@ -213,7 +217,7 @@ def test_after_a_full_disk_freeing_space_and_rerunning_succeeds(tone_root, tmp_p
     stdout, first, second = run_twice_freeing_space(command, mount, tmp_path)
     lines = dict(line.split("=", 1) for line in stdout.splitlines() if line.startswith("RC"))
     assert lines["RC1"] == "2" and "Traceback" not in first, first[-2000:]
-    assert [line for line in first.splitlines() if line.strip()][-1].startswith("error: ")
+    assert last_line(first).startswith("error: ")
     assert "No space left" in first or "is full" in first or "needs" in first, first[-1000:]
     assert f"BALLAST {(32768 - 64) * 1024}" in stdout  # the user's file is untouched
     assert lines["RC2"] == "0", second[-3000:]
@@ -226,8 +230,5 @@ def test_after_a_full_disk_freeing_space_and_rerunning_succeeds(tone_root, tmp_p
         client = MlflowClient(f"sqlite:///{place['store']}/mlruns.db")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]  # nothing left RUNNING
-        line = [line for line in first.splitlines() if line.strip()][-1]
-        assert line.startswith("error: tracking.artifact_location: cannot write the artifacts of run "), line
-        assert "No space left on device" in line and "tracking.experiment=<name>" in line
         (failed,) = [r for r in runs if r.info.status == "FAILED"]
-        assert "No space left" in failed.data.tags["error"]
+        check_full_artifact_store(last_line(first), failed)
