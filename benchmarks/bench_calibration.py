@@ -71,6 +71,8 @@ METRICS = (
     "val_stream_hit_rate",
     "command_accuracy",
     "gated_command_accuracy",
+    "gate_command_cost",
+    "gate_command_cost_bound",
     "stream_hit_rate",
     "stream_fa_per_hour",
     "stream_fa_per_hour_upper95",

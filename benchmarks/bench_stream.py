@@ -27,6 +27,7 @@ RECIPES = {
         "openset.gate=true",
         "openset.rule=prior",
         "openset.max_command_drop=0.0025",
+        "openset.confidence=null",
     ],
 }
 METRICS = (

@@ -110,6 +110,7 @@ DECLARED: dict[str, dict[str, Spec]] = {
         "optimizer.label_smoothing": NUMBER(0, 1),
         "optimizer.focal_gamma": NUMBER(0, 10),
         "openset.max_command_drop": FRACTION,
+        "openset.confidence": NUMBER(0, 1, null=True),
         "augment.time_shift_ms": NUMBER(0, 1000),
         "augment.noise_probability": FRACTION,
         "augment.noise_volume": NUMBER(0, 1),

@@ -269,6 +269,32 @@ def test_the_unknown_prior_layer_matches_its_numpy_rule_and_calibration_keeps_th
     assert unknown_share[0] <= unknown_share[1] <= unknown_share[2] and unknown_share[2] > unknown_share[0]
 
 
+@pytest.mark.parametrize("rule", ["threshold", "prior"])
+def test_with_a_confidence_the_rule_keeps_a_margin_for_clips_it_was_not_calibrated_on(rule):
+    from scipy.stats import beta
+
+    from kws_research.models.gate import CANDIDATES, calibrate, command_cost, lost_commands
+
+    classes = ["silence", "unknown", "yes", "no"]
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 2000)
+    logits = rng.normal(size=(2000, 4)) * 1.5
+    logits[np.arange(2000), labels] += 2.5  # right three times in four, as a small trained model is
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    on_validation = calibrate(labels, probs, classes, 0.02, rule)
+    with_margin = calibrate(labels, probs, classes, 0.02, rule, confidence=0.95)
+    assert with_margin < on_validation
+    lost, clips = lost_commands(labels, probs, with_margin, classes, rule)
+    assert clips == int(np.isin(labels, [2, 3]).sum()) and lost >= 1
+    bound = command_cost(lost, clips, 0.95)
+    assert lost / clips < bound <= 0.02 and bound == pytest.approx(beta.ppf(0.95, lost + 1, clips - lost))
+    assert command_cost(*lost_commands(labels, probs, on_validation, classes, rule), None) <= 0.02
+    stronger = CANDIDATES[rule][CANDIDATES[rule] > with_margin][0]
+    assert command_cost(*lost_commands(labels, probs, stronger, classes, rule), 0.95) > 0.02
+    assert command_cost(0, 600, 0.95) == pytest.approx(1 - 0.05 ** (1 / 600))  # no clip lost still bounds above 0
+    assert command_cost(3, 600, None) == 0.005
+
+
 def test_an_unknown_open_set_rule_names_the_key(tone_root, tmp_path):
     from kws_research.errors import ConfigError
     from kws_research.training.validation import validate

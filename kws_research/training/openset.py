@@ -6,12 +6,16 @@ from kws_research.models import gate
 from kws_research.training import evaluate
 
 
-def gate_metrics(data, probs: dict, classes: list[str], rule: str, max_drop: float) -> tuple[dict, dict]:
+def gate_metrics(
+    data, probs: dict, classes: list[str], rule: str, max_drop: float, confidence: float | None
+) -> tuple[dict, dict]:
     """Calibrate the open-set rule on validation and measure it (export folds it in);
     returns the metrics and the gated model's per-class test accuracy."""
     validation = data.splits["validation"].labels
-    value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule)
+    value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule, confidence)
+    lost, clips = gate.lost_commands(validation, probs["validation"], value, classes, rule)
     out = {gate.METRIC[rule]: value}
+    out.update(zip(gate.COST_METRICS, (gate.command_cost(lost, clips, c) for c in (None, confidence))))
     gated_val = gate.apply(probs["validation"], value, classes, rule)
     out["gated_val_accuracy"] = evaluate.classification(validation, gated_val, classes)["accuracy"]
     per_class = {}

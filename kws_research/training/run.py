@@ -245,7 +245,10 @@ def _evaluate_and_log(cfg, resolved: dict, data, model, client, run_id: str, his
         final.update(evaluate.open_set(probs["heldout"], classes))
     gated_per_class: dict = {}
     if openset.gate:
-        gated, gated_per_class = gate_metrics(data, probs, classes, str(openset.rule), float(openset.max_command_drop))
+        confidence = None if openset.confidence is None else float(openset.confidence)
+        gated, gated_per_class = gate_metrics(
+            data, probs, classes, str(openset.rule), float(openset.max_command_drop), confidence
+        )
         final.update(gated)
     title = f"{cfg.get('model_label') or model.name} on {data.name}"
     if cfg.stream_eval:

@@ -13,7 +13,7 @@ from kws_research.metrics import (
     TRAINING_METRICS,
     VALIDATION_METRICS,
 )
-from kws_research.models.gate import METRIC, RULES
+from kws_research.models.gate import COST_METRICS, METRIC, RULES
 from kws_research.schema import check_declared
 from kws_research.streaming.settings import STREAM_METRICS, VALIDATION_STREAM_METRICS, StreamSettings
 from kws_research.training import optim, precision
@@ -32,7 +32,7 @@ def produced_metrics(cfg: DictConfig) -> set[str]:
         names.update(OPEN_SET_METRICS)
     openset = cfg.openset
     if openset.gate:
-        names.update({METRIC[str(openset.rule)], *GATED_METRICS})
+        names.update({METRIC[str(openset.rule)], *COST_METRICS, *GATED_METRICS})
         if heldout:
             names.update(f"gated_{key}" for key in OPEN_SET_METRICS if key != "heldout_clips")
     if cfg.stream_eval:
