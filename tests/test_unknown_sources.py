@@ -203,6 +203,7 @@ def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
     from omegaconf import OmegaConf
 
     from kws_research.exporting.stage import export_run
+    from kws_research.models.gate import NEUTRAL
 
     overrides = tiny_overrides(
         tone_root,
@@ -211,11 +212,12 @@ def test_the_open_set_rule_is_calibrated_measured_and_folded_into_core_ml(
         "dataset.heldout_unknown_words=[dog]",
         "openset.gate=true",
         f"openset.rule={rule}",
-        "openset.max_command_drop=0.5",
+        "openset.max_command_drop=0.8",  # a few validation command clips: a wide bound on their share lost
     )
     result = train(compose("train", overrides))
     metrics = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db").get_run(result.run_id).data.metrics
-    assert metrics[metric] > (0.3 if rule == "threshold" else 1.0)
+    assert metrics[metric] > NEUTRAL[rule]  # calibrated to a setting that does something
+    assert metrics["gate_command_cost"] < metrics["gate_command_cost_bound"] <= 0.8
     assert metrics["gated_unseen_unknown_recall"] >= metrics["unseen_unknown_recall"]
     assert metrics["gated_false_command_rate"] <= metrics["false_command_rate"]
     cfg = OmegaConf.to_container(
@@ -301,3 +303,28 @@ def test_an_unknown_open_set_rule_names_the_key(tone_root, tmp_path):
 
     with pytest.raises(ConfigError, match="openset.rule"):
         validate(compose("train", tiny_overrides(tone_root, tmp_path, "openset.rule=softmax")))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_saved_model_may_fall_anywhere_on_the_confidence_gates_step_and_nowhere_else(temperature):
+    from kws_research.exporting.reference import keras_reference
+    from kws_research.models.gate import ConfidenceGate, partly_gated
+    from kws_research.models.temperature import Temperature
+
+    classes = ["silence", "unknown", "yes", "no"]
+    before = np.array([[0.1, 0.2, 0.4, 0.3], [0.05, 0.05, 0.8, 0.1], [0.3, 0.5, 0.1, 0.1]], np.float32)
+    threshold = 0.4  # the first row's top command sits on the step; the others are far from it
+    layer = ConfidenceGate(threshold, 1, [2, 3])
+    shipped = np.asarray(Temperature(temperature)(layer(before)))
+    assert 0.1 < shipped[0, 1] < 0.9  # Keras' own round-off put it half-way
+
+    reference = keras_reference(("unused",), ("threshold", threshold), temperature, classes, shipped, lambda _: before)
+    rounded_over = shipped.copy()
+    rounded_over[0] = np.asarray(Temperature(temperature)(partly_gated(before[:1], 1.0, classes).astype(np.float32)))
+    assert np.abs(rounded_over - shipped).max() > 0.1
+    assert reference.differences(rounded_over, 1e-4).max() < 1e-5
+    wrongly_gated = shipped.copy()  # the second row gated although its top command is far above the threshold
+    wrongly_gated[1] = np.asarray(Temperature(temperature)(partly_gated(before[1:2], 1.0, classes).astype(np.float32)))
+    assert reference.differences(wrongly_gated, 1e-4)[1] > 0.5
+    prior = keras_reference(("unused",), ("prior", 3.0), temperature, classes, shipped, lambda _: before)
+    assert prior.before_gate is None and prior.differences(rounded_over, 1e-4)[0] > 0.1  # the prior has no step

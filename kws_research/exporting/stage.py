@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from kws_research.exporting.options import (
     streaming_planned,
     writable_folder,
 )
+from kws_research.exporting.reference import keras_reference
 from kws_research.exporting.streaming import (
     certificate,
     ensure_evaluated,
@@ -227,6 +229,7 @@ class ExportJob:
     test_fingerprint: str = ""
     model: object = None
     rule: tuple[str, float] | None = None
+    before_gate: object = None  # the run's model without its rule (what the confidence gate reads)
     checks: list = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     streaming_model: str = ""  # what became of the streaming model: verified files, or why there is none
@@ -255,6 +258,7 @@ def _deployed_model(job: ExportJob) -> None:
     if shipped:
         print(evaluation_line(job.source, job.cfg), flush=True)
     if job.rule is not None:
+        job.before_gate = model
         model = gated(model, *job.rule, job.source.labels)
     job.temperature = shipped.get("temperature", 1.0)
     job.model = tempered_model(model, job.temperature) if job.temperature != 1.0 else model
@@ -283,11 +287,17 @@ def _streaming_form(job: ExportJob):
 def _convert_and_verify(job: ExportJob) -> None:
     """Each planned file: converted, saved, read back and compared with Keras (clips and
     stream); the streaming model of each format is fed the same stream hop by hop."""
-    keras_probs = np.asarray(job.model.predict(job.audio, batch_size=64, verbose=0), dtype=np.float32)
+
+    def predict(model) -> np.ndarray:
+        return np.asarray(model.predict(job.audio, batch_size=64, verbose=0), dtype=np.float32)
+
+    reference_of = partial(keras_reference, job.before_gate, job.rule, job.temperature, job.source.labels)
+    keras_probs = predict(job.model)
+    clips = reference_of(keras_probs, predict)
     tolerance = {p: tempered_tolerance(float(t), job.temperature) for p, t in dict(job.cfg["tolerance"]).items()}
     stream_model = _streaming_form(job)
     needs_stream = shipped_detector(job.source, job.cfg) or stream_model is not None
-    reference = stream_reference(job.model, job.data, job.source, job.cfg) if needs_stream else None
+    reference = stream_reference(job.model, job.data, job.source, job.cfg, reference_of) if needs_stream else None
     for fmt, precision in plan(job.cfg):
         t0 = time.perf_counter()
         path = _convert_one(job.model, job.source, job.cfg, fmt, job.folder)
@@ -295,7 +305,18 @@ def _convert_and_verify(job: ExportJob) -> None:
         job.convert_seconds += time.perf_counter() - t0
         job.files += [path, streaming] if streaming else [path]
         labels = job.source.labels
-        check = verify(path, fmt, precision, labels, job.audio, job.truth, keras_probs, float(tolerance[precision]))
+        within = float(tolerance[precision])
+        check = verify(
+            path,
+            fmt,
+            precision,
+            labels,
+            job.audio,
+            job.truth,
+            keras_probs,
+            within,
+            partial(clips.differences, precision=within),
+        )
         if reference is not None:
             verify_stream(check, path, reference)
         if streaming is not None:

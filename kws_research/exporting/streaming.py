@@ -10,6 +10,7 @@ stream hop by hop the same probabilities per hop (and detections).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,6 +19,7 @@ import numpy as np
 from kws_research.contract import CLIP_SAMPLES, samples_of, to_float
 from kws_research.coreml import runtime
 from kws_research.errors import KwsError
+from kws_research.exporting.reference import KerasReference
 from kws_research.streaming import streams
 from kws_research.streaming.detector import Detection, DetectorSettings, command_threshold_key, detections
 from kws_research.streaming.evaluation import DIGEST_TAG, VALIDATION_ONLY, log_evaluation
@@ -118,6 +120,7 @@ class StreamReference:
     scores: np.ndarray
     keras: list[Detection]
     batch_size: int
+    windows: KerasReference | None = None  # how close each window must come (the gate's step)
 
     def detect(self, scores: np.ndarray) -> list[Detection]:
         return detections(self.times, scores, self.labels, self.detector) if self.detector else []
@@ -129,8 +132,10 @@ def verification_hop_ms(source, cfg) -> float:
     return float(shipped["detector_hop_ms"]) if shipped else StreamSettings.from_config(cfg["stream"]).hop_ms
 
 
-def stream_reference(model, data, source, cfg) -> StreamReference:
-    """Built once per export: every saved file is compared with the same Keras scores."""
+def stream_reference(model, data, source, cfg, reference_of: Callable | None = None) -> StreamReference:
+    """Built once per export: every saved file is compared with the same Keras scores
+    (``reference_of(scores, scores_of)``: how close each window must come, from the shipped
+    model's scores and a function that scores another model on the same windows)."""
     settings = StreamSettings.from_config(cfg["stream"])
     shipped = shipped_detector(source, cfg)
     detector = DetectorSettings.from_metrics(shipped, source.labels) if shipped else None
@@ -146,6 +151,10 @@ def stream_reference(model, data, source, cfg) -> StreamReference:
     times, scores, _ = keras_scorer(model).stream(stream.audio, hop_ms, settings.batch_size)
     reference = StreamReference(stream, detector, hop_ms, list(source.labels), times, scores, [], settings.batch_size)
     reference.keras = reference.detect(scores)
+    if reference_of is not None:
+        reference.windows = reference_of(
+            scores, lambda other: keras_scorer(other).stream(stream.audio, hop_ms, settings.batch_size)[1]
+        )
     return reference
 
 
@@ -175,7 +184,11 @@ def verify_streaming_model(check, path, reference: StreamReference) -> None:
         )
     check.streaming_path = str(path)
     check.streaming_hops = int(probabilities.shape[0])
-    check.streaming_max_abs_diff = float(np.abs(probabilities - reference.scores).max())
+    check.streaming_max_abs_diff = float(
+        np.abs(probabilities - reference.scores).max()
+        if reference.windows is None
+        else reference.windows.differences(probabilities, check.tolerance).max()
+    )
     if reference.detector is not None:
         check.streaming_mismatches = mismatches(reference.keras, reference.detect(probabilities), reference.hop_ms)
     check.verified = (

@@ -36,10 +36,14 @@ def _indices(classes: list[str]) -> tuple[int, list[int]]:
     return classes.index(UNKNOWN), [i for i, c in enumerate(classes) if is_command(c)]
 
 
+SHARPNESS = 2000.0  # of the confidence gate's sigmoid: 0.5 % of probability either side of the threshold
+STEP_WIDTH = 10.0 / SHARPNESS  # beyond it the sigmoid is within 5e-5 of 0 or 1
+
+
 @register
 class ConfidenceGate(keras.layers.Layer):
     def __init__(
-        self, threshold: float, unknown_index: int, command_indices: list[int], sharpness: float = 2000.0, **kwargs
+        self, threshold: float, unknown_index: int, command_indices: list[int], sharpness: float = SHARPNESS, **kwargs
     ):
         super().__init__(**kwargs)
         self.threshold, self.sharpness = float(threshold), float(sharpness)
@@ -116,6 +120,24 @@ def apply(probabilities: np.ndarray, value: float, classes: list[str], rule: str
     out[np.ix_(low, commands)] = 0.0
     out[low, unknown] += probabilities[low][:, commands].sum(axis=1)
     return out
+
+
+def partly_gated(probabilities: np.ndarray, share: float, classes: list[str]) -> np.ndarray:
+    """The confidence gate part-way through its step: ``share`` of the command mass moved to
+    ``unknown`` (0: not gated, 1: gated)."""
+    unknown, commands = _indices(classes)
+    out = probabilities.astype(np.float64)
+    moved = out[:, commands] * share
+    out[:, commands] -= moved
+    out[:, unknown] += moved.sum(axis=1)
+    return out
+
+
+def near_step(probabilities: np.ndarray, threshold: float, classes: list[str], precision: float) -> np.ndarray:
+    """Rows whose top command probability lies within ``precision`` of the confidence gate's
+    step: round-off of that size may put them anywhere on it."""
+    _, commands = _indices(classes)
+    return np.abs(probabilities[:, commands].max(axis=1) - threshold) <= precision + STEP_WIDTH
 
 
 CANDIDATES = {
