@@ -63,6 +63,8 @@ MISS_RATES = (0.5, 0.7)
 AT_MISS = tuple(f"fa_per_hour_at_{int(100 * m)}pct_miss" for m in MISS_RATES)
 VAL_AT_MISS = tuple(f"val_{key}" for key in AT_MISS)
 MAX_VAL_COMMAND_DROP = 0.01  # a recipe may cost at most this much validation command accuracy against words only
+# ... as exported: the open-set rule turns validation command clips wrong (gate_command_cost), never right
+EXPORTED_VAL = "val_gated_command_accuracy"
 SAME_HIT = ("fa_per_hour_at_own_hit", "words_only_fa_per_hour_at_same_hit")
 AT_WORDS_HIT = ("fa_per_hour_at_words_only_hit", "words_only_fa_per_hour")
 METRICS = (
@@ -83,6 +85,11 @@ METRICS = (
     "stream_fa_within_certificate",
     "stream_target_met",
 )
+
+
+def exported_val_accuracy(run: dict) -> float:
+    """A run's validation command accuracy with its open-set rule applied (as exported)."""
+    return run["val_command_accuracy"] - (run.get("gate_command_cost") or 0.0)
 
 
 def at_words_only_hit(runs: list[dict]) -> None:
@@ -113,17 +120,13 @@ def significantly_more(row: dict, fewest: dict, key: str = VAL_AT_MISS[0], level
 
 def chosen_on_validation(rows: list[dict]) -> str | None:
     """The recipe to ship, by validation numbers only: among recipes within
-    ``MAX_VAL_COMMAND_DROP`` of words-only validation command accuracy (the accuracy the
-    promise is about; overall accuracy also rewards the unknown class), those whose
+    ``MAX_VAL_COMMAND_DROP`` of words-only validation command accuracy as exported (the
+    accuracy the promise is about; overall accuracy also rewards the unknown class), those whose
     validation false accepts at 50% miss are not significantly more than the fewest's (the
     certified points hear too little to compare), then the most validation commands heard
     at the certified detector."""
     base, key = rows[0], VAL_AT_MISS[0]
-    fair = [
-        r
-        for r in rows[1:]
-        if r[key] is not None and r["val_command_accuracy"] >= base["val_command_accuracy"] - MAX_VAL_COMMAND_DROP
-    ]
+    fair = [r for r in rows[1:] if r[key] is not None and r[EXPORTED_VAL] >= base[EXPORTED_VAL] - MAX_VAL_COMMAND_DROP]
     if not fair:
         return None
     fewest = min(fair, key=lambda r: r[key])
@@ -171,13 +174,15 @@ def main() -> None:
         for miss, key, val_key in zip(MISS_RATES, AT_MISS, VAL_AT_MISS):
             r[key] = fa_at_miss(r["curve"], miss)
             r[val_key] = fa_at_miss(r["val_curve"], miss)
+    for r in runs:
+        r[EXPORTED_VAL] = exported_val_accuracy(r)
     at_words_only_hit(runs)
     same_hit_rate(runs, BASE)
     rows = []
     for name in args.configs:
         mine = [r for r in runs if r["config"] == name]
         row = {"config": name, "runs": len(mine)}
-        for key in (*METRICS, *VAL_AT_MISS, *AT_MISS, *SAME_HIT, *AT_WORDS_HIT):
+        for key in (*METRICS, EXPORTED_VAL, *VAL_AT_MISS, *AT_MISS, *SAME_HIT, *AT_WORDS_HIT):
             values = [r[key] for r in mine if r.get(key) is not None]
             row[key] = round(statistics.mean(values), 4) if values else None
         row["all_within_certificate"] = all(r["stream_fa_within_certificate"] == 1.0 for r in mine)
@@ -187,8 +192,9 @@ def main() -> None:
         row["fa_cut_x_at_words_only_hit"] = round(words_at / mine_at, 2) if mine_at and words_at is not None else None
         rows.append(row)
     base = rows[0]
+    changed = ("command_accuracy", "gated_command_accuracy", "best_val_accuracy", "val_command_accuracy", EXPORTED_VAL)
     for row in rows:
-        for key in ("command_accuracy", "gated_command_accuracy", "best_val_accuracy", "val_command_accuracy"):
+        for key in changed:
             if row[key] is not None and base[key] is not None:
                 row[f"{key}_change_pts"] = round(100 * (row[key] - base[key]), 2)
     chosen = chosen_on_validation(rows)
@@ -209,7 +215,8 @@ def main() -> None:
         f"detectors certified for {args.target:g} FA/h on the validation streams (95% bound over distinct "
         "recordings), every test FA/h with its own bound. Chosen on validation, never on these test numbers: "
         f"chosen_on_validation marks the recipe within {100 * MAX_VAL_COMMAND_DROP:g} point of words-only "
-        "validation command accuracy with the fewest validation FA/h at 50% miss (ties: the higher validation "
+        "validation command accuracy as exported (open-set rule applied) with the fewest validation FA/h at 50% "
+        "miss (ties: the higher validation "
         "hit rate).\n\n"
         "Per run:\n\n" + per_run
     )

@@ -318,7 +318,7 @@ def test_the_saved_model_may_fall_anywhere_on_the_confidence_gates_step_and_nowh
     shipped = np.asarray(Temperature(temperature)(layer(before)))
     assert 0.1 < shipped[0, 1] < 0.9  # Keras' own round-off put it half-way
 
-    reference = keras_reference(("unused",), ("threshold", threshold), temperature, classes, shipped, lambda _: before)
+    reference = keras_reference(object(), ("threshold", threshold), temperature, classes, shipped, lambda _: before)
     rounded_over = shipped.copy()
     rounded_over[0] = np.asarray(Temperature(temperature)(partly_gated(before[:1], 1.0, classes).astype(np.float32)))
     assert np.abs(rounded_over - shipped).max() > 0.1
@@ -326,5 +326,5 @@ def test_the_saved_model_may_fall_anywhere_on_the_confidence_gates_step_and_nowh
     wrongly_gated = shipped.copy()  # the second row gated although its top command is far above the threshold
     wrongly_gated[1] = np.asarray(Temperature(temperature)(partly_gated(before[1:2], 1.0, classes).astype(np.float32)))
     assert reference.differences(wrongly_gated, 1e-4)[1] > 0.5
-    prior = keras_reference(("unused",), ("prior", 3.0), temperature, classes, shipped, lambda _: before)
+    prior = keras_reference(object(), ("prior", 3.0), temperature, classes, shipped, lambda _: before)
     assert prior.before_gate is None and prior.differences(rounded_over, 1e-4)[0] > 0.1  # the prior has no step
