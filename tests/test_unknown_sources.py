@@ -275,7 +275,7 @@ def test_the_unknown_prior_layer_matches_its_numpy_rule_and_calibration_keeps_th
 def test_with_a_confidence_the_rule_keeps_a_margin_for_clips_it_was_not_calibrated_on(rule):
     from scipy.stats import beta
 
-    from kws_research.models.gate import CANDIDATES, calibrate, command_cost, lost_commands
+    from kws_research.models.gate import CANDIDATES, calibrate, clips_needed, command_cost, lost_commands
 
     classes = ["silence", "unknown", "yes", "no"]
     rng = np.random.default_rng(1)
@@ -294,6 +294,8 @@ def test_with_a_confidence_the_rule_keeps_a_margin_for_clips_it_was_not_calibrat
     stronger = CANDIDATES[rule][CANDIDATES[rule] > with_margin][0]
     assert command_cost(*lost_commands(labels, probs, stronger, classes, rule), 0.95) > 0.02
     assert command_cost(0, 600, 0.95) == pytest.approx(1 - 0.05 ** (1 / 600))  # no clip lost still bounds above 0
+    needed = clips_needed(0.01, 0.95)  # fewer clips than this cannot show any rule costs at most 1 point
+    assert command_cost(0, needed, 0.95) <= 0.01 < command_cost(0, needed - 1, 0.95) and needed == 299
     assert command_cost(3, 600, None) == 0.005
 
 

@@ -171,6 +171,16 @@ def command_cost(lost: int, clips: int, confidence: float | None) -> float:
     return float(beta.ppf(confidence, lost + 1, clips - lost))
 
 
+def clips_needed(max_drop: float, confidence: float | None) -> int:
+    """The fewest command clips on which losing none bounds the cost within ``max_drop``:
+    with fewer, any rule is too costly to prove cheap and calibration leaves it neutral."""
+    if confidence is None or max_drop >= 1.0:
+        return 1
+    if max_drop <= 0.0:
+        return np.iinfo(np.int64).max
+    return int(np.ceil(np.log1p(-confidence) / np.log1p(-max_drop)))
+
+
 def calibrate(
     labels: np.ndarray,
     probabilities: np.ndarray,

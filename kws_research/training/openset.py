@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from kws_research.models import gate
 from kws_research.training import evaluate
+
+log = logging.getLogger(__name__)
 
 
 def gate_metrics(
@@ -14,6 +18,17 @@ def gate_metrics(
     validation = data.splits["validation"].labels
     value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule, confidence)
     lost, clips = gate.lost_commands(validation, probs["validation"], value, classes, rule)
+    if clips < gate.clips_needed(max_drop, confidence):
+        log.warning(
+            "openset: %d validation command clips cannot bound the rule's cost within %g at confidence %g "
+            "(that takes %d); the %s stays neutral: add validation clips, raise openset.max_command_drop, "
+            "or set openset.confidence=null",
+            clips,
+            max_drop,
+            confidence,
+            gate.clips_needed(max_drop, confidence),
+            gate.LABEL[rule],
+        )
     out = {gate.METRIC[rule]: value}
     out.update(zip(gate.COST_METRICS, (gate.command_cost(lost, clips, c) for c in (None, confidence))))
     gated_val = gate.apply(probs["validation"], value, classes, rule)
