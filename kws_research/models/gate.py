@@ -171,13 +171,12 @@ def command_cost(lost: int, clips: int, confidence: float | None) -> float:
     return float(beta.ppf(confidence, lost + 1, clips - lost))
 
 
-def clips_needed(max_drop: float, confidence: float | None) -> int:
+def clips_needed(max_drop: float, confidence: float | None) -> int | None:
     """The fewest command clips on which losing none bounds the cost within ``max_drop``:
-    with fewer, any rule is too costly to prove cheap and calibration leaves it neutral."""
-    if confidence is None or max_drop >= 1.0:
-        return 1
-    if max_drop <= 0.0:
-        return np.iinfo(np.int64).max
+    with fewer, no rule can be shown cheap and calibration leaves it neutral (None: no count
+    applies, without a confidence or with a budget of 0 or 1)."""
+    if confidence is None or not 0.0 < max_drop < 1.0:
+        return None
     return int(np.ceil(np.log1p(-confidence) / np.log1p(-max_drop)))
 
 

@@ -18,7 +18,8 @@ def gate_metrics(
     validation = data.splits["validation"].labels
     value = gate.calibrate(validation, probs["validation"], classes, max_drop, rule, confidence)
     lost, clips = gate.lost_commands(validation, probs["validation"], value, classes, rule)
-    if clips < gate.clips_needed(max_drop, confidence):
+    needed = gate.clips_needed(max_drop, confidence)
+    if needed is not None and clips < needed:
         log.warning(
             "openset: %d validation command clips cannot bound the rule's cost within %g at confidence %g "
             "(that takes %d); the %s stays neutral: add validation clips, raise openset.max_command_drop, "
@@ -26,7 +27,7 @@ def gate_metrics(
             clips,
             max_drop,
             confidence,
-            gate.clips_needed(max_drop, confidence),
+            needed,
             gate.LABEL[rule],
         )
     out = {gate.METRIC[rule]: value}
