@@ -217,8 +217,7 @@ def main() -> None:
         "recordings), every test FA/h with its own bound. Chosen on validation, never on these test numbers: "
         f"chosen_on_validation marks the recipe within {100 * MAX_VAL_COMMAND_DROP:g} point of words-only "
         "validation command accuracy as exported (open-set rule applied) with the fewest validation FA/h at 50% "
-        "miss (ties: the higher validation "
-        "hit rate).\n\n"
+        "miss (ties: the higher validation hit rate).\n\n"
         "Per run:\n\n" + per_run
     )
     report.write("calibration", {"args": vars(args)}, rows, "Hearing commands in talk", notes)
