@@ -30,9 +30,9 @@ class KerasReference:
     temperature: float
     labels: list[str]
 
-    def on_step(self, rows: np.ndarray, share: float) -> np.ndarray:
-        out = gate.partly_gated(self.before_gate[rows], share, self.labels)
-        return tempered(out, self.temperature) if self.temperature != 1.0 else out
+    def on_step(self, row: int, share: float) -> np.ndarray:
+        out = gate.partly_gated(self.before_gate[row : row + 1], share, self.labels)
+        return (tempered(out, self.temperature) if self.temperature != 1.0 else out)[0]
 
     def differences(self, probabilities: np.ndarray, precision: float) -> np.ndarray:
         """Per row, the largest |probability difference| from Keras; on rows at the gate's
@@ -41,14 +41,14 @@ class KerasReference:
         if self.before_gate is None:
             return diff
         for row in np.flatnonzero(gate.near_step(self.before_gate, self.threshold, self.labels, precision)):
-            rows = np.array([row])
 
-            def gap(share: float, rows=rows, row=row) -> float:
-                return float(np.abs(probabilities[row] - self.on_step(rows, share)[0]).max())
+            def gap(share: float, row=row) -> float:
+                return float(np.abs(probabilities[row] - self.on_step(row, share)).max())
 
-            start = SHARES[int(np.argmin([gap(s) for s in SHARES]))]
+            gaps = [gap(share) for share in SHARES]
+            start = SHARES[int(np.argmin(gaps))]
             best = minimize_scalar(gap, bounds=(max(0.0, start - 0.01), min(1.0, start + 0.01)), method="bounded")
-            diff[row] = min(diff[row], gap(start), float(best.fun))
+            diff[row] = min(diff[row], min(gaps), float(best.fun))
         return diff
 
 

@@ -153,7 +153,7 @@ def lost_commands(
     """How many command clips the rule turns from right to wrong, of how many command clips
     (neither rule ever turns a wrong answer right: it only moves mass to ``unknown``)."""
     labels = np.asarray(labels, dtype=np.int64)
-    commands = np.array([is_command(classes[i]) for i in labels], dtype=bool)
+    commands = np.isin(labels, _indices(classes)[1])
     right = probabilities.argmax(axis=1) == labels
     still_right = apply(probabilities, value, classes, rule).argmax(axis=1) == labels
     return int((commands & right & ~still_right).sum()), int(commands.sum())
