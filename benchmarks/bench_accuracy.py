@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, reuse
 from kws_research.config import compose
 
 SUBSET_COMMANDS = "[yes,no,up,down,left,right,stop]"
@@ -25,11 +25,19 @@ def data_overrides(root: str, commands: str | None) -> list[str]:
     return overrides + ([f"dataset.commands={commands}"] if commands else [])
 
 
-def run(overrides: list[str]) -> dict:
+def run(overrides: list[str], reuse_finished: bool = False) -> dict:
+    """Train one run (or, with ``reuse_finished``, read the same finished run: benchmarks/reuse.py);
+    ``{"run_id", **metrics}``."""
     from kws_research.train import train
 
     cfg = compose("train", overrides)
+    key = reuse.reuse_key(cfg)
+    if reuse_finished and key and (found := reuse.finished_run(cfg, key)):
+        print(f"reused run {found['run_id']} (same config, commit and machine)", flush=True)
+        return found
     result = train(cfg)
+    if key:
+        reuse.mark(cfg, result.run_id, key)
     return {"run_id": result.run_id, **result.metrics}
 
 
@@ -40,6 +48,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--models", nargs="*", default=list(FAMILIES))
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
+    reuse.add_argument(parser)
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     common = data_overrides(args.data, args.commands or None) + [
@@ -56,7 +65,7 @@ def main() -> None:
         for m in args.models
     ]
     for label, overrides in plans:
-        metrics = run(common + overrides)
+        metrics = run(common + overrides, args.reuse)
         rows.append(
             {
                 "model": label,

@@ -24,7 +24,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, reuse
 from benchmarks.bench_accuracy import SUBSET_COMMANDS
 from benchmarks.bench_openset import common_overrides, run_grid, same_hit_rate
 from benchmarks.bench_stream import fa_at_miss
@@ -156,6 +156,7 @@ def main() -> None:
         "--target", type=float, default=30.0, help="stream.target_fa_per_hour, one the validation streams can certify"
     )
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
+    reuse.add_argument(parser)
     args = parser.parse_args()
     if BASE not in args.configs:
         args.configs.insert(0, BASE)

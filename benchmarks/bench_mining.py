@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, reuse
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
 from benchmarks.bench_stream import fa_at_miss, streaming_report
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--stream", default="long")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
+    reuse.add_argument(parser)
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     from mlflow.tracking import MlflowClient
@@ -78,7 +79,7 @@ def main() -> None:
             if mined_runs
             else []
         )
-        metrics = run(common + extra)
+        metrics = run(common + extra, args.reuse)
         curve = streaming_report(client, metrics["run_id"])["det_curve"]
         first_curve = first_curve or curve
         mine_cfg = compose("mine", [*stream, *tracking, f"minutes={args.minutes}", *threshold])

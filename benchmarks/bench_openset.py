@@ -13,7 +13,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, reuse
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
 from benchmarks.bench_stream import fa_at_miss, streaming_report
 from kws_research.models.gate import calibrated_rule
@@ -110,7 +110,8 @@ def run_grid(args, configs: dict, common: list[str], metrics: tuple[str, ...]) -
     for seed in args.seeds:
         for word in args.heldout:
             for name in args.configs:
-                result = run(common + [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *configs[name]])
+                overrides = [f"seed={seed}", f"dataset.heldout_unknown_words=[{word}]", *configs[name]]
+                result = run(common + overrides, args.reuse)
                 rule = calibrated_rule(result)
                 result["gate_setting"] = rule[1] if rule else None
                 streaming = streaming_report(client, result["run_id"])
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--stream", default="long", help="conf/stream option of the streaming evaluation")
     parser.add_argument("--background", default="speech", help="stream.background of the negatives-only streams")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
+    reuse.add_argument(parser)
     args = parser.parse_args()
     if BASE not in args.configs:
         args.configs.insert(0, BASE)  # every FA/h comparison is against words-only training

@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, reuse
 from benchmarks.bench_accuracy import SUBSET_COMMANDS, data_overrides, run
 from kws_research.streaming.evaluation import fa_at_miss
 
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--snr", type=float, nargs="*", default=[10.0])
     parser.add_argument("--miss", type=float, nargs="*", default=[0.3, 0.5, 0.7], help="DET: FA/h at these miss rates")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{report.RESULTS}/bench.db")
+    reuse.add_argument(parser)
     args = parser.parse_args()
     report.RESULTS.mkdir(parents=True, exist_ok=True)
     common = data_overrides(args.data, args.commands) + [
@@ -85,7 +86,7 @@ def main() -> None:
     client = MlflowClient(args.tracking_uri)
     rows, curves = [], {}
     for name in args.recipes:
-        metrics = run(common + RECIPES[name])
+        metrics = run(common + RECIPES[name], args.reuse)
         streaming = streaming_report(client, metrics["run_id"])
         curves[name] = streaming["det_curve"]
         rows.append(

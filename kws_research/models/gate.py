@@ -117,8 +117,7 @@ def apply(probabilities: np.ndarray, value: float, classes: list[str], rule: str
         out[:, unknown] *= value
         return out / out.sum(axis=1, keepdims=True)
     low = probabilities[:, commands].max(axis=1) < value
-    out[np.ix_(low, commands)] = 0.0
-    out[low, unknown] += probabilities[low][:, commands].sum(axis=1)
+    out[low] = partly_gated(probabilities[low], 1.0, classes)
     return out
 
 

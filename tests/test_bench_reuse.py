@@ -1,0 +1,42 @@
+"""`--reuse` in the benchmarks: a finished run of the same config, commit and machine is read
+from the store, not trained again; uncommitted code or another config trains."""
+
+from __future__ import annotations
+
+import pytest
+from helpers.data import tiny_overrides
+from mlflow.tracking import MlflowClient
+
+from benchmarks import reuse
+from benchmarks.bench_accuracy import run
+from kws_research.config import compose
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_the_key_changes_with_the_config_the_commit_and_the_kernels(tone_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(reuse, "git_commit", lambda: COMMIT)
+    cfg = compose("train", tiny_overrides(tone_root, tmp_path))
+    key = reuse.reuse_key(cfg)
+    assert key == reuse.reuse_key(compose("train", tiny_overrides(tone_root, tmp_path)))
+    assert key != reuse.reuse_key(compose("train", tiny_overrides(tone_root, tmp_path, "seed=1")))
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert key != reuse.reuse_key(cfg)
+    monkeypatch.setattr(reuse, "git_commit", lambda: "1123456789abcdef0123456789abcdef01234567")
+    assert key != reuse.reuse_key(cfg)
+    monkeypatch.setattr(reuse, "git_commit", lambda: COMMIT + "+dirty")
+    assert reuse.reuse_key(cfg) is None
+
+
+@pytest.mark.slow  # trains twice
+def test_a_finished_run_is_read_back_with_its_metrics_and_dirty_code_trains_again(tone_root, tmp_path, monkeypatch):
+    overrides = tiny_overrides(tone_root, tmp_path, "tracking.experiment=bench-test", "trainer.epochs=1")
+    monkeypatch.setattr(reuse, "git_commit", lambda: COMMIT)
+    trained = run(overrides)  # tagged even without --reuse
+    reused = run(overrides, True)
+    assert {k: reused.get(k) for k in trained} == trained  # the same run id and every metric the bench reads
+    monkeypatch.setattr(reuse, "git_commit", lambda: COMMIT + "+dirty")
+    again = run(overrides, True)
+    assert again["run_id"] != trained["run_id"]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")
+    assert reuse.TAG not in client.get_run(again["run_id"]).data.tags  # no key, so never reused
