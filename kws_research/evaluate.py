@@ -15,13 +15,15 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def evaluate_stage(cfg: DictConfig) -> dict:
-    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
-    from kws_research.streaming.runs import evaluate_run
+    # loaded here, not at import: --help, a bad override and a wrong run id answer before TensorFlow loads
     from kws_research.tracking import store
-    from kws_research.tracking.source import resolve_run_id
+    from kws_research.tracking.lookup import existing_run_id
 
     client = store.client_for(cfg.tracking)
-    run_id = resolve_run_id(client, cfg.run_id, cfg.get("sweep"))
+    run_id = existing_run_id(client, cfg.run_id, cfg.get("sweep"))
+    # the run exists: now TensorFlow and the model's code
+    from kws_research.streaming.runs import evaluate_run
+
     metrics = evaluate_run(client, run_id, OmegaConf.to_container(cfg.stream, resolve=True), str(cfg.gate))
     print(
         f"run {run_id}: hit rate {100 * metrics['stream_hit_rate']:.1f}% on the mixed test stream, "

@@ -16,13 +16,17 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def main_export(cfg: DictConfig) -> dict:
-    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
-    from kws_research.exporting.options import evaluation_of
+    # loaded here, not at import: --help, a bad override and a wrong run id answer before TensorFlow loads
+    from kws_research.exporting.options import evaluation_of, preflight
+
+    cfg.evaluation = evaluation_of(list(HydraConfig.get().overrides.task), cfg.evaluation)
+    options = OmegaConf.to_container(cfg, resolve=True)
+    checked = preflight(options)
+    # the run exists: now TensorFlow and the model's code
     from kws_research.exporting.registry import registered_line
     from kws_research.exporting.stage import export_run
 
-    cfg.evaluation = evaluation_of(list(HydraConfig.get().overrides.task), cfg.evaluation)
-    result = export_run(OmegaConf.to_container(cfg, resolve=True))
+    result = export_run(options, checked)
     print(result.pop("comparison"))
     for check in result.pop("checks"):
         print(

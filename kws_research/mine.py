@@ -16,13 +16,15 @@ from kws_research.cli import hydra_stage, print_json_line
 
 
 def mine_stage(cfg: DictConfig) -> dict:
-    # loaded here, not at import: --help and a bad override answer before TensorFlow loads
-    from kws_research.streaming.runs import mine_run
+    # loaded here, not at import: --help, a bad override and a wrong run id answer before TensorFlow loads
     from kws_research.tracking import store
-    from kws_research.tracking.source import resolve_run_id
+    from kws_research.tracking.lookup import existing_run_id
 
     client = store.client_for(cfg.tracking)
-    run_id = resolve_run_id(client, cfg.run_id, cfg.get("sweep"))
+    run_id = existing_run_id(client, cfg.run_id, cfg.get("sweep"))
+    # the run exists: now TensorFlow and the model's code
+    from kws_research.streaming.runs import mine_run
+
     result = mine_run(client, run_id, OmegaConf.to_container(cfg, resolve=True))
     print(
         f"run {run_id}: {result['mined_windows']:.0f} false accepts in {60 * result['mining_hours']:.1f} min of "

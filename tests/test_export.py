@@ -301,7 +301,7 @@ def test_unreachable_store_and_unwritable_output_are_clear_errors(trained, tmp_p
 
 @same_worker
 def test_run_id_best_is_the_best_trial_of_the_latest_sweep(trained):
-    from kws_research.tracking.source import resolve_run_id
+    from kws_research.tracking.lookup import resolve_run_id
 
     folder, run_id = trained
     client = MlflowClient(f"sqlite:///{folder}/mlruns.db")

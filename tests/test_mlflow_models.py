@@ -214,7 +214,7 @@ def test_a_mixed_precision_run_saves_a_float32_model(runs):
 
 def test_a_missing_registered_model_is_one_clear_line(tmp_path):
     from kws_research.errors import KwsError
-    from kws_research.tracking.source import parse_model_uri, run_of_model_uri
+    from kws_research.tracking.lookup import parse_model_uri, run_of_model_uri
 
     assert parse_model_uri("models:/kws-x-1234abcd@champion") == ("kws-x-1234abcd", "champion", None)
     assert parse_model_uri("models:/kws-x-1234abcd/3") == ("kws-x-1234abcd", None, "3")

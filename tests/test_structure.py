@@ -148,3 +148,34 @@ def test_function_level_imports_of_the_package_say_why():
         if inside and not _explained(path.read_text().splitlines(), line)
     ]
     assert not missing
+
+
+def test_a_wrong_run_id_is_one_line_before_tensorflow_loads(tmp_path):
+    """export, evaluate and mine look the run up before they import a model: a mistyped id
+    answers in about a second, not after TensorFlow's import."""
+    code = f"""
+import sys
+from omegaconf import OmegaConf
+from kws_research.config import compose
+from kws_research.errors import KwsError
+from kws_research.evaluate import evaluate_stage
+from kws_research.exporting.options import preflight
+from kws_research.mine import mine_stage
+
+where = ["run_id=deadbeef", "tracking.uri=sqlite:///{tmp_path}/mlruns.db"]
+calls = [
+    lambda: preflight(OmegaConf.to_container(compose("export", where), resolve=True)),
+    lambda: evaluate_stage(compose("evaluate", where)),
+    lambda: mine_stage(compose("mine", where)),
+]
+for call in calls:
+    try:
+        call()
+    except KwsError as exc:
+        print(str(exc).split(";")[0])
+print("tensorflow" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout.splitlines() == [
+        "run_id: no MLflow run 'deadbeef' in sqlite:///" + f"{tmp_path}/mlruns.db"
+    ] * 3 + ["False"], result.stderr[-2000:]

@@ -195,7 +195,7 @@ def test_metric_constraints_are_recorded_for_the_sampler(tone_root, tmp_path):
     tags = client.get_run(result["parent_run_id"]).data.tags
     assert tags["constraints_met"] == "false" and "best_run_id" not in tags
     assert tags["closest_run_id"] == result["closest_run_id"]
-    from kws_research.tracking.source import resolve_run_id
+    from kws_research.tracking.lookup import resolve_run_id
 
     with pytest.raises(KwsError, match=f"no trial of the latest sweep.*run_id={result['closest_run_id']}"):
         resolve_run_id(client, "best", None)

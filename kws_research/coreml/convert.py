@@ -28,15 +28,12 @@ from kws_research.contract import (
     SAMPLE_RATE,
     STATE_INPUT,
 )
+from kws_research.coreml.formats import FORMATS, PRECISIONS
 from kws_research.coreml.nn_runtime import NeuralNetwork
 from kws_research.models.frontend import dense_dft
 
-FORMATS = ("mlprogram", "neuralnetwork")
-PRECISIONS = ("fp16", "fp32")
-INTERFACES = ("standard", "seed")
 SEED_INPUT, SEED_PROBABILITIES = "input1", "output1"
 LABEL_OUTPUT = "classLabel"
-SUFFIX = {"mlprogram": ".mlpackage", "neuralnetwork": ".mlmodel"}
 # The in-graph front end (layer "frontend") keeps fp32 in fp16 programs: its log of
 # small energies loses up to 3e-2 in probability at fp16, the rest of the network
 # stays within 2e-3 (measured on a trained TC-ResNet8, subset test split).

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from kws_research.config import compose
 from kws_research.errors import KwsError
-from kws_research.tracking.source import SourceRun, fetch, get_run
+from kws_research.tracking.lookup import get_run
+from kws_research.tracking.source import SourceRun, fetch
 from kws_research.training.run import run_training
 
 log = logging.getLogger(__name__)

@@ -4,15 +4,18 @@ files it plans and the output folder (which it never writes over a user's file i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from kws_research import ownership
-from kws_research.coreml.convert import FORMATS, INTERFACES, PRECISIONS, SUFFIX
+from kws_research.coreml.formats import FORMATS, INTERFACES, PRECISIONS, SUFFIX
 from kws_research.errors import ConfigError, KwsError
 from kws_research.exporting import registry
 from kws_research.paths import existing_folder, write_probe
 from kws_research.schema import check_declared
 from kws_research.streaming.settings import StreamSettings
+from kws_research.tracking import store
+from kws_research.tracking.lookup import existing_run_id, get_run
 
 REPORTS = ("verification.json", "comparison.md", "comparison.png")
 
@@ -98,3 +101,24 @@ def check_outputs(folder: Path, source, cfg: Mapping) -> None:
         names += [streaming_file_name(source, fmt) for fmt, _ in plan(cfg)]
     for name in names:
         ownership.check_replaceable(folder / name, "output_dir", OUTPUT_HINT)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What an export checked before any work: its output folder, its store and the run."""
+
+    output_dir: Path | None
+    client: object
+    run_id: str
+
+
+def preflight(cfg: Mapping) -> Checked:
+    """The options, the output folder, the run and the baseline, each one line when wrong,
+    all before TensorFlow loads (the stage imports the converter only after this)."""
+    check_options(cfg)
+    output_dir = writable_folder(cfg["output_dir"])
+    client = store.client_for(cfg["tracking"])
+    run_id = existing_run_id(client, cfg["run_id"], cfg["sweep"])
+    if str(cfg["baseline"]) not in ("auto", "skip"):
+        get_run(client, str(cfg["baseline"]), "baseline")
+    return Checked(output_dir, client, run_id)

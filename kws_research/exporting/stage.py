@@ -20,7 +20,6 @@ from kws_research import ownership
 from kws_research.config import compose
 from kws_research.contract import NORMALISATION, SAMPLE_RATE, samples_of, to_float
 from kws_research.coreml.convert import (
-    PRECISIONS,
     About,
     convert,
     convert_seed_interface,
@@ -29,6 +28,7 @@ from kws_research.coreml.convert import (
     set_metadata,
     set_streaming_metadata,
 )
+from kws_research.coreml.formats import PRECISIONS
 from kws_research.coreml.verify import verify
 from kws_research.errors import KwsError
 from kws_research.exporting import compare, registry
@@ -36,13 +36,13 @@ from kws_research.exporting.baseline import baseline_for
 from kws_research.exporting.options import (
     OUTPUT_HINT,
     REPORTS,
-    check_options,
+    Checked,
     check_outputs,
     model_file_name,
     plan,
+    preflight,
     streaming_file_name,
     streaming_planned,
-    writable_folder,
 )
 from kws_research.exporting.reference import keras_reference
 from kws_research.exporting.streaming import (
@@ -59,9 +59,8 @@ from kws_research.exporting.streaming import (
 from kws_research.models.gate import gated
 from kws_research.models.streaming import macs_per_hop, separable_frontend, streaming_model
 from kws_research.models.temperature import tempered_model
-from kws_research.tracking import store
 from kws_research.tracking.runs import log_artifacts, log_metrics, remove_artifacts
-from kws_research.tracking.source import fetch, get_run, open_set_rule, resolve_run_id, source_data
+from kws_research.tracking.source import fetch, open_set_rule, source_data
 
 log = logging.getLogger(__name__)
 
@@ -368,18 +367,15 @@ def _write_reports(job: ExportJob, baseline, metrics: dict) -> tuple[dict, str]:
     return report, table
 
 
-def export_run(cfg: Mapping) -> dict:
+def export_run(cfg: Mapping, checked: Checked | None = None) -> dict:
     """The export stage's Python API; raises :class:`KwsError` when verification fails.
 
-    Steps: find the run, fetch it and its data, deploy its model as the app gets it,
-    convert and verify every file, find the baseline, compare, log on the run, register."""
+    Steps: check the options and find the run (``checked``, when the caller has done it),
+    fetch it and its data, deploy its model as the app gets it, convert and verify every
+    file, find the baseline, compare, log on the run, register."""
     started = time.perf_counter()
-    check_options(cfg)
-    output_dir = writable_folder(cfg["output_dir"])
-    client = store.client_for(cfg["tracking"])
-    run_id = resolve_run_id(client, cfg["run_id"], cfg["sweep"])
-    if str(cfg["baseline"]) not in ("auto", "skip"):  # a wrong baseline id is one line before any work
-        get_run(client, str(cfg["baseline"]), "baseline")
+    checked = checked or preflight(cfg)
+    output_dir, client, run_id = checked.output_dir, checked.client, checked.run_id
     with tempfile.TemporaryDirectory(prefix="kws-export-") as tmp:
         tmp = Path(tmp)
         source = fetch(client, run_id, tmp / "source")

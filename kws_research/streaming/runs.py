@@ -20,8 +20,9 @@ from kws_research.streaming import mining, streams
 from kws_research.streaming.evaluation import DIGEST_TAG, SPLITS, Evaluation, evaluate, log_evaluation, variant
 from kws_research.streaming.scoring import keras_scorer
 from kws_research.streaming.settings import StreamSettings
+from kws_research.tracking.lookup import get_run
 from kws_research.tracking.runs import log_artifacts, log_metrics
-from kws_research.tracking.source import fetch, get_run, open_set_rule, source_data
+from kws_research.tracking.source import fetch, open_set_rule, source_data
 
 log = logging.getLogger(__name__)
 
