@@ -1,8 +1,9 @@
 """Does the detector hear commands where people talk, and does its certificate hold? Train
 words-only, the open-set recipe as it was before it trained on streams, and the recipe
 with the data's real talk as an unknown source plus windows of training-split streams
-(with and without mining rounds, and at 1.5x width); then measure every run on test streams with real talk
-and real words: the LibriSpeech speakers of the split and a pseudo-conversation of its own
+(with and without mining rounds, without its unknown prior, and at 1.5x width); then
+measure every run on test streams with real talk and real words: the LibriSpeech
+speakers of the split and a pseudo-conversation of its own
 recordings under the negatives, the extra Speech Commands words among the words (never
 trained on), half the words through simulated rooms, at 10 dB; the detector is certified
 on validation streams built the same way from the validation split, its bound counting
