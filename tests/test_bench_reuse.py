@@ -16,6 +16,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def test_the_key_changes_with_the_config_the_commit_and_the_kernels(tone_root, tmp_path, monkeypatch):
     monkeypatch.setattr(reuse, "git_commit", lambda: COMMIT)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)  # the key reads it; TensorFlow read it at import
     cfg = compose("train", tiny_overrides(tone_root, tmp_path))
     key = reuse.reuse_key(cfg)
     assert key == reuse.reuse_key(compose("train", tiny_overrides(tone_root, tmp_path)))
