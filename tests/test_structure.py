@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 
+import pytest
 from helpers.stages import REPO
 
 PACKAGE = REPO / "kws_research"
@@ -150,6 +151,7 @@ def test_function_level_imports_of_the_package_say_why():
     assert not missing
 
 
+@pytest.mark.slow  # a subprocess that imports each stage
 def test_a_wrong_run_id_is_one_line_before_tensorflow_loads(tmp_path):
     """export, evaluate and mine look the run up before they import a model: a mistyped id
     answers in about a second, not after TensorFlow's import."""
